@@ -1,0 +1,25 @@
+//! One module per subcommand; `dispatch` runs the chosen one.
+pub mod events;
+pub mod run;
+mod shutdown;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::cli::Command;
+
+/// Runs `command` on a fresh tokio runtime and returns the process exit code.
+pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        match command {
+            Command::Run { policies } => run::run(&policies).await,
+            Command::Events { kind } => events::events(&kind).await,
+        }
+    })
+}

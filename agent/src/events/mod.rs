@@ -1,0 +1,150 @@
+//! Typed events: what the decoder makes of a ring buffer record, and the
+//! enriched [`Record`] the agent emits, one JSON object per event.
+pub mod clock;
+pub mod decode;
+pub mod reader;
+pub mod record;
+
+use serde::{Deserialize, Serialize};
+
+pub use decode::{DecodeError, decode};
+pub use record::{ParentContext, ProcessContext, Record};
+
+/// Event kinds by their stable, user-facing name (CLI, JSON, policies).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKindName {
+    /// A process executed a new image.
+    Exec,
+    /// A process exited.
+    Exit,
+}
+
+impl EventKindName {
+    /// Event family the kind belongs to (a metrics label).
+    pub fn family(self) -> &'static str {
+        match self {
+            EventKindName::Exec | EventKindName::Exit => "process",
+        }
+    }
+
+    /// The kind's name as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKindName::Exec => "exec",
+            EventKindName::Exit => "exit",
+        }
+    }
+}
+
+/// The task that triggered an event, as the kernel saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// Thread id.
+    pub tid: u32,
+    /// Process id.
+    pub pid: u32,
+    /// Parent process id.
+    pub ppid: u32,
+    /// Real user id.
+    pub uid: u32,
+    /// Real group id.
+    pub gid: u32,
+    /// Command name (at most 15 bytes).
+    pub comm: String,
+    /// cgroup v2 id.
+    pub cgroup_id: u64,
+}
+
+/// One decoded event: when, who, and what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Kernel `CLOCK_BOOTTIME` nanoseconds when the probe ran.
+    pub ktime_ns: u64,
+    /// The task that triggered it.
+    pub task: Task,
+    /// The family-specific part.
+    pub body: Body,
+}
+
+impl Event {
+    /// The kind of this event.
+    pub fn kind(&self) -> EventKindName {
+        self.body.kind()
+    }
+}
+
+/// Family-specific event data; serialised under the kind's name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Body {
+    /// A process executed a new image.
+    Exec(Exec),
+    /// A process exited.
+    Exit(Exit),
+}
+
+impl Body {
+    /// The kind of event this body belongs to.
+    pub fn kind(&self) -> EventKindName {
+        match self {
+            Body::Exec(_) => EventKindName::Exec,
+            Body::Exit(_) => EventKindName::Exit,
+        }
+    }
+}
+
+/// An `execve` that succeeded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exec {
+    /// File name as the kernel resolved it for the exec.
+    pub filename: String,
+    /// Arguments of the new image.
+    pub argv: Vec<String>,
+    /// Whether the argument list was cut at the probe's limit.
+    pub argv_truncated: bool,
+}
+
+/// A process exit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    /// Exit status, when the process exited by itself.
+    pub code: Option<i32>,
+    /// Signal number, when a signal ended it.
+    pub signal: Option<i32>,
+    /// Whether it dumped core.
+    pub core_dumped: bool,
+}
+
+impl Exit {
+    /// Splits the kernel's `exit_code` (wait status layout).
+    pub fn from_raw(raw: u32) -> Self {
+        let signal = raw & 0x7f;
+        if signal == 0 {
+            Self {
+                code: Some(((raw >> 8) & 0xff) as i32),
+                signal: None,
+                core_dumped: false,
+            }
+        } else {
+            Self {
+                code: None,
+                signal: Some(signal as i32),
+                core_dumped: raw & 0x80 != 0,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Exit;
+
+    #[test]
+    fn exit_status_layout() {
+        assert_eq!(Exit::from_raw(3 << 8).code, Some(3));
+        let killed = Exit::from_raw(9);
+        assert_eq!((killed.code, killed.signal), (None, Some(9)));
+        assert!(Exit::from_raw(0x80 | 11).core_dumped);
+    }
+}

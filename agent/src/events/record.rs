@@ -1,0 +1,59 @@
+//! The enriched event the agent emits: the decoded event plus wall time and
+//! the process context from the process table.
+use serde::{Deserialize, Serialize};
+
+use super::{Body, EventKindName};
+
+/// One event as `reflex events` prints it and as policies see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Wall-clock time of the event, RFC 3339 with nanoseconds.
+    pub time: String,
+    /// Kernel boot-time stamp in nanoseconds.
+    pub ktime_ns: u64,
+    /// Event kind.
+    pub kind: EventKindName,
+    /// The process the event is about, with what the agent knows of it.
+    pub process: ProcessContext,
+    /// Family-specific data, under the kind's name (`"exec": {...}`).
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+/// Who did it: the kernel's view of the task plus the process table's.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessContext {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id that triggered the event.
+    pub tid: u32,
+    /// Parent process id.
+    pub ppid: u32,
+    /// Real user id.
+    pub uid: u32,
+    /// Real group id.
+    pub gid: u32,
+    /// Command name.
+    pub comm: String,
+    /// Executable path, when known.
+    pub exe: Option<String>,
+    /// Arguments, when known.
+    pub argv: Vec<String>,
+    /// cgroup v2 id.
+    pub cgroup_id: u64,
+    /// Boot-time nanoseconds when the process started (or exec'd), when known.
+    pub start_ktime_ns: Option<u64>,
+    /// The parent, when known.
+    pub parent: Option<ParentContext>,
+}
+
+/// What the agent knows of a parent process.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentContext {
+    /// Process id.
+    pub pid: u32,
+    /// Executable path, when known.
+    pub exe: Option<String>,
+    /// Command name, when known.
+    pub comm: Option<String>,
+}

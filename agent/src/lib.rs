@@ -1,0 +1,12 @@
+//! reflex: an eBPF host sensor agent. Kernel probes capture events into a
+//! ring buffer; this crate loads them, decodes and enriches the events with
+//! process context, and hands them to whoever consumes the stream.
+
+pub mod cli;
+pub mod commands;
+pub mod events;
+pub mod loader;
+pub mod logging;
+pub mod process;
+pub mod sensor;
+pub mod telemetry;

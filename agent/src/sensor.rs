@@ -1,0 +1,233 @@
+//! The event pipeline: probes → ring buffer → decode → process table →
+//! a bounded channel of [`Record`]s for whoever consumes them.
+use std::{collections::HashSet, io, sync::Arc, time::Duration};
+
+use reflex_wire::LossReason;
+use tokio::{sync::mpsc, task::JoinHandle};
+
+use crate::{
+    events::{Event, EventKindName, Record, clock::BootClock, decode, reader::EventReader},
+    loader::{KernelLosses, LoadError, LoadOptions, Probes},
+    process::ProcessTable,
+    telemetry::Metrics,
+};
+
+/// How often the kernel loss counters are copied into the metrics.
+const LOSS_POLL: Duration = Duration::from_secs(1);
+
+/// Settings for [`Sensor::start`].
+#[derive(Clone, Debug)]
+pub struct SensorOptions {
+    /// Probe loading settings.
+    pub load: LoadOptions,
+    /// Only emit these kinds; `None` for all.
+    pub kinds: Option<HashSet<EventKindName>>,
+    /// Records buffered between the reader and the consumer. When full, the
+    /// reader waits and the kernel ring buffer absorbs (and counts) the rest.
+    pub queue: usize,
+}
+
+impl Default for SensorOptions {
+    fn default() -> Self {
+        Self {
+            load: LoadOptions::default(),
+            kinds: None,
+            queue: 65_536,
+        }
+    }
+}
+
+/// Why the sensor could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SensorError {
+    /// The probes did not load.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The ring buffer could not be registered with the reactor.
+    #[error("registering the event ring buffer with tokio")]
+    Reactor(#[source] io::Error),
+}
+
+/// A running pipeline. Dropping it stops the reader and detaches the probes.
+pub struct Sensor {
+    probes: Probes,
+    losses: Arc<KernelLosses>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Sensor {
+    /// Loads and attaches the probes, seeds the process table from `/proc`,
+    /// and starts reading. Must be called inside a tokio runtime.
+    pub fn start(
+        options: SensorOptions,
+        metrics: Metrics,
+    ) -> Result<(Self, mpsc::Receiver<Record>), SensorError> {
+        let mut probes = Probes::load(&options.load)?;
+        let ring = probes.take_events()?;
+        let losses = Arc::new(probes.take_losses()?);
+        for probe in probes.attached() {
+            metrics.probes.with_label_values(&[probe.as_str()]).set(1);
+        }
+        let reader = EventReader::new(ring).map_err(SensorError::Reactor)?;
+
+        // Seed after attaching, so no process can start unseen in between.
+        let mut table = ProcessTable::new();
+        table.seed_from_proc();
+        metrics.process_table.set(table.len() as i64);
+
+        let (tx, rx) = mpsc::channel(options.queue.max(1));
+        let pipeline = Pipeline {
+            table,
+            clock: BootClock::new(),
+            kinds: options.kinds,
+            metrics: metrics.clone(),
+        };
+        let tasks = vec![
+            tokio::spawn(pipeline.run(reader, tx)),
+            tokio::spawn(sync_kernel_losses(losses.clone(), metrics)),
+        ];
+        Ok((
+            Self {
+                probes,
+                losses,
+                tasks,
+            },
+            rx,
+        ))
+    }
+
+    /// Hooks that are attached.
+    pub fn attached(&self) -> &[String] {
+        self.probes.attached()
+    }
+
+    /// Events lost in the kernel so far, per reason, read now.
+    pub fn kernel_losses(&self) -> Result<Vec<(LossReason, u64)>, aya::maps::MapError> {
+        self.losses.read()
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Decode and enrichment state owned by the reader task.
+struct Pipeline {
+    table: ProcessTable,
+    clock: BootClock,
+    kinds: Option<HashSet<EventKindName>>,
+    metrics: Metrics,
+}
+
+impl Pipeline {
+    async fn run(mut self, mut reader: EventReader, tx: mpsc::Sender<Record>) {
+        let mut batch = Vec::new();
+        loop {
+            let read = reader
+                .read_batch(|bytes| {
+                    if let Some(record) = self.handle(bytes) {
+                        batch.push(record);
+                    }
+                })
+                .await;
+            if let Err(err) = read {
+                tracing::error!(%err, "event ring buffer unreadable; the sensor stops");
+                return;
+            }
+            for record in batch.drain(..) {
+                if tx.send(record).await.is_err() {
+                    return; // consumer gone: shutting down
+                }
+            }
+        }
+    }
+
+    /// Decodes, counts and enriches one record; `None` if it is dropped
+    /// (decode error, counted) or filtered out by kind.
+    fn handle(&mut self, bytes: &[u8]) -> Option<Record> {
+        let event = decode_counted(bytes, &self.metrics)?;
+        let kind = event.kind();
+        self.metrics
+            .events
+            .with_label_values(&[kind.family(), kind.as_str()])
+            .inc();
+        let process = self.table.apply(&event);
+        self.metrics.process_table.set(self.table.len() as i64);
+        if self.kinds.as_ref().is_some_and(|k| !k.contains(&kind)) {
+            return None;
+        }
+        Some(Record {
+            time: humantime::format_rfc3339_nanos(self.clock.to_system_time(event.ktime_ns))
+                .to_string(),
+            ktime_ns: event.ktime_ns,
+            kind,
+            process,
+            body: event.body,
+        })
+    }
+}
+
+/// Decodes `bytes`, counting a failure under `reflex_events_lost_total{place="decode"}`.
+pub fn decode_counted(bytes: &[u8], metrics: &Metrics) -> Option<Event> {
+    match decode(bytes) {
+        Ok(event) => Some(event),
+        Err(err) => {
+            metrics
+                .lost
+                .with_label_values(&["decode", err.reason()])
+                .inc();
+            tracing::warn!(%err, "dropped an undecodable event record");
+            None
+        }
+    }
+}
+
+/// Copies the kernel's per-CPU loss counters into the metrics, as deltas.
+async fn sync_kernel_losses(losses: Arc<KernelLosses>, metrics: Metrics) {
+    let mut seen = [0u64; LossReason::COUNT as usize];
+    let mut tick = tokio::time::interval(LOSS_POLL);
+    loop {
+        tick.tick().await;
+        match losses.read() {
+            Ok(now) => {
+                for (reason, total) in now {
+                    let slot = &mut seen[reason as usize];
+                    if total > *slot {
+                        metrics
+                            .lost
+                            .with_label_values(&["kernel", reason.label()])
+                            .inc_by(total - *slot);
+                        tracing::warn!(
+                            reason = reason.label(),
+                            lost = total - *slot,
+                            "kernel dropped events"
+                        );
+                        *slot = total;
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(%err, "reading kernel loss counters"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_errors_are_counted() {
+        let metrics = Metrics::new();
+        assert!(decode_counted(&[1, 2, 3], &metrics).is_none());
+        let mut unknown = vec![0u8; 64];
+        unknown[..4].copy_from_slice(&0xbeefu32.to_ne_bytes());
+        assert!(decode_counted(&unknown, &metrics).is_none());
+        assert_eq!(metrics.lost_count("decode", "truncated"), 1);
+        assert_eq!(metrics.lost_count("decode", "unknown_kind"), 1);
+        assert!(metrics.render().contains("reflex_events_lost_total"));
+    }
+}

@@ -1,0 +1,20 @@
+//! reflex's kernel programs. Each module holds one event family; every probe
+//! captures, filters by map lookup and submits into the `EVENTS` ring buffer.
+#![no_std]
+#![no_main]
+
+mod event;
+mod maps;
+mod process;
+mod task;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// GPL: `bpf_probe_read_*`, `bpf_send_signal` and the ring buffer helpers are GPL-only.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

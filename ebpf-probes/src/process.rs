@@ -1,0 +1,124 @@
+//! Process family: exec and exit, from the `sched` tracepoints.
+
+use core::{ffi::c_void, mem::size_of, ptr::addr_of_mut};
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::generated::{bpf_probe_read_kernel_str, bpf_probe_read_user},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use reflex_wire::{
+    EventKind, ExecEvent, ExitEvent, LossReason,
+    process::{ARGS_MAX, EXE_MAX},
+};
+
+use crate::{
+    event::header,
+    maps::{EVENTS, OFFSETS, count_loss},
+    task,
+};
+
+/// `tp/sched/sched_process_exec`: emits an [`ExecEvent`] with the executed
+/// file name and the new image's argument block. No fallback needed: this
+/// tracepoint exists on every kernel reflex targets.
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    if let Err(reason) = try_sched_process_exec(&ctx) {
+        count_loss(reason);
+    }
+    0
+}
+
+fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), LossReason> {
+    let mut entry = EVENTS
+        .reserve::<ExecEvent>(0)
+        .ok_or(LossReason::RingbufFull)?;
+    let event = entry.as_mut_ptr();
+    let offsets = OFFSETS.load();
+    // SAFETY: the tracepoint record holds a `__data_loc` u32 at this offset.
+    let loc: u32 = unsafe { ctx.read_at(offsets.tp_exec_filename as usize) }.unwrap_or(0);
+    let name = (ctx.as_ptr() as *const u8).wrapping_add((loc & 0xffff) as usize);
+    // SAFETY: `event` points at a reserved ring buffer slot sized for an
+    // `ExecEvent`; each field is written through a raw pointer before submit
+    // (the byte arrays only up to the lengths recorded beside them), and the
+    // read helpers bound every copy by the size they are given.
+    unsafe {
+        let exe = addr_of_mut!((*event).exe);
+        let copied = bpf_probe_read_kernel_str(exe.cast(), EXE_MAX as u32, name.cast());
+        let exe_len = if copied > 0 { copied as u32 - 1 } else { 0 };
+        addr_of_mut!((*event).exe_len).write(exe_len);
+
+        let (args_len, truncated) = read_args(addr_of_mut!((*event).args).cast());
+        addr_of_mut!((*event).args_len).write(args_len);
+        addr_of_mut!((*event).args_truncated).write(truncated as u32);
+        addr_of_mut!((*event)._pad).write(0);
+        addr_of_mut!((*event).header).write(header(EventKind::Exec, size_of::<ExecEvent>()));
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+/// Copies the current task's argument block (NUL-separated) into `dst`, which
+/// holds `ARGS_MAX` bytes; returns the bytes copied and whether it was cut.
+///
+/// # Safety
+/// `dst` must be valid for `ARGS_MAX` bytes of writes.
+#[inline(always)]
+unsafe fn read_args(dst: *mut u8) -> (u32, bool) {
+    let offsets = OFFSETS.load();
+    let Ok(mm) = task::read::<u64>(task::current(), offsets.task_mm) else {
+        return (0, false);
+    };
+    let start = task::read::<u64>(mm, offsets.mm_arg_start).unwrap_or(0);
+    let end = task::read::<u64>(mm, offsets.mm_arg_end).unwrap_or(0);
+    let mut len = end.saturating_sub(start) as u32;
+    let truncated = len > ARGS_MAX as u32;
+    if truncated {
+        len = ARGS_MAX as u32;
+    }
+    // SAFETY: `len` is at most `ARGS_MAX`, the caller's bound on `dst`; the
+    // helper fails cleanly on an unreadable user address.
+    let read = unsafe { bpf_probe_read_user(dst.cast(), len, start as *const c_void) };
+    if read == 0 {
+        (len, truncated)
+    } else {
+        (0, false)
+    }
+}
+
+/// `tp/sched/sched_process_exit`: emits an [`ExitEvent`] when the last thread
+/// of a process exits (`group_dead`), or, on kernels without that field, when
+/// the thread-group leader exits.
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    if let Err(reason) = try_sched_process_exit(&ctx) {
+        count_loss(reason);
+    }
+    0
+}
+
+fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), LossReason> {
+    let offsets = OFFSETS.load();
+    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    let last = if offsets.tp_exit_group_dead != 0 {
+        // SAFETY: the record holds a `bool group_dead` at this offset.
+        unsafe { ctx.read_at::<u8>(offsets.tp_exit_group_dead as usize) }.unwrap_or(0) != 0
+    } else {
+        pid_tgid as u32 == (pid_tgid >> 32) as u32
+    };
+    if !last {
+        return Ok(());
+    }
+    let mut entry = EVENTS
+        .reserve::<ExitEvent>(0)
+        .ok_or(LossReason::RingbufFull)?;
+    let code = task::read::<u32>(task::current(), offsets.task_exit_code).unwrap_or(0);
+    entry.write(ExitEvent {
+        header: header(EventKind::Exit, size_of::<ExitEvent>()),
+        exit_code: code,
+        _pad: 0,
+    });
+    entry.submit(0);
+    Ok(())
+}
