@@ -1,1 +1,105 @@
-fn main() {}
+//! Developer commands: `cargo xtask setup | build | run | test`.
+//!
+//! Every command that needs tools calls `setup` first, so a fresh machine
+//! needs nothing but a clone and `cargo xtask run` or `cargo xtask test`.
+mod cmd;
+mod setup;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "reflex developer commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing: nightly rust-src, LLVM 22 headers, bpf-linker.
+    Setup,
+    /// Build the agent (and its probes) in release mode.
+    Build,
+    /// Set up, build, and run `reflex run --policies policies/` in the foreground.
+    Run {
+        /// Extra arguments passed to `reflex run`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then fmt check, clippy, unit tests and the root integration tests.
+    Test {
+        /// Skip the root integration tests.
+        #[arg(long)]
+        unit_only: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    match cli.command {
+        Task::Setup => setup::run(),
+        Task::Build => {
+            setup::run()?;
+            cmd::cargo(&["build", "--release", "--package", "reflex"])
+        }
+        Task::Run { args } => {
+            setup::run()?;
+            cmd::cargo(&["build", "--release", "--package", "reflex"])?;
+            let mut argv = vec!["run".to_string(), "--policies".into(), "policies".into()];
+            argv.extend(args);
+            cmd::exec(root.join("target/release/reflex"), &argv)
+        }
+        Task::Test { unit_only } => test(unit_only),
+    }
+}
+
+/// The whole test gate, in the order that fails fastest.
+fn test(unit_only: bool) -> Result<()> {
+    setup::run()?;
+    cmd::cargo(&["fmt", "--all", "--", "--check"])?;
+    cmd::cargo(&[
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "reflex-probes",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    cmd::cargo(&[
+        "test",
+        "--workspace",
+        "--exclude",
+        "reflex-probes",
+        "--exclude",
+        "reflex-tests",
+    ])?;
+    if unit_only {
+        return Ok(());
+    }
+    if !setup::is_root() {
+        anyhow::bail!(
+            "the integration tests load eBPF programs and need root; run `sudo cargo xtask test` \
+             (or `cargo xtask test --unit-only`)"
+        );
+    }
+    cmd::cargo(&["build", "--package", "reflex"])?;
+    let bin = workspace_root().join("target/debug/reflex");
+    cmd::cargo_with_env(
+        &["test", "--package", "reflex-tests", "--", "--nocapture"],
+        &[("REFLEX_BIN", bin.to_string_lossy().as_ref())],
+    )
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}

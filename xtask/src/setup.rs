@@ -1,0 +1,118 @@
+//! Installs what building and testing reflex needs, idempotently, saying
+//! what it installs. With everything present it only checks (well under 5 s).
+//! Recipe: `../shared/KERNEL.md`.
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+use crate::cmd;
+
+/// Toolchain that builds the kernel crate (aya-build's default).
+const NIGHTLY: &str = "nightly";
+/// bpf-linker release line known to build against LLVM 22 here.
+const BPF_LINKER_VERSION: &str = "0.13";
+/// Debian packages bpf-linker builds against.
+const LLVM_PACKAGES: [&str; 4] = [
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "zlib1g-dev",
+    "libzstd-dev",
+];
+/// Where Debian puts LLVM 22.
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// Checks each requirement and installs the missing ones.
+pub fn run() -> Result<()> {
+    let mut installed = Vec::new();
+    if !has_nightly() {
+        bail!(
+            "no `{NIGHTLY}` Rust toolchain: the kernel crate needs it (see ../shared/KERNEL.md); \
+             install it with `rustup toolchain install {NIGHTLY}`"
+        );
+    }
+    if !nightly_has_rust_src() {
+        cmd::status(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            NIGHTLY,
+        ]))?;
+        installed.push("rust-src (nightly)".to_string());
+    }
+    if !has_bpf_linker() {
+        let missing = missing_debs(&LLVM_PACKAGES);
+        if !missing.is_empty() {
+            apt_install(&missing)?;
+            installed.extend(missing.iter().map(|p| format!("{p} (apt)")));
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        cmd::status(
+            Command::new(cargo)
+                .args(["install", "bpf-linker", "--version"])
+                .arg(format!("~{BPF_LINKER_VERSION}"))
+                .env("LLVM_PREFIX", LLVM_PREFIX),
+        )?;
+        installed.push(format!("bpf-linker {BPF_LINKER_VERSION} (cargo install)"));
+    }
+    if installed.is_empty() {
+        eprintln!("xtask: setup: everything is in place");
+    } else {
+        eprintln!("xtask: setup: installed {}", installed.join(", "));
+    }
+    Ok(())
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    cmd::output("id", &["-u"]).is_some_and(|uid| uid.trim() == "0")
+}
+
+fn has_nightly() -> bool {
+    cmd::output("rustup", &["toolchain", "list"])
+        .is_some_and(|list| list.lines().any(|l| l.starts_with(NIGHTLY)))
+}
+
+fn nightly_has_rust_src() -> bool {
+    cmd::output(
+        "rustup",
+        &["component", "list", "--installed", "--toolchain", NIGHTLY],
+    )
+    .is_some_and(|list| list.lines().any(|l| l.trim().starts_with("rust-src")))
+}
+
+fn has_bpf_linker() -> bool {
+    cmd::output("bpf-linker", &["--version"]).is_some_and(|v| {
+        v.split_whitespace()
+            .nth(1)
+            .is_some_and(|ver| ver.starts_with(&format!("{BPF_LINKER_VERSION}.")))
+    })
+}
+
+fn missing_debs(packages: &[&str]) -> Vec<String> {
+    packages
+        .iter()
+        .filter(|p| {
+            !cmd::output("dpkg-query", &["-W", "-f=${Status}", p])
+                .is_some_and(|s| s.contains("install ok installed"))
+        })
+        .map(|p| p.to_string())
+        .collect()
+}
+
+/// `apt-get update` then `apt-get install -y PACKAGES` (needs root).
+pub fn apt_install(packages: &[String]) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "missing Debian packages {}; rerun as root so setup can install them",
+            packages.join(" ")
+        );
+    }
+    cmd::status(Command::new("apt-get").args(["update", "-q"]))?;
+    cmd::status(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
