@@ -38,6 +38,12 @@ pub enum Command {
         #[arg(long, default_value = "/etc/reflex/policies")]
         policies: PathBuf,
     },
+    /// Validate policy files or directories; report every error as file:line:column.
+    Check {
+        /// Files or directories of `*.yaml` policies.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Stream every event as one JSON object per line on stdout.
     Events {
         /// Only these kinds (comma-separated), e.g. `exec,exit`.

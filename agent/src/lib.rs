@@ -7,6 +7,7 @@ pub mod commands;
 pub mod events;
 pub mod loader;
 pub mod logging;
+pub mod policy;
 pub mod process;
 pub mod sensor;
 pub mod telemetry;

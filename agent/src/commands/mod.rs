@@ -1,4 +1,5 @@
 //! One module per subcommand; `dispatch` runs the chosen one.
+pub mod check;
 pub mod events;
 pub mod run;
 mod shutdown;
@@ -11,6 +12,9 @@ use crate::cli::Command;
 
 /// Runs `command` on a fresh tokio runtime and returns the process exit code.
 pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    if let Command::Check { paths } = &command {
+        return Ok(check::check(paths));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -20,6 +24,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         match command {
             Command::Run { policies } => run::run(&policies).await,
             Command::Events { kind } => events::events(&kind).await,
+            Command::Check { .. } => unreachable!("handled without a runtime"),
         }
     })
 }

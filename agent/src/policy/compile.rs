@@ -1,0 +1,422 @@
+//! All validation that spans fields or policies, then the compiled form.
+use std::{collections::HashMap, path::PathBuf, time::Duration};
+
+use globset::{GlobSet, GlobSetBuilder};
+
+use super::{
+    checked::Position,
+    load::{Locator, PolicyError, SourcePolicy},
+    model::{Action, ConnectTrigger, Policy, ProcessMatcher, Throttle, Trigger, all_valid},
+    spec::{ActionSpec, ConditionSpec, CpuScope, OnSpec, PolicySpec, ThrottleKey},
+    value::{Template, compile_glob},
+};
+
+/// Default time limit of a `run` hook.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Fields every event offers to templates.
+const COMMON_FIELDS: [&str; 17] = [
+    "time",
+    "ktime_ns",
+    "kind",
+    "policy",
+    "policy.name",
+    "policy.mode",
+    "process.pid",
+    "process.tid",
+    "process.ppid",
+    "process.uid",
+    "process.gid",
+    "process.comm",
+    "process.exe",
+    "process.argv",
+    "process.cgroup_id",
+    "process.start_ktime_ns",
+    "process.parent",
+];
+
+/// Fields each family adds.
+fn family_fields(family: &str) -> &'static [&'static str] {
+    match family {
+        "exec" => &["exec.filename", "exec.argv", "exec.argv_truncated"],
+        "file" => &["file.path", "file.change", "file.dev", "file.ino"],
+        "connect" => &[
+            "connect.direction",
+            "connect.protocol",
+            "connect.local_addr",
+            "connect.local_port",
+            "connect.remote_addr",
+            "connect.remote_port",
+            "connect.blocked",
+        ],
+        "cpu" => &[
+            "cpu.scope",
+            "cpu.percent",
+            "cpu.host_percent",
+            "cpu.top",
+            "cpu.state",
+        ],
+        _ => &[],
+    }
+}
+
+/// Actions each family can carry out.
+fn family_actions(family: &str) -> &'static [&'static str] {
+    match family {
+        "exec" => &["kill", "alert", "run"],
+        "file" => &["kill", "alert", "run", "revert"],
+        "connect" => &["kill", "alert", "run", "block"],
+        "cpu" => &["kill", "alert", "run"],
+        _ => &[],
+    }
+}
+
+/// Compiles every parsed policy; problems are appended to `errors`. Names
+/// must be unique across all of them.
+pub fn compile_all(sources: Vec<SourcePolicy>, errors: &mut Vec<PolicyError>) -> Vec<Policy> {
+    let mut seen: HashMap<String, (PathBuf, Position)> = HashMap::new();
+    let mut out = Vec::new();
+    for source in sources {
+        let mut problems = Vec::new();
+        let compiled = compile_one(source, &mut problems, &mut seen);
+        let failed = !problems.is_empty();
+        errors.extend(problems);
+        if let Some(policy) = compiled.filter(|_| !failed) {
+            out.push(policy);
+        }
+    }
+    out
+}
+
+fn compile_one(
+    source: SourcePolicy,
+    errors: &mut Vec<PolicyError>,
+    seen: &mut HashMap<String, (PathBuf, Position)>,
+) -> Option<Policy> {
+    let SourcePolicy {
+        spec,
+        file,
+        locator,
+    } = source;
+    let err = |errors: &mut Vec<PolicyError>, position: Position, message: String| {
+        errors.push(PolicyError {
+            file: file.clone(),
+            position: Some(position),
+            message,
+        })
+    };
+    let PolicySpec {
+        name,
+        description,
+        mode,
+        on,
+        when,
+        unless,
+        actions,
+        throttle,
+        labels,
+    } = spec;
+
+    let name = name.valid()?;
+    let name_at = locator.find(Some("name:"), &name);
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        err(
+            errors,
+            name_at,
+            format!("policy name {name:?} must be letters, digits, '-', '_' or '.'"),
+        );
+    }
+    if let Some((other_file, other_at)) = seen.get(&name) {
+        err(
+            errors,
+            name_at,
+            format!(
+                "duplicate policy name {name:?}; first defined at {}:{other_at}",
+                other_file.display()
+            ),
+        );
+    } else {
+        seen.insert(name.clone(), (file.clone(), name_at));
+    }
+
+    let trigger = trigger(on, &locator, &file, errors);
+    let family = trigger.as_ref().map(Trigger::family);
+    let when = condition(when, &locator, "when:", &file, errors);
+    let unless = condition(unless, &locator, "unless:", &file, errors);
+
+    if actions.is_empty() {
+        err(
+            errors,
+            locator.find(None, "do:"),
+            "`do` is empty; expected at least one action".into(),
+        );
+    }
+    let actions: Option<Vec<Action>> = actions
+        .into_iter()
+        .map(|a| action(a, family, &locator, &file, errors))
+        .collect();
+
+    let throttle = throttle.and_then(|t| {
+        let (per, max, every) = (t.per.valid()?, t.max.valid()?, t.every.valid()?);
+        if max == 0 {
+            err(
+                errors,
+                locator.find(Some("throttle:"), "max"),
+                "throttle `max` must be at least 1".into(),
+            );
+        }
+        let fits = match per {
+            ThrottleKey::File => family == Some("file"),
+            ThrottleKey::Remote => family == Some("connect"),
+            ThrottleKey::Policy | ThrottleKey::Process => true,
+        };
+        if !fits {
+            err(
+                errors,
+                locator.find(Some("throttle:"), "per"),
+                format!(
+                    "throttle `per: {}` needs a {} policy",
+                    if per == ThrottleKey::File {
+                        "file"
+                    } else {
+                        "remote"
+                    },
+                    if per == ThrottleKey::File {
+                        "file"
+                    } else {
+                        "connect"
+                    }
+                ),
+            );
+        }
+        Some(Throttle {
+            per,
+            max,
+            every: every.0,
+        })
+    });
+
+    if let (
+        Some(Trigger::Cpu {
+            scope: CpuScope::Host,
+            ..
+        }),
+        Some(actions),
+    ) = (&trigger, &actions)
+        && actions.iter().any(|a| matches!(a, Action::Kill { .. }))
+    {
+        err(
+            errors,
+            locator.find(Some("do:"), "kill"),
+            "`kill` needs a process; `cpu` policies with `scope: host` cannot kill (use `run`)"
+                .into(),
+        );
+    }
+
+    if let (Some(family), Some(actions)) = (family, &actions) {
+        check_templates(family, actions, &locator, &file, errors);
+    }
+
+    Some(Policy {
+        name,
+        description: description.valid().unwrap_or_default(),
+        mode: mode.valid()?,
+        origin: (file.clone(), locator.start()),
+        trigger: trigger?,
+        when: when?,
+        unless: unless?,
+        actions: actions?,
+        throttle,
+        labels,
+    })
+}
+
+fn trigger(
+    on: OnSpec,
+    locator: &Locator,
+    file: &std::path::Path,
+    errors: &mut Vec<PolicyError>,
+) -> Option<Trigger> {
+    match on {
+        OnSpec::Exec(exec) => Some(Trigger::Exec {
+            paths: all_valid(exec.paths)?,
+        }),
+        OnSpec::File(f) => {
+            let paths = all_valid(f.paths)?;
+            if paths.is_empty() {
+                errors.push(PolicyError {
+                    file: file.to_owned(),
+                    position: Some(locator.find(Some("file:"), "paths")),
+                    message: "`file` needs at least one path in `paths`".into(),
+                });
+            }
+            Some(Trigger::File {
+                paths,
+                changes: all_valid(f.events)?,
+            })
+        }
+        OnSpec::Connect(c) => ConnectTrigger::from_valid(c).map(Trigger::Connect),
+        OnSpec::Cpu(c) => Some(Trigger::Cpu {
+            scope: c.scope.valid()?,
+            above: c.above.valid()?.0,
+            duration: c.duration.valid()?.0,
+        }),
+    }
+}
+
+fn condition(
+    spec: Option<ConditionSpec>,
+    locator: &Locator,
+    anchor: &str,
+    file: &std::path::Path,
+    errors: &mut Vec<PolicyError>,
+) -> Option<Option<ProcessMatcher>> {
+    let Some(spec) = spec else {
+        return Some(None);
+    };
+    let process = spec.process;
+    let exe = all_valid(process.exe)?;
+    let comm = all_valid(process.comm)?;
+    let uid = all_valid(process.uid)?;
+    let parent_exe = all_valid(process.parent_exe)?;
+    if exe.is_empty() && comm.is_empty() && uid.is_empty() && parent_exe.is_empty() {
+        errors.push(PolicyError {
+            file: file.to_owned(),
+            position: Some(locator.find(None, anchor)),
+            message: format!(
+                "`{}` has no condition; expected one of exe, comm, uid, parent_exe",
+                anchor.trim_end_matches(':')
+            ),
+        });
+    }
+    let set = |globs: Vec<String>| -> Option<GlobSet> {
+        if globs.is_empty() {
+            return None;
+        }
+        let mut builder = GlobSetBuilder::new();
+        for g in &globs {
+            // Each glob was already compiled once while parsing.
+            builder.add(compile_glob(g).expect("validated glob"));
+        }
+        builder.build().ok()
+    };
+    Some(Some(ProcessMatcher {
+        exe: set(exe.into_iter().map(|g| g.0).collect()),
+        comm: set(comm.into_iter().map(|g| g.0).collect()),
+        uid: (!uid.is_empty()).then_some(uid),
+        parent_exe: set(parent_exe.into_iter().map(|g| g.0).collect()),
+    }))
+}
+
+fn action(
+    spec: ActionSpec,
+    family: Option<&str>,
+    locator: &Locator,
+    file: &std::path::Path,
+    errors: &mut Vec<PolicyError>,
+) -> Option<Action> {
+    let name = spec.name();
+    let at = locator.find(Some("do:"), name);
+    let mut err = |message: String| {
+        errors.push(PolicyError {
+            file: file.to_owned(),
+            position: Some(at),
+            message,
+        })
+    };
+    if let Some(family) = family
+        && !family_actions(family).contains(&name)
+    {
+        err(format!(
+            "action `{name}` is not available for `{family}` policies; expected one of {}",
+            family_actions(family).join(", ")
+        ));
+        return None;
+    }
+    Some(match spec {
+        ActionSpec::Kill(k) => Action::Kill {
+            signal: k.signal.valid()?.0,
+            target: k.target.valid()?,
+        },
+        ActionSpec::Alert(a) => Action::Alert {
+            severity: a.severity.valid()?,
+            summary: match a.summary {
+                Some(t) => Some(t.valid()?),
+                None => None,
+            },
+        },
+        ActionSpec::Run(r) => {
+            let command = all_valid(r.command)?;
+            let timeout = match r.timeout {
+                Some(t) => t.valid()?.0,
+                None => DEFAULT_HOOK_TIMEOUT,
+            };
+            match command.first() {
+                None => err("`run` needs a `command` with at least the program".into()),
+                Some(program) => {
+                    let literal = program.fields().next().is_none();
+                    if !literal || !program.source.starts_with('/') {
+                        err(format!(
+                            "hook program {:?} must be an absolute path without placeholders",
+                            program.source
+                        ));
+                    } else if !std::path::Path::new(&program.source).is_file() {
+                        err(format!("hook program {} does not exist", program.source));
+                    }
+                }
+            }
+            Action::Run { command, timeout }
+        }
+        ActionSpec::Revert(r) => Action::Revert {
+            source: match r.source {
+                Some(s) => Some(PathBuf::from(s.valid()?.0)),
+                None => None,
+            },
+        },
+        ActionSpec::Block(_) => Action::Block,
+    })
+}
+
+fn check_templates(
+    family: &str,
+    actions: &[Action],
+    locator: &Locator,
+    file: &std::path::Path,
+    errors: &mut Vec<PolicyError>,
+) {
+    let known = |field: &str| {
+        COMMON_FIELDS
+            .iter()
+            .chain(family_fields(family))
+            .any(|k| field == *k || field.starts_with(&format!("{k}.")))
+    };
+    let templates = actions.iter().flat_map(|a| -> Vec<&Template> {
+        match a {
+            Action::Alert {
+                summary: Some(t), ..
+            } => vec![t],
+            Action::Run { command, .. } => command.iter().collect(),
+            _ => Vec::new(),
+        }
+    });
+    for template in templates {
+        for field in template.fields() {
+            if !known(field) {
+                let mut fields: Vec<&str> = COMMON_FIELDS.to_vec();
+                fields.extend(family_fields(family));
+                errors.push(PolicyError {
+                    file: file.to_owned(),
+                    position: Some(locator.find(None, &format!("{{{field}}}"))),
+                    message: format!(
+                        "unknown field {{{field}}} for `{family}` events; expected one of {}",
+                        fields.join(", ")
+                    ),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Compiled policies: validated, with globs built, ready to evaluate.
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+
+use globset::GlobSet;
+use nix::sys::signal::Signal;
+
+use super::{
+    checked::Position,
+    spec::{
+        ConnectOn, CpuScope, Direction, FileChange, KillTarget, Mode, Protocol, Severity,
+        ThrottleKey,
+    },
+    value::{Cidr, PathGlob, PortRange, Template},
+};
+use crate::events::ProcessContext;
+
+/// A policy ready to evaluate.
+#[derive(Debug)]
+pub struct Policy {
+    /// Unique name.
+    pub name: String,
+    /// What it is for.
+    pub description: String,
+    /// Enforce or monitor.
+    pub mode: Mode,
+    /// File and position it was read from.
+    pub origin: (PathBuf, Position),
+    /// The family and its conditions.
+    pub trigger: Trigger,
+    /// Conditions that must all hold.
+    pub when: Option<ProcessMatcher>,
+    /// Conditions any of which exempts the event.
+    pub unless: Option<ProcessMatcher>,
+    /// Actions, in order.
+    pub actions: Vec<Action>,
+    /// Limits on alerts and hooks.
+    pub throttle: Option<Throttle>,
+    /// Extra labels for alert sinks.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A shared compiled policy.
+pub type PolicyRef = Arc<Policy>;
+
+/// The family-specific part of a policy.
+#[derive(Debug)]
+pub enum Trigger {
+    /// `on: exec`.
+    Exec {
+        /// Executable paths or globs; empty matches all.
+        paths: Vec<PathGlob>,
+    },
+    /// `on: file`.
+    File {
+        /// Watched paths or globs.
+        paths: Vec<PathGlob>,
+        /// Changes that count; empty means all.
+        changes: Vec<FileChange>,
+    },
+    /// `on: connect`.
+    Connect(ConnectTrigger),
+    /// `on: cpu`.
+    Cpu {
+        /// Process or host.
+        scope: CpuScope,
+        /// Threshold in percent.
+        above: f64,
+        /// How long it must hold.
+        duration: Duration,
+    },
+}
+
+impl Trigger {
+    /// The family name, as written after `on:`.
+    pub fn family(&self) -> &'static str {
+        match self {
+            Trigger::Exec { .. } => "exec",
+            Trigger::File { .. } => "file",
+            Trigger::Connect(_) => "connect",
+            Trigger::Cpu { .. } => "cpu",
+        }
+    }
+}
+
+/// Conditions of an `on: connect` policy.
+#[derive(Debug, Default)]
+pub struct ConnectTrigger {
+    /// Directions; empty means all.
+    pub direction: Vec<Direction>,
+    /// Remote networks; empty means any.
+    pub remote: Vec<Cidr>,
+    /// Exempted networks.
+    pub except: Vec<Cidr>,
+    /// Ports; empty means any.
+    pub ports: Vec<PortRange>,
+    /// Protocols; empty means both.
+    pub protocol: Vec<Protocol>,
+}
+
+impl ConnectTrigger {
+    /// Builds from a spec whose values are known to be valid.
+    pub fn from_valid(on: ConnectOn) -> Option<Self> {
+        Some(Self {
+            direction: all_valid(on.direction)?,
+            remote: all_valid(on.remote)?,
+            except: all_valid(on.except)?,
+            ports: all_valid(on.ports)?,
+            protocol: all_valid(on.protocol)?,
+        })
+    }
+}
+
+/// `Some` of every value when all are valid.
+pub fn all_valid<T>(items: Vec<super::checked::Checked<T>>) -> Option<Vec<T>> {
+    items
+        .into_iter()
+        .map(super::checked::Checked::valid)
+        .collect()
+}
+
+/// A compiled action.
+#[derive(Debug)]
+pub enum Action {
+    /// Signal the process or its parent.
+    Kill {
+        /// Signal.
+        signal: Signal,
+        /// Whom.
+        target: KillTarget,
+    },
+    /// Report the decision.
+    Alert {
+        /// Severity label.
+        severity: Severity,
+        /// Summary template.
+        summary: Option<Template>,
+    },
+    /// Run a hook.
+    Run {
+        /// Program and argument templates.
+        command: Vec<Template>,
+        /// Time limit.
+        timeout: Duration,
+    },
+    /// Restore a file.
+    Revert {
+        /// Golden source file.
+        source: Option<PathBuf>,
+    },
+    /// Refuse a connection.
+    Block,
+}
+
+impl Action {
+    /// The action's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Kill { .. } => "kill",
+            Action::Alert { .. } => "alert",
+            Action::Run { .. } => "run",
+            Action::Revert { .. } => "revert",
+            Action::Block => "block",
+        }
+    }
+}
+
+/// A compiled `throttle:`.
+#[derive(Clone, Copy, Debug)]
+pub struct Throttle {
+    /// Budget key.
+    pub per: ThrottleKey,
+    /// Alerts/hooks per window.
+    pub max: u32,
+    /// Window.
+    pub every: Duration,
+}
+
+/// Compiled process conditions.
+#[derive(Debug, Default)]
+pub struct ProcessMatcher {
+    /// Executable globs.
+    pub exe: Option<GlobSet>,
+    /// Command-name globs.
+    pub comm: Option<GlobSet>,
+    /// User ids.
+    pub uid: Option<Vec<u32>>,
+    /// Parent executable globs.
+    pub parent_exe: Option<GlobSet>,
+}
+
+impl ProcessMatcher {
+    /// Whether every condition given holds for `process`.
+    pub fn matches(&self, process: &ProcessContext) -> bool {
+        let glob = |set: &Option<GlobSet>, value: Option<&str>| match set {
+            None => true,
+            Some(set) => value.is_some_and(|v| set.is_match(v)),
+        };
+        glob(&self.exe, process.exe.as_deref())
+            && glob(&self.comm, Some(&process.comm))
+            && self.uid.as_ref().is_none_or(|u| u.contains(&process.uid))
+            && glob(
+                &self.parent_exe,
+                process.parent.as_ref().and_then(|p| p.exe.as_deref()),
+            )
+    }
+}
