@@ -33,9 +33,15 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start the agent: load the probes and answer events with the policies.
-    Run {
+    Run(RunArgs),
+    /// Feed a recorded `reflex events` stream through policies and print the
+    /// decisions, carrying out nothing.
+    Replay {
+        /// File of JSON lines written by `reflex events`.
+        #[arg(long)]
+        events: PathBuf,
         /// Directory of `*.yaml` policy files.
-        #[arg(long, default_value = "/etc/reflex/policies")]
+        #[arg(long)]
         policies: PathBuf,
     },
     /// Validate policy files or directories; report every error as file:line:column.
@@ -50,4 +56,22 @@ pub enum Command {
         #[arg(long, value_delimiter = ',')]
         kind: Vec<EventKindName>,
     },
+}
+
+/// Options of `reflex run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Directory of `*.yaml` policy files (reloaded on change and on SIGHUP).
+    #[arg(long, default_value = "/etc/reflex/policies")]
+    pub policies: PathBuf,
+    /// Where alerts, baselines and spools are kept.
+    #[arg(long, default_value = "/var/lib/reflex")]
+    pub state_dir: PathBuf,
+    /// A kill policy that kills more than this many different executables
+    /// within a minute stops killing until the next reload.
+    #[arg(long, default_value_t = crate::actions::plan::DEFAULT_FUSE_LIMIT)]
+    pub kill_fuse: usize,
+    /// Hooks allowed to run at once; more are skipped and counted.
+    #[arg(long, default_value_t = crate::actions::run::DEFAULT_MAX_HOOKS)]
+    pub max_hooks: usize,
 }

@@ -2,8 +2,10 @@
 //! ring buffer; this crate loads them, decodes and enriches the events with
 //! process context, and hands them to whoever consumes the stream.
 
+pub mod actions;
 pub mod cli;
 pub mod commands;
+pub mod engine;
 pub mod events;
 pub mod loader;
 pub mod logging;

@@ -25,6 +25,9 @@ pub struct SensorOptions {
     /// Records buffered between the reader and the consumer. When full, the
     /// reader waits and the kernel ring buffer absorbs (and counts) the rest.
     pub queue: usize,
+    /// Leave out events of this process and everything it starts (its
+    /// hooks), in the kernel, so the agent never reacts to itself.
+    pub exclude_self: bool,
 }
 
 impl Default for SensorOptions {
@@ -33,6 +36,7 @@ impl Default for SensorOptions {
             load: LoadOptions::default(),
             kinds: None,
             queue: 65_536,
+            exclude_self: true,
         }
     }
 }
@@ -63,6 +67,9 @@ impl Sensor {
         metrics: Metrics,
     ) -> Result<(Self, mpsc::Receiver<Record>), SensorError> {
         let mut probes = Probes::load(&options.load)?;
+        if options.exclude_self {
+            probes.exclude(std::process::id())?;
+        }
         let ring = probes.take_events()?;
         let losses = Arc::new(probes.take_losses()?);
         for probe in probes.attached() {

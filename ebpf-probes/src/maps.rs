@@ -3,7 +3,7 @@
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
 };
 use reflex_wire::{KernelOffsets, LossReason};
 
@@ -26,7 +26,21 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     mm_arg_end: 0,
     tp_exec_filename: 0,
     tp_exit_group_dead: 0,
+    tp_fork_child_pid: 0,
+    _pad: 0,
 });
+
+/// Tasks whose events are not reported: the agent itself and, through
+/// `sched_process_fork`, everything it starts (its hooks). Keyed by task id;
+/// entries leave when the task exits.
+#[map]
+pub static EXCLUDED: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+
+/// Whether the task group `tgid` is excluded from reporting.
+#[inline(always)]
+pub fn is_excluded(tgid: u32) -> bool {
+    EXCLUDED.get_ptr(tgid).is_some()
+}
 
 /// Counts one lost event.
 #[inline(always)]

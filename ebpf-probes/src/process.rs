@@ -4,7 +4,10 @@ use core::{ffi::c_void, mem::size_of, ptr::addr_of_mut};
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::generated::{bpf_probe_read_kernel_str, bpf_probe_read_user},
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user},
+    },
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -15,7 +18,7 @@ use reflex_wire::{
 
 use crate::{
     event::header,
-    maps::{EVENTS, OFFSETS, count_loss},
+    maps::{EVENTS, EXCLUDED, OFFSETS, count_loss, is_excluded},
     task,
 };
 
@@ -31,6 +34,9 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), LossReason> {
+    if is_excluded((bpf_get_current_pid_tgid() >> 32) as u32) {
+        return Ok(());
+    }
     let mut entry = EVENTS
         .reserve::<ExecEvent>(0)
         .ok_or(LossReason::RingbufFull)?;
@@ -100,7 +106,14 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 
 fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), LossReason> {
     let offsets = OFFSETS.load();
-    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let excluded = is_excluded(tgid);
+    // Every exiting task leaves the exclusion map (a miss costs one lookup).
+    let _ = EXCLUDED.remove(pid_tgid as u32);
+    if excluded {
+        return Ok(());
+    }
     let last = if offsets.tp_exit_group_dead != 0 {
         // SAFETY: the record holds a `bool group_dead` at this offset.
         unsafe { ctx.read_at::<u8>(offsets.tp_exit_group_dead as usize) }.unwrap_or(0) != 0
@@ -121,4 +134,19 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), LossReason> {
     });
     entry.submit(0);
     Ok(())
+}
+
+/// `tp/sched/sched_process_fork`: a child of an excluded process (the agent's
+/// hooks) is excluded too. Emits nothing.
+#[tracepoint(category = "sched", name = "sched_process_fork")]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    // The parent is the current task; exclusion is kept per process.
+    if is_excluded((bpf_get_current_pid_tgid() >> 32) as u32) {
+        let offset = OFFSETS.load().tp_fork_child_pid as usize;
+        // SAFETY: the record holds a `pid_t child_pid` at this offset.
+        if let Ok(child) = unsafe { ctx.read_at::<u32>(offset) } {
+            let _ = EXCLUDED.insert(child, 1, 0);
+        }
+    }
+    0
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand; `dispatch` runs the chosen one.
 pub mod check;
 pub mod events;
+pub mod replay;
 pub mod run;
 mod shutdown;
 
@@ -12,8 +13,10 @@ use crate::cli::Command;
 
 /// Runs `command` on a fresh tokio runtime and returns the process exit code.
 pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
-    if let Command::Check { paths } = &command {
-        return Ok(check::check(paths));
+    match &command {
+        Command::Check { paths } => return Ok(check::check(paths)),
+        Command::Replay { events, policies } => return replay::replay(events, policies),
+        Command::Run(_) | Command::Events { .. } => {}
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -22,9 +25,11 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         .context("starting the tokio runtime")?;
     runtime.block_on(async move {
         match command {
-            Command::Run { policies } => run::run(&policies).await,
+            Command::Run(args) => run::run(&args).await,
             Command::Events { kind } => events::events(&kind).await,
-            Command::Check { .. } => unreachable!("handled without a runtime"),
+            Command::Check { .. } | Command::Replay { .. } => {
+                unreachable!("handled without a runtime")
+            }
         }
     })
 }

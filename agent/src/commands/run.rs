@@ -1,41 +1,73 @@
 //! `reflex run`: the daemon.
-use std::{path::Path, process::ExitCode};
+use std::{os::unix::fs::DirBuilderExt as _, process::ExitCode, sync::Arc};
 
 use anyhow::{Context as _, bail};
+use tokio::sync::watch;
 
 use crate::{
+    actions::{Executor, alert::AlertLog, run::HookRunner},
+    cli::RunArgs,
+    engine::{self, reload},
     sensor::{Sensor, SensorOptions},
     telemetry::Metrics,
 };
 
-/// Loads the probes and consumes events until SIGINT/SIGTERM, then detaches
-/// everything and returns success.
-pub async fn run(policies: &Path) -> anyhow::Result<ExitCode> {
-    if !policies.is_dir() {
-        bail!("policy directory {} does not exist", policies.display());
+/// Loads the policies and probes, answers events until SIGINT/SIGTERM, then
+/// detaches everything and returns success.
+pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    if !args.policies.is_dir() {
+        bail!(
+            "policy directory {} does not exist",
+            args.policies.display()
+        );
     }
+    let Some(set) = reload::load_logged(&args.policies) else {
+        bail!(
+            "the policies in {} have errors (logged above); nothing was started",
+            args.policies.display()
+        );
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&args.state_dir)
+        .with_context(|| format!("creating state directory {}", args.state_dir.display()))?;
+    let alerts = AlertLog::open(&args.state_dir, true)
+        .with_context(|| format!("opening the alert log in {}", args.state_dir.display()))?;
+
     let metrics = Metrics::new();
-    let (sensor, mut records) =
+    metrics.policies_loaded.set(set.len() as i64);
+    let (sensor, records) =
         Sensor::start(SensorOptions::default(), metrics.clone()).context("starting the sensor")?;
     for probe in sensor.attached() {
         tracing::info!(probe = %probe, "attached");
     }
-    tracing::info!(policies = %policies.display(), pid = std::process::id(), "reflex running");
-    let stop = super::shutdown::signalled();
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            signal = &mut stop => {
-                tracing::info!(signal = signal?, "shutting down");
-                break;
-            }
-            record = records.recv() => {
-                let Some(record) = record else { break };
-                tracing::trace!(kind = record.kind.as_str(), pid = record.process.pid, "event");
-            }
-        }
-    }
+    let executor = Executor::new(
+        alerts,
+        HookRunner::new(args.max_hooks),
+        args.kill_fuse,
+        metrics.clone(),
+    );
+    let policy_count = set.len();
+    let (set_tx, set_rx) = watch::channel(Arc::new(set));
+    let reloader = tokio::spawn(reload::watch_policies(
+        args.policies.clone(),
+        set_tx,
+        metrics.clone(),
+    ));
+    let evaluator = tokio::spawn(engine::evaluate(records, set_rx, executor));
+    tracing::info!(
+        policies = policy_count,
+        dir = %args.policies.display(),
+        pid = std::process::id(),
+        "reflex running"
+    );
+
+    let signal = super::shutdown::signalled().await?;
+    tracing::info!(signal, "shutting down");
     drop(sensor);
+    reloader.abort();
+    evaluator.abort();
     tracing::info!("probes detached");
     Ok(ExitCode::SUCCESS)
 }

@@ -36,7 +36,7 @@ pub enum BtfError {
 }
 
 /// Resolves the struct offsets the probes need from the BTF at `path`.
-/// Tracepoint record offsets are filled separately from tracefs.
+/// Tracepoint record offsets are left at 0 for the caller to fill from tracefs.
 pub fn resolve(path: &Path) -> Result<KernelOffsets, BtfError> {
     let btf = Btf::from_file(path).map_err(|source| BtfError::Read {
         path: path.to_owned(),
@@ -51,8 +51,7 @@ pub fn resolve(path: &Path) -> Result<KernelOffsets, BtfError> {
         task_mm: offset(&btf, &task, "task_struct", "mm")?,
         mm_arg_start: offset(&btf, &mm, "mm_struct", "arg_start")?,
         mm_arg_end: offset(&btf, &mm, "mm_struct", "arg_end")?,
-        tp_exec_filename: 0,
-        tp_exit_group_dead: 0,
+        ..KernelOffsets::default()
     })
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{MapData, MapError, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{ProgramError, TracePoint},
 };
 use reflex_wire::LossReason;
@@ -16,9 +16,10 @@ use reflex_wire::LossReason;
 static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/reflex-probes"));
 
 /// Tracepoint programs: (program name, category, tracepoint name).
-const TRACEPOINTS: [(&str, &str, &str); 2] = [
+const TRACEPOINTS: [(&str, &str, &str); 3] = [
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sched_process_exit", "sched", "sched_process_exit"),
+    ("sched_process_fork", "sched", "sched_process_fork"),
 ];
 
 /// Default size of the event ring buffer.
@@ -105,6 +106,12 @@ impl Probes {
         offsets.tp_exit_group_dead =
             tracefs::field_offset(&trace_root, "sched", "sched_process_exit", "group_dead")?
                 .unwrap_or(0);
+        offsets.tp_fork_child_pid = tracefs::required_field_offset(
+            &trace_root,
+            "sched",
+            "sched_process_fork",
+            "child_pid",
+        )?;
         if offsets.tp_exit_group_dead == 0 {
             tracing::warn!(
                 "sched_process_exit has no group_dead field; exits of thread-group leaders stand in for process exits"
@@ -149,6 +156,26 @@ impl Probes {
     /// Names of the hooks that are attached, e.g. `tracepoint/sched/sched_process_exec`.
     pub fn attached(&self) -> &[String] {
         &self.attached
+    }
+
+    /// Stops reporting events of process `tgid` and of every process it
+    /// starts from now on (the kernel follows forks).
+    pub fn exclude(&mut self, tgid: u32) -> Result<(), LoadError> {
+        let map = self
+            .ebpf
+            .map_mut("EXCLUDED")
+            .ok_or(LoadError::MissingMap("EXCLUDED"))?;
+        let mut excluded: HashMap<_, u32, u8> =
+            HashMap::try_from(map).map_err(|source| LoadError::Map {
+                name: "EXCLUDED",
+                source,
+            })?;
+        excluded
+            .insert(tgid, 1, 0)
+            .map_err(|source| LoadError::Map {
+                name: "EXCLUDED",
+                source,
+            })
     }
 
     /// Takes the event ring buffer; only the first call succeeds.

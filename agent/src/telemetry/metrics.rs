@@ -14,6 +14,14 @@ pub struct Metrics {
     pub process_table: IntGauge,
     /// `reflex_probe_attached{probe}`: 1 for each attached probe.
     pub probes: IntGaugeVec,
+    /// `reflex_policy_matches_total{policy,mode}`: events a policy matched.
+    pub policy_matches: IntCounterVec,
+    /// `reflex_actions_total{action,result}`: actions carried out.
+    pub actions: IntCounterVec,
+    /// `reflex_policies_loaded`: policies in the running set.
+    pub policies_loaded: IntGauge,
+    /// `reflex_policy_reloads_total{result}`: reload attempts.
+    pub reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -46,11 +54,42 @@ impl Metrics {
             &["probe"],
         )
         .expect("valid metric");
+        let policy_matches = IntCounterVec::new(
+            Opts::new(
+                "reflex_policy_matches_total",
+                "Events a policy matched, by policy and the mode in effect.",
+            ),
+            &["policy", "mode"],
+        )
+        .expect("valid metric");
+        let actions = IntCounterVec::new(
+            Opts::new(
+                "reflex_actions_total",
+                "Actions carried out, by action and result.",
+            ),
+            &["action", "result"],
+        )
+        .expect("valid metric");
+        let policies_loaded =
+            IntGauge::new("reflex_policies_loaded", "Policies in the running set.")
+                .expect("valid metric");
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "reflex_policy_reloads_total",
+                "Policy reloads, by result (ok, rejected).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(lost.clone()),
             Box::new(process_table.clone()),
             Box::new(probes.clone()),
+            Box::new(policy_matches.clone()),
+            Box::new(actions.clone()),
+            Box::new(policies_loaded.clone()),
+            Box::new(reloads.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -60,6 +99,10 @@ impl Metrics {
             lost,
             process_table,
             probes,
+            policy_matches,
+            actions,
+            policies_loaded,
+            reloads,
         }
     }
 

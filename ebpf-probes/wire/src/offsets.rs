@@ -23,6 +23,10 @@ pub struct KernelOffsets {
     /// Offset of `group_dead` in the `sched_process_exit` record; 0 if the
     /// kernel has no such field (then only the thread-group leader's exit counts).
     pub tp_exit_group_dead: u32,
+    /// Offset of `child_pid` in the `sched_process_fork` record.
+    pub tp_fork_child_pid: u32,
+    /// Explicit padding.
+    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 32);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 40);

@@ -1,0 +1,94 @@
+//! `alert`: the decision as one JSON object per line, on stdout and in
+//! `alerts.jsonl` under the state directory.
+use std::{
+    collections::BTreeMap,
+    fs::{File, OpenOptions},
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::Decision;
+use crate::{events::Record, policy::spec::Severity};
+
+/// One reported decision.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Alert {
+    /// When the agent decided (RFC 3339).
+    pub time: String,
+    /// The decision: policy, mode, actions, would, suppressed.
+    #[serde(flatten)]
+    pub decision: Decision,
+    /// Severity label.
+    pub severity: Severity,
+    /// Rendered summary.
+    pub summary: String,
+    /// Policy labels.
+    pub labels: BTreeMap<String, String>,
+    /// What each action carried out did.
+    pub results: Vec<ActionResult>,
+    /// The event, with its process context.
+    pub event: Record,
+}
+
+/// The outcome of one action.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionResult {
+    /// Action name.
+    pub action: String,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// What happened, for people.
+    pub detail: String,
+}
+
+/// Where alerts are written.
+pub struct AlertLog {
+    stdout: bool,
+    file: Option<(PathBuf, File)>,
+}
+
+impl AlertLog {
+    /// Writes to stdout when `stdout`, and appends to `STATE_DIR/alerts.jsonl`.
+    pub fn open(state_dir: &Path, stdout: bool) -> io::Result<Self> {
+        std::fs::create_dir_all(state_dir)?;
+        let path = state_dir.join("alerts.jsonl");
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        Ok(Self {
+            stdout,
+            file: Some((path, file)),
+        })
+    }
+
+    /// A log that writes nowhere (replay, tests).
+    pub fn discard() -> Self {
+        Self {
+            stdout: false,
+            file: None,
+        }
+    }
+
+    /// Writes `alert`; a failing destination is logged, not fatal.
+    pub fn write(&mut self, alert: &Alert) {
+        let mut line = match serde_json::to_vec(alert) {
+            Ok(line) => line,
+            Err(err) => {
+                tracing::error!(%err, "encoding an alert");
+                return;
+            }
+        };
+        line.push(b'\n');
+        if self.stdout {
+            let mut out = io::stdout().lock();
+            if let Err(err) = out.write_all(&line).and_then(|_| out.flush()) {
+                tracing::warn!(%err, "writing an alert to stdout");
+            }
+        }
+        if let Some((path, file)) = &mut self.file
+            && let Err(err) = file.write_all(&line)
+        {
+            tracing::error!(%err, path = %path.display(), "writing an alert");
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The kill fuse: a kill policy that hits too many different executables in
+//! a minute is probably too broad; it stops killing until the next reload.
+use std::collections::{HashMap, HashSet, VecDeque};
+
+/// Window over which distinct executables are counted.
+const WINDOW_NS: u64 = 60_000_000_000;
+
+/// Kills per policy in the last minute, and the policies whose fuse blew.
+#[derive(Debug)]
+pub struct KillFuse {
+    limit: usize,
+    recent: HashMap<String, VecDeque<(u64, String)>>,
+    blown: HashSet<String>,
+}
+
+impl KillFuse {
+    /// A fuse that blows past `limit` distinct executables a minute.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            recent: HashMap::new(),
+            blown: HashSet::new(),
+        }
+    }
+
+    /// Whether `policy` may still kill.
+    pub fn is_blown(&self, policy: &str) -> bool {
+        self.blown.contains(policy)
+    }
+
+    /// Records a kill of `exe` by `policy` at `now_ns`; returns the number of
+    /// distinct executables when this kill blows the fuse.
+    pub fn record(&mut self, policy: &str, exe: &str, now_ns: u64) -> Option<usize> {
+        let recent = self.recent.entry(policy.to_string()).or_default();
+        while recent
+            .front()
+            .is_some_and(|(t, _)| now_ns.saturating_sub(*t) > WINDOW_NS)
+        {
+            recent.pop_front();
+        }
+        recent.push_back((now_ns, exe.to_string()));
+        let distinct: HashSet<&str> = recent.iter().map(|(_, e)| e.as_str()).collect();
+        if distinct.len() > self.limit && self.blown.insert(policy.to_string()) {
+            return Some(distinct.len());
+        }
+        None
+    }
+
+    /// Forgets everything (a reload re-arms every fuse).
+    pub fn reset(&mut self) {
+        self.recent.clear();
+        self.blown.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blows_past_the_limit_of_distinct_executables() {
+        let mut fuse = KillFuse::new(2);
+        assert_eq!(fuse.record("p", "/a", 0), None);
+        assert_eq!(fuse.record("p", "/a", 1), None, "same exe again");
+        assert_eq!(fuse.record("p", "/b", 2), None);
+        assert_eq!(fuse.record("p", "/c", 3), Some(3));
+        assert!(fuse.is_blown("p"));
+        assert!(!fuse.is_blown("q"));
+        fuse.reset();
+        assert!(!fuse.is_blown("p"));
+    }
+
+    #[test]
+    fn old_kills_leave_the_window() {
+        let mut fuse = KillFuse::new(1);
+        fuse.record("p", "/a", 0);
+        assert_eq!(fuse.record("p", "/b", WINDOW_NS + 1), None);
+    }
+}

@@ -1,0 +1,198 @@
+//! Answering matched events: plan (mode, throttle, fuse), carry out the
+//! actions, report the decision.
+pub mod alert;
+pub mod fuse;
+pub mod kill;
+pub mod plan;
+pub mod run;
+pub mod throttle;
+
+use std::time::SystemTime;
+
+use crate::{
+    events::Record,
+    policy::{
+        Action, Policy, PolicyRef,
+        spec::{KillTarget, Severity},
+    },
+    telemetry::Metrics,
+};
+use alert::{ActionResult, Alert, AlertLog};
+use plan::{Plan, Planner};
+use run::HookRunner;
+
+/// Carries out decisions. Owned by the one task that evaluates events.
+pub struct Executor {
+    planner: Planner,
+    hooks: HookRunner,
+    alerts: AlertLog,
+    metrics: Metrics,
+}
+
+impl Executor {
+    /// An executor writing alerts to `alerts` and starting hooks with `hooks`.
+    pub fn new(alerts: AlertLog, hooks: HookRunner, fuse_limit: usize, metrics: Metrics) -> Self {
+        Self {
+            planner: Planner::new(fuse_limit),
+            hooks,
+            alerts,
+            metrics,
+        }
+    }
+
+    /// Re-arms the kill fuses; called when a new policy set is swapped in.
+    pub fn reset_fuses(&mut self) {
+        self.planner.reset_fuses();
+    }
+
+    /// Answers `record` for each policy it matched, in order.
+    pub fn handle(&mut self, record: &Record, matched: &[PolicyRef]) {
+        if matched.is_empty() {
+            return;
+        }
+        let context = template_context(record);
+        for policy in matched {
+            let plan = self.planner.plan(policy, record);
+            self.metrics
+                .policy_matches
+                .with_label_values(&[policy.name.as_str(), plan.decision.mode.as_str()])
+                .inc();
+            let results: Vec<ActionResult> = plan
+                .steps
+                .iter()
+                .map(|&i| self.carry_out(policy, &policy.actions[i], record, &context))
+                .collect();
+            tracing::info!(
+                policy = policy.name,
+                mode = plan.decision.mode.as_str(),
+                pid = record.process.pid,
+                exe = record.process.exe.as_deref().unwrap_or(""),
+                actions = ?plan.decision.actions,
+                would = ?plan.decision.would,
+                "policy matched"
+            );
+            if plan.report {
+                let alert = build_alert(policy, record, &context, plan, results);
+                self.metrics
+                    .actions
+                    .with_label_values(&["alert", "ok"])
+                    .inc();
+                self.alerts.write(&alert);
+            }
+        }
+    }
+
+    fn carry_out(
+        &mut self,
+        policy: &Policy,
+        action: &Action,
+        record: &Record,
+        context: &serde_json::Value,
+    ) -> ActionResult {
+        let name = action.name();
+        let result = match action {
+            Action::Kill { signal, target } => {
+                let pid = match target {
+                    KillTarget::Process => record.process.pid,
+                    KillTarget::Parent => record.process.ppid,
+                };
+                kill::kill(pid, record.ktime_ns, *signal)
+                    .map(|()| format!("sent {signal} to pid {pid}"))
+                    .map_err(|e| error_chain(&e))
+            }
+            Action::Run { command, timeout } => {
+                let argv: Vec<String> = command.iter().map(|t| t.render(context)).collect();
+                let stdin = serde_json::to_vec(record).unwrap_or_default();
+                self.hooks
+                    .start(&policy.name, argv, stdin, *timeout)
+                    .map(|pid| format!("started hook pid {pid}"))
+                    .map_err(|e| error_chain(&e))
+            }
+            Action::Revert { .. } | Action::Block => Err(format!(
+                "`{name}` is not available: the agent has no {} sensor yet",
+                policy.trigger.family()
+            )),
+            Action::Alert { .. } => Ok(String::new()),
+        };
+        let ok = result.is_ok();
+        self.metrics
+            .actions
+            .with_label_values(&[name, if ok { "ok" } else { "error" }])
+            .inc();
+        if let Err(detail) = &result {
+            tracing::warn!(policy = policy.name, action = name, detail, "action failed");
+        }
+        ActionResult {
+            action: name.to_string(),
+            ok,
+            detail: result.unwrap_or_else(|e| e),
+        }
+    }
+}
+
+/// The event as templates see it: the record plus `policy`.
+fn template_context(record: &Record) -> serde_json::Value {
+    serde_json::to_value(record).unwrap_or(serde_json::Value::Null)
+}
+
+fn build_alert(
+    policy: &Policy,
+    record: &Record,
+    context: &serde_json::Value,
+    plan: Plan,
+    results: Vec<ActionResult>,
+) -> Alert {
+    let spec = policy.actions.iter().find_map(|a| match a {
+        Action::Alert { severity, summary } => Some((*severity, summary.as_ref())),
+        _ => None,
+    });
+    let mut context = context.clone();
+    if let Some(object) = context.as_object_mut() {
+        object.insert(
+            "policy".into(),
+            serde_json::json!({"name": policy.name, "mode": plan.decision.mode}),
+        );
+    }
+    let severity = match (&plan.decision.note, spec) {
+        (Some(_), _) => Severity::Critical,
+        (None, Some((severity, _))) => severity,
+        (None, None) => Severity::Warning,
+    };
+    let summary = spec
+        .and_then(|(_, s)| s)
+        .map(|t| t.render(&context))
+        .unwrap_or_else(|| {
+            format!(
+                "{}: {} by {} (pid {})",
+                policy.name,
+                record.kind.as_str(),
+                record
+                    .process
+                    .exe
+                    .as_deref()
+                    .unwrap_or(&record.process.comm),
+                record.process.pid
+            )
+        });
+    Alert {
+        time: humantime::format_rfc3339_nanos(SystemTime::now()).to_string(),
+        decision: plan.decision,
+        severity,
+        summary,
+        labels: policy.labels.clone(),
+        results,
+        event: record.clone(),
+    }
+}
+
+/// An error and its sources on one line.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,165 @@
+//! Deciding what a matched policy does with an event: mode, throttle and the
+//! kill fuse applied. Pure and driven by event time, so `reflex replay`
+//! reaches the same decisions as the live agent.
+use serde::{Deserialize, Serialize};
+
+use super::{fuse::KillFuse, throttle::Throttler};
+use crate::{
+    events::{Body, Record},
+    policy::{Action, Mode, Policy, spec::ThrottleKey},
+};
+
+/// Default number of distinct executables a policy may kill in a minute.
+pub const DEFAULT_FUSE_LIMIT: usize = 5;
+
+/// What a policy decided for one event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Policy name.
+    pub policy: String,
+    /// Mode in effect (monitor when the kill fuse has blown).
+    pub mode: Mode,
+    /// Actions carried out (enforce), in order.
+    pub actions: Vec<String>,
+    /// Actions that would have been carried out (monitor).
+    pub would: Vec<String>,
+    /// Alerts and hooks held back by `throttle` since the last report.
+    pub suppressed: u64,
+    /// Why the decision differs from the policy as written, if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A decision plus which of the policy's actions to carry out.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The decision, as reported.
+    pub decision: Decision,
+    /// Positions in `policy.actions` to carry out, in order (never `alert`).
+    pub steps: Vec<usize>,
+    /// Whether to write an alert.
+    pub report: bool,
+}
+
+/// Keeps the state decisions depend on: throttle windows and kill fuses.
+#[derive(Debug)]
+pub struct Planner {
+    throttle: Throttler,
+    fuse: KillFuse,
+}
+
+impl Planner {
+    /// A planner whose fuses blow past `fuse_limit` executables a minute.
+    pub fn new(fuse_limit: usize) -> Self {
+        Self {
+            throttle: Throttler::default(),
+            fuse: KillFuse::new(fuse_limit),
+        }
+    }
+
+    /// Re-arms every kill fuse (on reload).
+    pub fn reset_fuses(&mut self) {
+        self.fuse.reset();
+    }
+
+    /// Decides what `policy`, which matched `record`, does.
+    pub fn plan(&mut self, policy: &Policy, record: &Record) -> Plan {
+        let now = record.ktime_ns;
+        let has = |name: &str| policy.actions.iter().any(|a| a.name() == name);
+        let mut mode = policy.mode;
+        let mut note = None;
+        if mode == Mode::Enforce && self.fuse.is_blown(&policy.name) {
+            mode = Mode::Monitor;
+            note = Some("kill fuse blown; in monitor until reload".to_string());
+        }
+        if mode == Mode::Enforce && has("kill") {
+            let exe = record
+                .process
+                .exe
+                .as_deref()
+                .unwrap_or(&record.process.comm);
+            if let Some(count) = self.fuse.record(&policy.name, exe, now) {
+                mode = Mode::Monitor;
+                note = Some(format!(
+                    "kill fuse blown: {count} different executables killed within a minute; \
+                     the policy stays in monitor until reload"
+                ));
+            }
+        }
+
+        let budgeted = mode == Mode::Monitor || has("alert") || has("run");
+        let verdict = match (&policy.throttle, budgeted) {
+            (Some(limit), true) => {
+                let key = throttle_key(limit.per, record);
+                self.throttle.check(&policy.name, key, limit, now)
+            }
+            _ => super::throttle::Verdict {
+                allowed: true,
+                suppressed: 0,
+            },
+        };
+        // A blown fuse is always reported, throttle or not.
+        let report_anyway = note.is_some() && policy.mode == Mode::Enforce;
+
+        let mut decision = Decision {
+            policy: policy.name.clone(),
+            mode,
+            actions: Vec::new(),
+            would: Vec::new(),
+            suppressed: verdict.suppressed,
+            note,
+        };
+        let mut steps = Vec::new();
+        let report;
+        match mode {
+            Mode::Monitor => {
+                decision.would = policy
+                    .actions
+                    .iter()
+                    .map(Action::name)
+                    .filter(|n| *n != "alert")
+                    .map(str::to_string)
+                    .collect();
+                report = verdict.allowed || report_anyway;
+            }
+            Mode::Enforce => {
+                for (i, action) in policy.actions.iter().enumerate() {
+                    let go = match action {
+                        Action::Alert { .. } => false,
+                        Action::Run { .. } => verdict.allowed,
+                        _ => true,
+                    };
+                    if go {
+                        steps.push(i);
+                        decision.actions.push(action.name().to_string());
+                    }
+                }
+                report = has("alert") && verdict.allowed;
+                if report {
+                    decision.actions.push("alert".to_string());
+                }
+            }
+        }
+        Plan {
+            decision,
+            steps,
+            report,
+        }
+    }
+}
+
+/// The throttle budget an event draws from.
+fn throttle_key(per: ThrottleKey, record: &Record) -> String {
+    match per {
+        ThrottleKey::Policy => String::new(),
+        ThrottleKey::Process => format!(
+            "{}@{}",
+            record.process.pid,
+            record.process.start_ktime_ns.unwrap_or(0)
+        ),
+        // The file and connect families key on their own fields.
+        ThrottleKey::File | ThrottleKey::Remote => match &record.body {
+            Body::Exec(_) | Body::Exit(_) => String::new(),
+        },
+    }
+}
