@@ -50,6 +50,7 @@ fn main() -> Result<()> {
         Task::Run { args } => {
             setup::run()?;
             cmd::cargo(&["build", "--release", "--package", "reflex"])?;
+            setup::protect_policies(&root.join("policies"))?;
             let mut argv = vec!["run".to_string(), "--policies".into(), "policies".into()];
             argv.extend(args);
             cmd::exec(root.join("target/release/reflex"), &argv)

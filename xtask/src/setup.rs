@@ -116,3 +116,21 @@ pub fn apt_install(packages: &[String]) -> Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
 }
+
+/// Clears group/other write bits on the shipped policies: a checkout made
+/// under a permissive umask would otherwise be refused by the agent.
+pub fn protect_policies(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            let mut perms = std::fs::metadata(&path)?.permissions();
+            if perms.mode() & 0o022 != 0 {
+                perms.set_mode(perms.mode() & !0o022);
+                std::fs::set_permissions(&path, perms)?;
+                eprintln!("xtask: made {} writable by its owner only", path.display());
+            }
+        }
+    }
+    Ok(())
+}

@@ -126,6 +126,7 @@ pub fn parse_source(file: &Path, text: &str) -> (Vec<SourcePolicy>, Vec<PolicyEr
             }),
             Err(err) => {
                 let (message, _) = split_location(&err.to_string());
+                let message = strip_inline_location(&message);
                 let position = err.location().map(|l| {
                     shift(Position {
                         line: l.line(),
@@ -146,6 +147,21 @@ pub fn parse_source(file: &Path, text: &str) -> (Vec<SourcePolicy>, Vec<PolicyEr
         }
     }
     (policies, errors)
+}
+
+/// Removes a " at line L column C" that libyaml puts inside its messages.
+fn strip_inline_location(message: &str) -> String {
+    if let Some(start) = message.find(" at line ") {
+        let rest = &message[start + " at line ".len()..];
+        let end = rest
+            .find(" column ")
+            .map(|c| c + " column ".len())
+            .map(|c| c + rest[c..].find(|ch: char| !ch.is_ascii_digit()).unwrap_or(rest.len() - c));
+        if let Some(end) = end {
+            return format!("{}{}", &message[..start], &rest[end..]);
+        }
+    }
+    message.to_string()
 }
 
 /// Splits a YAML stream at `---` lines; returns (first line number, text).
