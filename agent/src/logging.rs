@@ -11,7 +11,14 @@ pub fn init(format: LogFormat, verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        // Reporting a failed log write goes to stderr too, and `eprintln!`
+        // panics when stderr is closed: a daemon must not die of that.
+        .log_internal_errors(false);
     // A second init (tests) keeps the first subscriber, which is fine.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

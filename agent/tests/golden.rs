@@ -15,15 +15,23 @@ fn every_bad_policy_reports_what_its_golden_file_says() {
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
     cases.sort();
-    assert!(cases.len() >= 20, "at least 20 bad policies, found {}", cases.len());
+    assert!(
+        cases.len() >= 20,
+        "at least 20 bad policies, found {}",
+        cases.len()
+    );
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut failures = Vec::new();
     for case in &cases {
         let name = case.file_name().expect("file name");
         let text = fs::read_to_string(case).expect("readable case");
         let mut errors = check_source(Path::new(name), &text);
-        errors.sort_by(|a, b| a.position.cmp(&b.position));
-        assert!(!errors.is_empty(), "{}: a bad policy passed the check", case.display());
+        errors.sort_by_key(|e| e.position);
+        assert!(
+            !errors.is_empty(),
+            "{}: a bad policy passed the check",
+            case.display()
+        );
         let got: String = errors.iter().map(|e| format!("{e}\n")).collect();
         let expected_path = case.with_extension("expected");
         if update {

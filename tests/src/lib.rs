@@ -43,6 +43,11 @@ impl ChildGuard {
         Self { child: Some(child) }
     }
 
+    /// Guards a child spawned elsewhere.
+    pub fn adopt(child: Child) -> Self {
+        Self { child: Some(child) }
+    }
+
     /// The child's pid.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("child present").id()
@@ -88,13 +93,70 @@ impl Drop for ChildGuard {
     }
 }
 
+/// A running `reflex` child with its output as lines.
+pub struct Agent {
+    /// The process; killed on drop if still running.
+    pub guard: ChildGuard,
+    /// Lines it printed on stdout.
+    pub stdout: mpsc::Receiver<String>,
+    /// Lines it logged on stderr (also echoed to the test's stderr).
+    pub stderr: mpsc::Receiver<String>,
+}
+
+impl Agent {
+    /// Waits up to `limit` for a stdout line for which `found` is true.
+    pub fn stdout_line(&self, limit: Duration, found: impl FnMut(&str) -> bool) -> Option<String> {
+        wait_line(&self.stdout, limit, found)
+    }
+
+    /// Waits up to `limit` for a log line containing `text`.
+    pub fn log_line(&self, limit: Duration, text: &str) -> Option<String> {
+        wait_line(&self.stderr, limit, |l| l.contains(text))
+    }
+}
+
+fn wait_line(
+    lines: &mpsc::Receiver<String>,
+    limit: Duration,
+    mut found: impl FnMut(&str) -> bool,
+) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match lines.recv_timeout(left) {
+            Ok(line) if found(&line) => return Some(line),
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+fn forward_lines(
+    reader: impl std::io::Read + Send + 'static,
+    echo: bool,
+) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            if echo {
+                eprintln!("[reflex] {line}");
+            }
+            // Keep reading after the receiver is gone: a closed pipe would
+            // make the agent's next log line fail.
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
 /// Starts `reflex ARGS` with piped stdout and stderr, and waits (bounded)
-/// until its log says `ready`. Returns the guard and its stdout lines.
-pub fn start_reflex(args: &[&str], ready: &str) -> (ChildGuard, mpsc::Receiver<String>) {
+/// until its log says `ready`.
+pub fn start_agent(args: &[&str], ready: &str) -> Agent {
     let mut guard = ChildGuard::spawn(
         Command::new(reflex_bin())
             .args(args)
             .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
@@ -104,29 +166,22 @@ pub fn start_reflex(args: &[&str], ready: &str) -> (ChildGuard, mpsc::Receiver<S
         .as_mut()
         .and_then(|c| c.stderr.take())
         .expect("stderr piped");
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let marker = ready.to_string();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("[reflex] {line}");
-            if line.contains(&marker) {
-                let _ = ready_tx.send(());
-            }
-        }
-    });
     let stdout = guard.take_stdout();
-    let (line_tx, line_rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("reflex {args:?} did not log {ready:?} within 30 s"));
-    (guard, line_rx)
+    let agent = Agent {
+        guard,
+        stdout: forward_lines(stdout, false),
+        stderr: forward_lines(stderr, true),
+    };
+    agent
+        .log_line(Duration::from_secs(30), ready)
+        .unwrap_or_else(|| panic!("reflex {args:?} did not log {ready:?} within 30 s"));
+    agent
+}
+
+/// Starts `reflex ARGS` and waits for `ready`; returns the guard and stdout lines.
+pub fn start_reflex(args: &[&str], ready: &str) -> (ChildGuard, mpsc::Receiver<String>) {
+    let agent = start_agent(args, ready);
+    (agent.guard, agent.stdout)
 }
 
 /// Receives records until `found` returns true for one, or `limit` passes.

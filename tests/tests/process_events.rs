@@ -190,3 +190,33 @@ fn reflex_run_detaches_and_exits_zero_on_sigint() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(status.success(), "exit status {status}");
 }
+
+#[test]
+fn a_closed_stderr_does_not_take_the_agent_down() {
+    use std::io::{BufRead as _, BufReader};
+    require_root();
+    let dir = tempfile::tempdir().expect("policy dir");
+    let mut child = Command::new(reflex_tests::reflex_bin())
+        .args(["run", "--policies"])
+        .arg(dir.path())
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start reflex");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let mut guard = reflex_tests::ChildGuard::adopt(child);
+    let ready = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains("reflex running"));
+    assert!(ready, "reflex run did not start");
+    // The reader is gone now: every later log line hits a closed pipe.
+    std::thread::sleep(Duration::from_millis(200));
+    guard.signal(Signal::SIGINT);
+    let status = guard
+        .wait_for(Duration::from_secs(2))
+        .expect("reflex exits after SIGINT");
+    assert!(status.success(), "exit status {status}");
+}

@@ -20,16 +20,15 @@ pub async fn events(kinds: &[EventKindName]) -> anyhow::Result<ExitCode> {
         kinds: (!kinds.is_empty()).then(|| kinds.iter().copied().collect::<HashSet<_>>()),
         ..SensorOptions::default()
     };
+    let mut shutdown = super::shutdown::Shutdown::install()?;
     let (sensor, mut records) =
         Sensor::start(options, Metrics::new()).context("starting the event sensor")?;
     tracing::info!(probes = ?sensor.attached(), "streaming events");
-    let stop = super::shutdown::signalled();
-    tokio::pin!(stop);
     let mut out = io::BufWriter::new(io::stdout().lock());
     loop {
         tokio::select! {
-            signal = &mut stop => {
-                tracing::info!(signal = signal?, "stopping");
+            signal = shutdown.wait() => {
+                tracing::info!(signal, "stopping");
                 break;
             }
             record = records.recv() => {

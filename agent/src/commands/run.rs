@@ -35,6 +35,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let alerts = AlertLog::open(&args.state_dir, true)
         .with_context(|| format!("opening the alert log in {}", args.state_dir.display()))?;
 
+    let mut shutdown = super::shutdown::Shutdown::install()?;
     let metrics = Metrics::new();
     metrics.policies_loaded.set(set.len() as i64);
     let (sensor, records) =
@@ -50,11 +51,8 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     );
     let policy_count = set.len();
     let (set_tx, set_rx) = watch::channel(Arc::new(set));
-    let reloader = tokio::spawn(reload::watch_policies(
-        args.policies.clone(),
-        set_tx,
-        metrics.clone(),
-    ));
+    let reloader =
+        tokio::spawn(reload::Reloader::new(args.policies.clone()).run(set_tx, metrics.clone()));
     let evaluator = tokio::spawn(engine::evaluate(records, set_rx, executor));
     tracing::info!(
         policies = policy_count,
@@ -63,7 +61,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         "reflex running"
     );
 
-    let signal = super::shutdown::signalled().await?;
+    let signal = shutdown.wait().await;
     tracing::info!(signal, "shutting down");
     drop(sensor);
     reloader.abort();

@@ -1,13 +1,28 @@
 //! Waiting for SIGINT or SIGTERM.
 use anyhow::Context as _;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
-/// Resolves when SIGINT or SIGTERM arrives; returns the signal's name.
-pub async fn signalled() -> anyhow::Result<&'static str> {
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    Ok(tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-    })
+/// SIGINT and SIGTERM handlers, installed before the agent reports that it
+/// is running so that a signal sent right after is never lost.
+pub struct Shutdown {
+    int: Signal,
+    term: Signal,
+}
+
+impl Shutdown {
+    /// Installs the handlers.
+    pub fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
+    }
+
+    /// Resolves when either signal arrives; returns its name.
+    pub async fn wait(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
 }

@@ -33,59 +33,84 @@ pub fn load_logged(dir: &Path) -> Option<PolicySet> {
     }
 }
 
-/// Watches `dir` and SIGHUP; publishes each valid new set on `out`. Runs
-/// until `out` has no receivers.
-pub async fn watch_policies(dir: PathBuf, out: watch::Sender<Arc<PolicySet>>, metrics: Metrics) {
-    let (tx, mut changes) = mpsc::channel::<()>(16);
-    let notify_tx = tx.clone();
-    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
-            let _ = notify_tx.try_send(());
-        }
-    })
-    .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
-    let _watcher = match watcher {
-        Ok(w) => Some(w),
-        Err(err) => {
-            tracing::warn!(%err, dir = %dir.display(), "cannot watch the policy directory; reload with SIGHUP");
-            None
-        }
-    };
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(err) => {
-            tracing::warn!(%err, "cannot install the SIGHUP handler");
-            None
-        }
-    };
-    loop {
-        tokio::select! {
-            Some(()) = changes.recv() => {
-                // Let an editor or `cp` finish, then take everything at once.
-                tokio::time::sleep(SETTLE).await;
-                while changes.try_recv().is_ok() {}
-                tracing::info!(dir = %dir.display(), "policy directory changed");
+/// Watches a policy directory and SIGHUP. Built before the agent says it is
+/// running, so no change made after that is missed.
+pub struct Reloader {
+    dir: PathBuf,
+    changes: mpsc::Receiver<()>,
+    _watcher: Option<notify::RecommendedWatcher>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Reloader {
+    /// Starts watching `dir` and SIGHUP; a failure of either is logged and
+    /// leaves the other working.
+    pub fn new(dir: PathBuf) -> Self {
+        let (tx, changes) = mpsc::channel::<()>(16);
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok_and(|e| !e.kind.is_access()) {
+                let _ = tx.try_send(());
             }
-            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                tracing::info!("SIGHUP: reloading policies");
+        })
+        .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
+        let watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(err) => {
+                tracing::warn!(%err, dir = %dir.display(), "cannot watch the policy directory; reload with SIGHUP");
+                None
             }
-            () = out.closed() => return,
+        };
+        let hup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(err) => {
+                tracing::warn!(%err, "cannot install the SIGHUP handler");
+                None
+            }
+        };
+        Self {
+            dir,
+            changes,
+            _watcher: watcher,
+            hup,
         }
-        let dir2 = dir.clone();
-        let loaded = tokio::task::spawn_blocking(move || load_logged(&dir2))
-            .await
-            .ok()
-            .flatten();
-        match loaded {
-            Some(set) => {
-                metrics.reloads.with_label_values(&["ok"]).inc();
-                metrics.policies_loaded.set(set.len() as i64);
-                tracing::info!(policies = set.len(), "policies reloaded");
-                let _ = out.send(Arc::new(set));
+    }
+
+    /// Publishes each valid new set on `out` until `out` has no receivers.
+    pub async fn run(mut self, out: watch::Sender<Arc<PolicySet>>, metrics: Metrics) {
+        loop {
+            tokio::select! {
+                Some(()) = self.changes.recv() => {
+                    // Let an editor or `cp` finish, then take everything at once.
+                    tokio::time::sleep(SETTLE).await;
+                    while self.changes.try_recv().is_ok() {}
+                    tracing::info!(dir = %self.dir.display(), "policy directory changed");
+                }
+                Some(()) = async {
+                    match self.hup.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    tracing::info!("SIGHUP: reloading policies");
+                }
+                () = out.closed() => return,
             }
-            None => {
-                metrics.reloads.with_label_values(&["rejected"]).inc();
-                tracing::error!("policy reload rejected; the running policies stay in force");
+            let dir = self.dir.clone();
+            let loaded = tokio::task::spawn_blocking(move || load_logged(&dir))
+                .await
+                .ok()
+                .flatten();
+            match loaded {
+                Some(set) => {
+                    metrics.reloads.with_label_values(&["ok"]).inc();
+                    metrics.policies_loaded.set(set.len() as i64);
+                    tracing::info!(policies = set.len(), "policies reloaded");
+                    let _ = out.send(Arc::new(set));
+                }
+                None => {
+                    metrics.reloads.with_label_values(&["rejected"]).inc();
+                    tracing::error!("policy reload rejected; the running policies stay in force");
+                }
             }
         }
     }

@@ -156,7 +156,11 @@ fn strip_inline_location(message: &str) -> String {
         let end = rest
             .find(" column ")
             .map(|c| c + " column ".len())
-            .map(|c| c + rest[c..].find(|ch: char| !ch.is_ascii_digit()).unwrap_or(rest.len() - c));
+            .map(|c| {
+                c + rest[c..]
+                    .find(|ch: char| !ch.is_ascii_digit())
+                    .unwrap_or(rest.len() - c)
+            });
         if let Some(end) = end {
             return format!("{}{}", &message[..start], &rest[end..]);
         }
