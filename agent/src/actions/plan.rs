@@ -163,3 +163,100 @@ fn throttle_key(per: ThrottleKey, record: &Record) -> String {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::{
+        events::{EventKindName, Exec, ProcessContext},
+        policy::{compile, load},
+    };
+
+    fn policy(text: &str) -> Policy {
+        let (sources, mut errors) = load::parse_source(Path::new("t.yaml"), text);
+        let mut policies = compile::compile_all(sources, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        policies.remove(0)
+    }
+
+    fn record(pid: u32, exe: &str, ktime_ns: u64) -> Record {
+        Record {
+            time: String::new(),
+            ktime_ns,
+            kind: EventKindName::Exec,
+            process: ProcessContext {
+                pid,
+                exe: Some(exe.into()),
+                start_ktime_ns: Some(ktime_ns),
+                ..ProcessContext::default()
+            },
+            body: Body::Exec(Exec {
+                filename: exe.into(),
+                argv: vec![],
+                argv_truncated: false,
+            }),
+        }
+    }
+
+    const KILLER: &str = "name: k\nmode: enforce\non: { exec: {} }\ndo: [kill, alert]\nthrottle: { per: policy, max: 1, every: 10s }\n";
+
+    #[test]
+    fn enforce_carries_out_and_throttles_only_the_alert() {
+        let p = policy(KILLER);
+        let mut planner = Planner::new(DEFAULT_FUSE_LIMIT);
+        let first = planner.plan(&p, &record(1, "/a", 0));
+        assert_eq!(first.decision.actions, ["kill", "alert"]);
+        assert!(first.report);
+        let second = planner.plan(&p, &record(2, "/a", 1));
+        assert_eq!(
+            second.decision.actions,
+            ["kill"],
+            "kills are never throttled"
+        );
+        assert!(!second.report);
+        let later = planner.plan(&p, &record(3, "/a", 11_000_000_000));
+        assert_eq!(later.decision.suppressed, 1);
+        assert!(later.report);
+    }
+
+    #[test]
+    fn monitor_only_says_what_it_would_do() {
+        let p = policy("name: m\non: { exec: {} }\ndo: [kill, alert]\n");
+        let plan = Planner::new(DEFAULT_FUSE_LIMIT).plan(&p, &record(1, "/a", 0));
+        assert_eq!(plan.decision.mode, Mode::Monitor);
+        assert_eq!(plan.decision.would, ["kill"]);
+        assert!(plan.steps.is_empty());
+        assert!(plan.report);
+    }
+
+    #[test]
+    fn the_fuse_turns_a_too_broad_kill_policy_into_monitor() {
+        let p = policy(KILLER);
+        let mut planner = Planner::new(2);
+        for (i, exe) in ["/a", "/b"].iter().enumerate() {
+            assert_eq!(
+                planner
+                    .plan(&p, &record(i as u32, exe, i as u64))
+                    .decision
+                    .mode,
+                Mode::Enforce
+            );
+        }
+        let blown = planner.plan(&p, &record(9, "/c", 3));
+        assert_eq!(blown.decision.mode, Mode::Monitor);
+        assert!(
+            blown.steps.is_empty(),
+            "the kill that blew the fuse is not carried out"
+        );
+        assert!(blown.report && blown.decision.note.is_some());
+        let after = planner.plan(&p, &record(10, "/a", 4));
+        assert_eq!(after.decision.mode, Mode::Monitor, "stays in monitor");
+        planner.reset_fuses();
+        assert_eq!(
+            planner.plan(&p, &record(11, "/a", 5)).decision.mode,
+            Mode::Enforce
+        );
+    }
+}

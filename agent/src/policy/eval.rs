@@ -62,3 +62,111 @@ impl PolicySet {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::{
+        events::{Body, EventKindName, Exec, ParentContext, ProcessContext},
+        policy::{compile, load},
+    };
+
+    fn set(text: &str) -> PolicySet {
+        let (sources, mut errors) = load::parse_source(Path::new("t.yaml"), text);
+        let policies = compile::compile_all(sources, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        PolicySet::new(policies)
+    }
+
+    fn exec(exe: &str, parent: &str, uid: u32) -> Record {
+        Record {
+            time: String::new(),
+            ktime_ns: 1,
+            kind: EventKindName::Exec,
+            process: ProcessContext {
+                pid: 10,
+                uid,
+                comm: exe
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(exe)
+                    .chars()
+                    .take(15)
+                    .collect(),
+                exe: Some(exe.into()),
+                parent: Some(ParentContext {
+                    pid: 1,
+                    exe: Some(parent.into()),
+                    comm: None,
+                }),
+                ..ProcessContext::default()
+            },
+            body: Body::Exec(Exec {
+                filename: exe.into(),
+                argv: vec![],
+                argv_truncated: false,
+            }),
+        }
+    }
+
+    fn names(set: &PolicySet, record: &Record) -> Vec<String> {
+        set.evaluate(record)
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    const POLICIES: &str = r#"
+name: nc
+on: { exec: { paths: ["/usr/bin/nc*"] } }
+unless: { process: { parent_exe: ["/usr/sbin/sshd"] } }
+do: [alert]
+---
+name: exact
+on: { exec: { paths: ["/usr/bin/id"] } }
+when: { process: { uid: [1000] } }
+do: [alert]
+---
+name: everything-by-www
+on: { exec: {} }
+when: { process: { comm: ["php*"] } }
+do: [alert]
+"#;
+
+    #[test]
+    fn globs_literals_and_conditions() {
+        let set = set(POLICIES);
+        assert_eq!(names(&set, &exec("/usr/bin/ncat", "/bin/bash", 0)), ["nc"]);
+        assert!(names(&set, &exec("/usr/bin/ncat", "/usr/sbin/sshd", 0)).is_empty());
+        assert!(
+            names(&set, &exec("/usr/bin/nc/x", "/bin/bash", 0)).is_empty(),
+            "* stays in one component"
+        );
+        assert_eq!(
+            names(&set, &exec("/usr/bin/id", "/bin/bash", 1000)),
+            ["exact"]
+        );
+        assert!(names(&set, &exec("/usr/bin/id", "/bin/bash", 0)).is_empty());
+        assert_eq!(
+            names(&set, &exec("/usr/bin/php8.2", "/bin/bash", 33)),
+            ["everything-by-www"]
+        );
+    }
+
+    #[test]
+    fn policies_that_cannot_match_are_not_even_candidates() {
+        let mut text = String::new();
+        for i in 0..10_000 {
+            text.push_str(&format!(
+                "name: p{i}\non: {{ exec: {{ paths: [\"/opt/app{i}/bin/*\", \"/srv/tool{i}\"] }} }}\ndo: [alert]\n---\n"
+            ));
+        }
+        let set = set(&text);
+        assert_eq!(set.len(), 10_000);
+        assert!(set.exec.candidates("/usr/bin/ls").is_empty());
+        assert_eq!(set.exec.candidates("/opt/app42/bin/run"), [42]);
+        assert_eq!(set.exec.candidates("/srv/tool9999"), [9999]);
+    }
+}
