@@ -4,6 +4,7 @@
 #![no_main]
 
 mod event;
+mod file;
 mod maps;
 mod process;
 mod task;

@@ -3,9 +3,11 @@
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use reflex_wire::{KernelOffsets, LossReason};
+use reflex_wire::{FileKey, KernelOffsets, LossReason};
+
+use crate::file::FileOp;
 
 /// All events, every family, in one ring buffer. The agent may resize it at load.
 #[map]
@@ -17,18 +19,7 @@ pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LossReason::CO
 
 /// Kernel struct offsets resolved by the agent from BTF before load.
 #[unsafe(no_mangle)]
-pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
-    task_real_parent: 0,
-    task_tgid: 0,
-    task_exit_code: 0,
-    task_mm: 0,
-    mm_arg_start: 0,
-    mm_arg_end: 0,
-    tp_exec_filename: 0,
-    tp_exit_group_dead: 0,
-    tp_fork_child_pid: 0,
-    _pad: 0,
-});
+pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::ZERO);
 
 /// Tasks whose events are not reported: the agent itself and, through
 /// `sched_process_fork`, everything it starts (its hooks). Keyed by task id;
@@ -51,3 +42,34 @@ pub fn count_loss(reason: LossReason) {
         unsafe { *slot += 1 };
     }
 }
+
+/// Watched files by identity → `watch` bits. Filled by the policy compiler.
+#[map]
+pub static WATCHED: HashMap<FileKey, u32> = HashMap::with_max_entries(65_536, 0);
+
+/// Directories whose new or unwatched files are reported (globs, uploads).
+#[map]
+pub static WATCHED_DIRS: HashMap<FileKey, u32> = HashMap::with_max_entries(16_384, 0);
+
+/// FNV-1a hashes of the last path component of watched files: the cheap
+/// filter for path-based calls (rename, unlink, chmod ...), which carry no
+/// inode. The agent checks each hit against the real file.
+#[map]
+pub static WATCHED_NAMES: HashMap<u64, u32> = HashMap::with_max_entries(65_536, 0);
+
+/// Thread id → flags of an open for writing, between enter and exit.
+#[map]
+pub static OPEN_FLAGS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16_384, 0);
+
+/// (tgid << 32 | fd) → file, for descriptors opened for writing on watched
+/// files, so their close can be reported.
+#[map]
+pub static WRITE_FDS: LruHashMap<u64, FileKey> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Thread id → a change to a watched file, between syscall enter and exit.
+#[map]
+pub static PENDING: LruHashMap<u32, FileOp> = LruHashMap::with_max_entries(4_096, 0);
+
+/// Per-CPU room to build a [`FileOp`] (too big for the BPF stack).
+#[map]
+pub static SCRATCH: PerCpuArray<FileOp> = PerCpuArray::with_max_entries(1, 0);

@@ -159,6 +159,7 @@ fn throttle_key(per: ThrottleKey, record: &Record) -> String {
         ),
         // The file and connect families key on their own fields.
         ThrottleKey::File | ThrottleKey::Remote => match &record.body {
+            Body::File(file) => file.path.clone().unwrap_or_default(),
             Body::Exec(_) | Body::Exit(_) => String::new(),
         },
     }

@@ -1,11 +1,15 @@
 //! The one place kernel bytes become Rust values: lengths checked, kinds
 //! validated with `TryFrom`, never a panic on bad input.
 use reflex_wire::{
-    COMM_LEN, EventHeader, EventKind, ExecEvent, ExitEvent,
+    COMM_LEN, EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent,
+    file::{NAME_MAX, PATH_MAX, flag},
     process::{ARGS_MAX, EXE_MAX},
 };
 
-use super::{Body, Event, Exec, Exit, Task};
+use super::{
+    Body, Event, Exec, Exit, Task,
+    file::{File, FileChange, MatchedBy},
+};
 
 /// Why a record could not be decoded. Each is counted, never fatal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,6 +25,16 @@ pub enum DecodeError {
     /// The `kind` field names no known event.
     #[error("unknown event kind {0:#06x}")]
     UnknownKind(u32),
+    /// A field holds a value no probe sends.
+    #[error("{kind:?} record has an invalid {field}: {value}")]
+    Field {
+        /// Kind from the header.
+        kind: EventKind,
+        /// Field name.
+        field: &'static str,
+        /// The value found.
+        value: u64,
+    },
     /// The record's length does not match its kind's layout.
     #[error("{kind:?} record is {len} bytes, expected {expected}")]
     Size {
@@ -40,6 +54,7 @@ impl DecodeError {
             DecodeError::Truncated { .. } => "truncated",
             DecodeError::UnknownKind(_) => "unknown_kind",
             DecodeError::Size { .. } => "size_mismatch",
+            DecodeError::Field { .. } => "bad_field",
         }
     }
 }
@@ -50,6 +65,7 @@ trait Wire: Copy {}
 impl Wire for EventHeader {}
 impl Wire for ExecEvent {}
 impl Wire for ExitEvent {}
+impl Wire for FileEvent {}
 
 /// Copies a `T` out of the front of `bytes`, or `None` if too short.
 fn read<T: Wire>(bytes: &[u8]) -> Option<T> {
@@ -99,6 +115,32 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Exit => {
             let raw: ExitEvent = read_exact(kind, bytes)?;
             Body::Exit(Exit::from_raw(raw.exit_code))
+        }
+        EventKind::File => {
+            let raw: FileEvent = read_exact(kind, bytes)?;
+            let change = FileChange::from_wire(raw.change).ok_or(DecodeError::Field {
+                kind,
+                field: "change",
+                value: raw.change as u64,
+            })?;
+            let text =
+                |bytes: &[u8], len: u32, max: usize| lossy(&bytes[..(len as usize).min(max)]);
+            Body::File(File {
+                path: None,
+                change: Some(change),
+                changes: vec![change],
+                dev: raw.file.dev,
+                ino: raw.file.ino,
+                dir_dev: raw.dir.dev,
+                dir_ino: raw.dir.ino,
+                name: text(&raw.name, raw.name_len, NAME_MAX),
+                arg_path: text(&raw.path, raw.path_len, PATH_MAX),
+                arg_path2: text(&raw.path2, raw.path2_len, PATH_MAX),
+                fd: raw.fd,
+                open_flags: raw.open_flags,
+                matched_by: MatchedBy::from_flags(raw.flags),
+                killed: raw.flags & flag::KILLED != 0,
+            })
         }
     };
     Ok(Event {

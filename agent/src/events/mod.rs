@@ -2,6 +2,7 @@
 //! enriched [`Record`] the agent emits, one JSON object per event.
 pub mod clock;
 pub mod decode;
+pub mod file;
 pub mod reader;
 pub mod record;
 
@@ -18,6 +19,8 @@ pub enum EventKindName {
     Exec,
     /// A process exited.
     Exit,
+    /// A watched file changed.
+    File,
 }
 
 impl EventKindName {
@@ -25,6 +28,7 @@ impl EventKindName {
     pub fn family(self) -> &'static str {
         match self {
             EventKindName::Exec | EventKindName::Exit => "process",
+            EventKindName::File => "file",
         }
     }
 
@@ -33,6 +37,7 @@ impl EventKindName {
         match self {
             EventKindName::Exec => "exec",
             EventKindName::Exit => "exit",
+            EventKindName::File => "file",
         }
     }
 }
@@ -82,6 +87,8 @@ pub enum Body {
     Exec(Exec),
     /// A process exited.
     Exit(Exit),
+    /// A watched file changed.
+    File(file::File),
 }
 
 impl Body {
@@ -90,6 +97,7 @@ impl Body {
         match self {
             Body::Exec(_) => EventKindName::Exec,
             Body::Exit(_) => EventKindName::Exit,
+            Body::File(_) => EventKindName::File,
         }
     }
 }

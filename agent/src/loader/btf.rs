@@ -42,15 +42,27 @@ pub fn resolve(path: &Path) -> Result<KernelOffsets, BtfError> {
         path: path.to_owned(),
         source,
     })?;
-    let task = find_struct(&btf, "task_struct")?;
-    let mm = find_struct(&btf, "mm_struct")?;
+    let at = |structure, field| offset(&btf, structure, field);
     Ok(KernelOffsets {
-        task_real_parent: offset(&btf, &task, "task_struct", "real_parent")?,
-        task_tgid: offset(&btf, &task, "task_struct", "tgid")?,
-        task_exit_code: offset(&btf, &task, "task_struct", "exit_code")?,
-        task_mm: offset(&btf, &task, "task_struct", "mm")?,
-        mm_arg_start: offset(&btf, &mm, "mm_struct", "arg_start")?,
-        mm_arg_end: offset(&btf, &mm, "mm_struct", "arg_end")?,
+        task_real_parent: at("task_struct", "real_parent")?,
+        task_tgid: at("task_struct", "tgid")?,
+        task_exit_code: at("task_struct", "exit_code")?,
+        task_mm: at("task_struct", "mm")?,
+        mm_arg_start: at("mm_struct", "arg_start")?,
+        mm_arg_end: at("mm_struct", "arg_end")?,
+        task_files: at("task_struct", "files")?,
+        files_fdt: at("files_struct", "fdt")?,
+        fdtable_max_fds: at("fdtable", "max_fds")?,
+        fdtable_fd: at("fdtable", "fd")?,
+        file_inode: at("file", "f_inode")?,
+        file_dentry: at("file", "f_path.dentry")?,
+        inode_ino: at("inode", "i_ino")?,
+        inode_sb: at("inode", "i_sb")?,
+        inode_mode: at("inode", "i_mode")?,
+        sb_dev: at("super_block", "s_dev")?,
+        dentry_parent: at("dentry", "d_parent")?,
+        dentry_inode: at("dentry", "d_inode")?,
+        dentry_name: at("dentry", "d_name.name")?,
         ..KernelOffsets::default()
     })
 }
@@ -66,31 +78,58 @@ fn find_struct(btf: &Btf, name: &'static str) -> Result<Struct, BtfError> {
         .ok_or(BtfError::NoStruct(name))
 }
 
-fn offset(
-    btf: &Btf,
-    st: &Struct,
-    structure: &'static str,
-    field: &'static str,
-) -> Result<u32, BtfError> {
-    member_offset(btf, st, field)?.ok_or(BtfError::NoField { structure, field })
+/// Offset of `field` (dotted for nested structs, e.g. `f_path.dentry`) in
+/// struct `structure`.
+fn offset(btf: &Btf, structure: &'static str, field: &'static str) -> Result<u32, BtfError> {
+    let missing = || BtfError::NoField { structure, field };
+    let mut current = find_struct(btf, structure)?;
+    let mut total = 0;
+    let mut parts = field.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let (off, ty) = member(btf, &current, part)?.ok_or_else(missing)?;
+        total += off;
+        if parts.peek().is_some() {
+            current = match strip(btf, ty)? {
+                Type::Struct(s) | Type::Union(s) => s,
+                _ => return Err(missing()),
+            };
+        }
+    }
+    Ok(total)
 }
 
-/// Byte offset of `field` in `st`, looking inside anonymous structs and unions.
-fn member_offset(btf: &Btf, st: &Struct, field: &str) -> Result<Option<u32>, BtfError> {
-    for member in &st.members {
-        let name = btf.resolve_name(member).unwrap_or_default();
-        let here = member.bit_offset() / 8;
+/// Follows typedefs and qualifiers down to the underlying type.
+fn strip(btf: &Btf, mut ty: Type) -> Result<Type, BtfError> {
+    loop {
+        ty = match &ty {
+            Type::Typedef(t) => btf.resolve_chained_type(t),
+            Type::Const(t) | Type::Volatile(t) | Type::Restrict(t) => btf.resolve_chained_type(t),
+            _ => return Ok(ty),
+        }
+        .map_err(BtfError::Inconsistent)?;
+    }
+}
+
+/// Byte offset and type of `field` in `st`, looking inside anonymous
+/// structs and unions.
+fn member(btf: &Btf, st: &Struct, field: &str) -> Result<Option<(u32, Type)>, BtfError> {
+    for m in &st.members {
+        let name = btf.resolve_name(m).unwrap_or_default();
+        let here = m.bit_offset() / 8;
         if name == field {
-            return Ok(Some(here));
+            let ty = btf
+                .resolve_chained_type(m)
+                .map_err(BtfError::Inconsistent)?;
+            return Ok(Some((here, ty)));
         }
         if name.is_empty() {
             let inner = btf
-                .resolve_chained_type(member)
+                .resolve_chained_type(m)
                 .map_err(BtfError::Inconsistent)?;
             if let Type::Struct(s) | Type::Union(s) = inner
-                && let Some(off) = member_offset(btf, &s, field)?
+                && let Some((off, ty)) = member(btf, &s, field)?
             {
-                return Ok(Some(here + off));
+                return Ok(Some((here + off, ty)));
             }
         }
     }
@@ -112,5 +151,6 @@ mod tests {
         assert!(offsets.task_real_parent > 0);
         assert!(offsets.task_tgid > 0);
         assert!(offsets.mm_arg_end > offsets.mm_arg_start);
+        assert!(offsets.file_dentry > 0 && offsets.dentry_name > 0);
     }
 }

@@ -10,16 +10,156 @@ use aya::{
     maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{ProgramError, TracePoint},
 };
-use reflex_wire::LossReason;
+use reflex_wire::{FileKey, LossReason};
 
 /// The compiled kernel programs, built by `build.rs`.
 static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/reflex-probes"));
 
-/// Tracepoint programs: (program name, category, tracepoint name).
-const TRACEPOINTS: [(&str, &str, &str); 3] = [
-    ("sched_process_exec", "sched", "sched_process_exec"),
-    ("sched_process_exit", "sched", "sched_process_exit"),
-    ("sched_process_fork", "sched", "sched_process_fork"),
+/// One tracepoint program and where it attaches.
+struct Hook {
+    program: &'static str,
+    category: &'static str,
+    /// Tracepoints it attaches to.
+    points: &'static [&'static str],
+    /// Whether the agent cannot work without it; others may be missing on
+    /// some kernels and are reported.
+    required: bool,
+}
+
+const fn hook(
+    program: &'static str,
+    category: &'static str,
+    points: &'static [&'static str],
+    required: bool,
+) -> Hook {
+    Hook {
+        program,
+        category,
+        points,
+        required,
+    }
+}
+
+/// Syscalls whose change to a file is held at entry and sent at exit.
+const FILE_OP_EXITS: &[&str] = &[
+    "sys_exit_ftruncate",
+    "sys_exit_fchmod",
+    "sys_exit_fchown",
+    "sys_exit_unlink",
+    "sys_exit_unlinkat",
+    "sys_exit_rename",
+    "sys_exit_renameat",
+    "sys_exit_renameat2",
+    "sys_exit_link",
+    "sys_exit_linkat",
+    "sys_exit_symlink",
+    "sys_exit_symlinkat",
+    "sys_exit_truncate",
+    "sys_exit_chmod",
+    "sys_exit_fchmodat",
+    "sys_exit_fchmodat2",
+    "sys_exit_chown",
+    "sys_exit_lchown",
+    "sys_exit_fchownat",
+];
+
+/// Every tracepoint program. Exit handlers attach before the entry probes
+/// that feed them, so no held change is ever left without its sender.
+const HOOKS: &[Hook] = &[
+    hook("sched_process_exec", "sched", &["sched_process_exec"], true),
+    hook("sched_process_exit", "sched", &["sched_process_exit"], true),
+    hook("sched_process_fork", "sched", &["sched_process_fork"], true),
+    hook(
+        "sys_exit_open_write",
+        "syscalls",
+        &[
+            "sys_exit_openat",
+            "sys_exit_open",
+            "sys_exit_creat",
+            "sys_exit_openat2",
+        ],
+        true,
+    ),
+    hook("sys_exit_file_op", "syscalls", FILE_OP_EXITS, true),
+    hook("sys_enter_openat", "syscalls", &["sys_enter_openat"], true),
+    hook("sys_enter_open", "syscalls", &["sys_enter_open"], false),
+    hook("sys_enter_creat", "syscalls", &["sys_enter_creat"], false),
+    hook(
+        "sys_enter_openat2",
+        "syscalls",
+        &["sys_enter_openat2"],
+        false,
+    ),
+    hook("sys_enter_close", "syscalls", &["sys_enter_close"], true),
+    hook(
+        "sys_enter_ftruncate",
+        "syscalls",
+        &["sys_enter_ftruncate"],
+        true,
+    ),
+    hook("sys_enter_fchmod", "syscalls", &["sys_enter_fchmod"], true),
+    hook("sys_enter_fchown", "syscalls", &["sys_enter_fchown"], true),
+    hook("sys_enter_unlink", "syscalls", &["sys_enter_unlink"], false),
+    hook(
+        "sys_enter_unlinkat",
+        "syscalls",
+        &["sys_enter_unlinkat"],
+        true,
+    ),
+    hook("sys_enter_rename", "syscalls", &["sys_enter_rename"], false),
+    hook(
+        "sys_enter_renameat",
+        "syscalls",
+        &["sys_enter_renameat"],
+        false,
+    ),
+    hook(
+        "sys_enter_renameat2",
+        "syscalls",
+        &["sys_enter_renameat2"],
+        true,
+    ),
+    hook("sys_enter_link", "syscalls", &["sys_enter_link"], false),
+    hook("sys_enter_linkat", "syscalls", &["sys_enter_linkat"], true),
+    hook(
+        "sys_enter_symlink",
+        "syscalls",
+        &["sys_enter_symlink"],
+        false,
+    ),
+    hook(
+        "sys_enter_symlinkat",
+        "syscalls",
+        &["sys_enter_symlinkat"],
+        true,
+    ),
+    hook(
+        "sys_enter_truncate",
+        "syscalls",
+        &["sys_enter_truncate"],
+        true,
+    ),
+    hook("sys_enter_chmod", "syscalls", &["sys_enter_chmod"], false),
+    hook(
+        "sys_enter_fchmodat",
+        "syscalls",
+        &["sys_enter_fchmodat"],
+        true,
+    ),
+    hook(
+        "sys_enter_fchmodat2",
+        "syscalls",
+        &["sys_enter_fchmodat2"],
+        false,
+    ),
+    hook("sys_enter_chown", "syscalls", &["sys_enter_chown"], false),
+    hook("sys_enter_lchown", "syscalls", &["sys_enter_lchown"], false),
+    hook(
+        "sys_enter_fchownat",
+        "syscalls",
+        &["sys_enter_fchownat"],
+        true,
+    ),
 ];
 
 /// Default size of the event ring buffer.
@@ -126,7 +266,8 @@ impl Probes {
             .map_err(LoadError::Object)?;
 
         let mut attached = Vec::new();
-        for (name, category, tracepoint) in TRACEPOINTS {
+        for hook in HOOKS {
+            let name = hook.program;
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
                 .ok_or(LoadError::MissingProgram(name))?
@@ -141,14 +282,24 @@ impl Probes {
                 stage: "load",
                 source,
             })?;
-            program
-                .attach(category, tracepoint)
-                .map_err(|source| LoadError::Program {
-                    name,
-                    stage: "attach",
-                    source,
-                })?;
-            attached.push(format!("tracepoint/{category}/{tracepoint}"));
+            for point in hook.points {
+                match program.attach(hook.category, point) {
+                    Ok(_) => attached.push(format!("tracepoint/{}/{point}", hook.category)),
+                    Err(source) if hook.required => {
+                        return Err(LoadError::Program {
+                            name,
+                            stage: "attach",
+                            source,
+                        });
+                    }
+                    Err(err) => tracing::warn!(
+                        program = name,
+                        tracepoint = %format!("{}/{point}", hook.category),
+                        %err,
+                        "optional tracepoint not attached; changes made through it go unseen"
+                    ),
+                }
+            }
         }
         Ok(Self { ebpf, attached })
     }
@@ -178,6 +329,23 @@ impl Probes {
             })
     }
 
+    /// Takes the maps the file watch list lives in; only the first call succeeds.
+    pub fn take_watch_maps(&mut self) -> Result<WatchMaps, LoadError> {
+        let mut take =
+            |name: &'static str| self.ebpf.take_map(name).ok_or(LoadError::MissingMap(name));
+        let (files, dirs, names) = (
+            take("WATCHED")?,
+            take("WATCHED_DIRS")?,
+            take("WATCHED_NAMES")?,
+        );
+        let map_err = |name| move |source| LoadError::Map { name, source };
+        Ok(WatchMaps {
+            files: HashMap::try_from(files).map_err(map_err("WATCHED"))?,
+            dirs: HashMap::try_from(dirs).map_err(map_err("WATCHED_DIRS"))?,
+            names: HashMap::try_from(names).map_err(map_err("WATCHED_NAMES"))?,
+        })
+    }
+
     /// Takes the event ring buffer; only the first call succeeds.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
         let map = self
@@ -202,6 +370,16 @@ impl Probes {
         })?;
         Ok(KernelLosses { map })
     }
+}
+
+/// The kernel side of the file watch list (see `ebpf-probes/src/maps.rs`).
+pub struct WatchMaps {
+    /// `WATCHED`: files by identity.
+    pub files: HashMap<MapData, FileKey, u32>,
+    /// `WATCHED_DIRS`: directories by identity.
+    pub dirs: HashMap<MapData, FileKey, u32>,
+    /// `WATCHED_NAMES`: last-component hashes.
+    pub names: HashMap<MapData, u64, u32>,
 }
 
 /// Read access to the probes' per-CPU `LOST` counters.

@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use super::{
     index::PathIndex,
-    model::{Policy, PolicyRef},
+    model::{Policy, PolicyRef, Trigger},
 };
 use crate::events::{Body, Record};
 
@@ -12,15 +12,18 @@ use crate::events::{Body, Record};
 pub struct PolicySet {
     policies: Vec<PolicyRef>,
     exec: PathIndex,
+    file: PathIndex,
 }
 
 impl PolicySet {
     /// Indexes `policies` (already validated, names unique).
     pub fn new(policies: Vec<Policy>) -> Self {
         let exec = PathIndex::exec(&policies);
+        let file = PathIndex::file(&policies);
         Self {
             policies: policies.into_iter().map(Arc::new).collect(),
             exec,
+            file,
         }
     }
 
@@ -46,11 +49,16 @@ impl PolicySet {
                 let path = record.process.exe.as_deref().unwrap_or(&exec.filename);
                 self.exec.candidates(path)
             }
+            Body::File(file) => match &file.path {
+                Some(path) => self.file.candidates(path),
+                None => Vec::new(),
+            },
             Body::Exit(_) => Vec::new(),
         };
         candidates
             .into_iter()
             .map(|i| &self.policies[i])
+            .filter(|p| change_matches(p, &record.body))
             .filter(|p| {
                 p.when.as_ref().is_none_or(|m| m.matches(&record.process))
                     && !p
@@ -60,6 +68,20 @@ impl PolicySet {
             })
             .cloned()
             .collect()
+    }
+}
+
+/// Whether a file policy's `events` list admits the event's changes.
+fn change_matches(policy: &Policy, body: &Body) -> bool {
+    match (&policy.trigger, body) {
+        (Trigger::File { changes, .. }, Body::File(file)) => {
+            changes.is_empty()
+                || file
+                    .changes
+                    .iter()
+                    .any(|c| changes.iter().any(|w| w.as_str() == c.as_str()))
+        }
+        _ => true,
     }
 }
 

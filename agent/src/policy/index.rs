@@ -6,7 +6,7 @@ use globset::{GlobSet, GlobSetBuilder};
 
 use super::{
     model::{Policy, Trigger},
-    value::compile_glob,
+    value::{PathGlob, compile_glob},
 };
 
 /// Which `exec` policies a path can match: exact paths by hash, all globs in
@@ -22,10 +22,25 @@ pub struct PathIndex {
 impl PathIndex {
     /// Indexes the `exec` policies of `policies` by position.
     pub fn exec(policies: &[Policy]) -> Self {
+        Self::build(policies, |t| match t {
+            Trigger::Exec { paths } => Some(paths),
+            _ => None,
+        })
+    }
+
+    /// Indexes the `file` policies of `policies` by position.
+    pub fn file(policies: &[Policy]) -> Self {
+        Self::build(policies, |t| match t {
+            Trigger::File { paths, .. } => Some(paths),
+            _ => None,
+        })
+    }
+
+    fn build(policies: &[Policy], paths_of: impl Fn(&Trigger) -> Option<&Vec<PathGlob>>) -> Self {
         let mut index = Self::default();
         let mut builder = GlobSetBuilder::new();
         for (i, policy) in policies.iter().enumerate() {
-            let Trigger::Exec { paths } = &policy.trigger else {
+            let Some(paths) = paths_of(&policy.trigger) else {
                 continue;
             };
             if paths.is_empty() {

@@ -474,3 +474,20 @@ impl<'de> Visitor<'de> for OnVisitor {
         Ok(on)
     }
 }
+
+impl FileChange {
+    /// The change's name, as in policies and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileChange::Write => "write",
+            FileChange::CloseWrite => "close_write",
+            FileChange::Truncate => "truncate",
+            FileChange::Rename => "rename",
+            FileChange::Unlink => "unlink",
+            FileChange::Chmod => "chmod",
+            FileChange::Chown => "chown",
+            FileChange::Link => "link",
+            FileChange::Create => "create",
+        }
+    }
+}

@@ -99,6 +99,7 @@ impl ProcessTable {
                 Some(info)
             }
             Body::Exit(_) => self.entries.remove(&task.pid),
+            Body::File(_) => self.entries.get(&task.pid).cloned(),
         };
         let info = info.or_else(|| self.load(task.pid));
         let parent = self.get(task.ppid).map(|p| ParentContext {

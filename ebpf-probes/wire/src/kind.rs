@@ -8,6 +8,8 @@ pub enum EventKind {
     Exec = 0x0101,
     /// The last thread of a process exited (`sched_process_exit`, group dead).
     Exit = 0x0102,
+    /// A watched file changed.
+    File = 0x0201,
 }
 
 /// A `kind` value that names no known event.
@@ -21,6 +23,7 @@ impl TryFrom<u32> for EventKind {
         match value {
             0x0101 => Ok(Self::Exec),
             0x0102 => Ok(Self::Exit),
+            0x0201 => Ok(Self::File),
             other => Err(UnknownKind(other)),
         }
     }

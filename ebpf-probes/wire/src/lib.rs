@@ -6,12 +6,14 @@
 //! sides cannot drift apart.
 #![no_std]
 
+pub mod file;
 pub mod header;
 pub mod kind;
 pub mod loss;
 pub mod offsets;
 pub mod process;
 
+pub use file::{FileEvent, FileKey};
 pub use header::EventHeader;
 pub use kind::EventKind;
 pub use loss::LossReason;
@@ -27,4 +29,6 @@ mod pod {
     // SAFETY: each type is `#[repr(C)]`, `Copy`, made only of integers and byte
     // arrays with explicit padding fields, so every bit pattern is valid.
     unsafe impl aya::Pod for crate::KernelOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::FileKey {}
 }

@@ -4,7 +4,7 @@
 /// no hard-coded layout: the agent fills this from `/sys/kernel/btf/vmlinux`
 /// and writes it into the `OFFSETS` global before loading the programs.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelOffsets {
     /// `task_struct.real_parent`.
     pub task_real_parent: u32,
@@ -25,8 +25,67 @@ pub struct KernelOffsets {
     pub tp_exit_group_dead: u32,
     /// Offset of `child_pid` in the `sched_process_fork` record.
     pub tp_fork_child_pid: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// `task_struct.files`.
+    pub task_files: u32,
+    /// `files_struct.fdt`.
+    pub files_fdt: u32,
+    /// `fdtable.max_fds`.
+    pub fdtable_max_fds: u32,
+    /// `fdtable.fd`.
+    pub fdtable_fd: u32,
+    /// `file.f_inode`.
+    pub file_inode: u32,
+    /// `file.f_path.dentry`.
+    pub file_dentry: u32,
+    /// `inode.i_ino`.
+    pub inode_ino: u32,
+    /// `inode.i_sb`.
+    pub inode_sb: u32,
+    /// `inode.i_mode`.
+    pub inode_mode: u32,
+    /// `super_block.s_dev`.
+    pub sb_dev: u32,
+    /// `dentry.d_parent`.
+    pub dentry_parent: u32,
+    /// `dentry.d_inode`.
+    pub dentry_inode: u32,
+    /// `dentry.d_name.name`.
+    pub dentry_name: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 40);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 88);
+
+impl KernelOffsets {
+    /// All offsets zero: the value compiled into the probes before the agent
+    /// overrides it.
+    pub const ZERO: Self = Self {
+        task_real_parent: 0,
+        task_tgid: 0,
+        task_exit_code: 0,
+        task_mm: 0,
+        mm_arg_start: 0,
+        mm_arg_end: 0,
+        tp_exec_filename: 0,
+        tp_exit_group_dead: 0,
+        tp_fork_child_pid: 0,
+        task_files: 0,
+        files_fdt: 0,
+        fdtable_max_fds: 0,
+        fdtable_fd: 0,
+        file_inode: 0,
+        file_dentry: 0,
+        inode_ino: 0,
+        inode_sb: 0,
+        inode_mode: 0,
+        sb_dev: 0,
+        dentry_parent: 0,
+        dentry_inode: 0,
+        dentry_name: 0,
+    };
+}
+
+impl Default for KernelOffsets {
+    fn default() -> Self {
+        Self::ZERO
+    }
+}

@@ -1,0 +1,138 @@
+//! File events: what the kernel reported, and the path the agent resolved.
+use serde::{Deserialize, Serialize};
+
+use reflex_wire::file::{change, flag};
+
+/// What happened to a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileChange {
+    /// Opened for writing.
+    Write,
+    /// Closed after writing.
+    CloseWrite,
+    /// Truncated.
+    Truncate,
+    /// Renamed from or onto.
+    Rename,
+    /// Removed.
+    Unlink,
+    /// Mode changed.
+    Chmod,
+    /// Owner changed.
+    Chown,
+    /// A link to or at it was made.
+    Link,
+    /// Created (a new file in a watched directory).
+    Create,
+    /// Found different from its baseline while the agent was not running.
+    Drift,
+}
+
+impl FileChange {
+    /// From the wire value; `None` for an unknown one.
+    pub fn from_wire(value: u32) -> Option<Self> {
+        Some(match value {
+            change::WRITE => Self::Write,
+            change::CLOSE_WRITE => Self::CloseWrite,
+            change::TRUNCATE => Self::Truncate,
+            change::RENAME => Self::Rename,
+            change::UNLINK => Self::Unlink,
+            change::CHMOD => Self::Chmod,
+            change::CHOWN => Self::Chown,
+            change::LINK => Self::Link,
+            _ => return None,
+        })
+    }
+
+    /// The change's name in policies and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Write => "write",
+            Self::CloseWrite => "close_write",
+            Self::Truncate => "truncate",
+            Self::Rename => "rename",
+            Self::Unlink => "unlink",
+            Self::Chmod => "chmod",
+            Self::Chown => "chown",
+            Self::Link => "link",
+            Self::Create => "create",
+            Self::Drift => "drift",
+        }
+    }
+}
+
+/// A file event. The kernel fills identity and raw arguments; the agent
+/// fills `path` (and may merge several raw events into one).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct File {
+    /// The watched file, once resolved.
+    pub path: Option<String>,
+    /// What happened (the most telling of the merged changes).
+    pub change: Option<FileChange>,
+    /// Every change merged into this event, in order of arrival.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<FileChange>,
+    /// Device of the file (`major << 20 | minor`), when known.
+    pub dev: u32,
+    /// Inode, when known.
+    pub ino: u64,
+    /// Device of its directory, for opens.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub dir_dev: u32,
+    /// Inode of its directory, for opens.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub dir_ino: u64,
+    /// Dentry name of an opened file.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// Path argument as the caller spelled it (path-based calls).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub arg_path: String,
+    /// Second path argument (rename and link).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub arg_path2: String,
+    /// Descriptor, for opens, closes and fd-based calls.
+    pub fd: i32,
+    /// `open` flags.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub open_flags: u32,
+    /// How the kernel matched it.
+    pub matched_by: MatchedBy,
+    /// Whether the probe killed the task in the syscall.
+    pub killed: bool,
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
+}
+
+/// How the kernel matched a file event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchedBy {
+    /// Device and inode of a watched file.
+    #[default]
+    Inode,
+    /// Device and inode of a watched directory.
+    Dir,
+    /// Hash of the last path component (verified by the agent).
+    Name,
+}
+
+impl MatchedBy {
+    /// From the wire flag bits.
+    pub fn from_flags(flags: u32) -> Self {
+        if flags & flag::BY_INODE != 0 {
+            Self::Inode
+        } else if flags & flag::BY_DIR != 0 {
+            Self::Dir
+        } else {
+            Self::Name
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! File family: changes to watched files, from the syscall tracepoints.
+//!
+//! Opens and fd-based calls are matched by identity: the descriptor's
+//! `struct file` gives the device and inode, looked up in `WATCHED` (or the
+//! directory's in `WATCHED_DIRS`). Path-based calls carry only a user
+//! string; the hash of its last component is looked up in `WATCHED_NAMES`,
+//! and the agent verifies each hit against the real file. Every change is
+//! held per thread at syscall entry and sent at exit, only if it succeeded.
+
+use core::{ffi::c_void, mem::size_of, ptr::addr_of_mut};
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{
+            bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user,
+            bpf_probe_read_user_str, bpf_send_signal,
+        },
+    },
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use reflex_wire::{
+    EventKind, FileEvent, FileKey, LossReason,
+    file::{NAME_HASH_START, NAME_MAX, PATH_MAX, change, flag, name_hash_step, watch},
+};
+
+use crate::{
+    event::header,
+    maps::{
+        EVENTS, OFFSETS, OPEN_FLAGS, PENDING, SCRATCH, WATCHED, WATCHED_DIRS, WATCHED_NAMES,
+        WRITE_FDS, count_loss, is_excluded,
+    },
+    task,
+};
+
+/// A change held between syscall entry and exit.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FileOp {
+    change: u32,
+    flags: u32,
+    file: FileKey,
+    fd: i32,
+    path_len: u32,
+    path2_len: u32,
+    _pad: u32,
+    path: [u8; PATH_MAX],
+    path2: [u8; PATH_MAX],
+}
+
+const O_WRONLY: u64 = 0o1;
+const O_RDWR: u64 = 0o2;
+const O_CREAT: u64 = 0o100;
+const O_TRUNC: u64 = 0o1000;
+const SIGKILL: u32 = 9;
+
+/// Offset of syscall argument `n` in a `sys_enter_*` record.
+const fn arg(n: usize) -> usize {
+    16 + 8 * n
+}
+
+/// Offset of the return value in a `sys_exit_*` record.
+const RET: usize = 16;
+
+fn current_ids() -> (u32, u32) {
+    let id = bpf_get_current_pid_tgid();
+    (id as u32, (id >> 32) as u32)
+}
+
+/// Reads syscall argument `n`.
+#[inline(always)]
+fn read_arg(ctx: &TracePointContext, n: usize) -> u64 {
+    // SAFETY: every `sys_enter_*` record has six u64 arguments from offset 16.
+    unsafe { ctx.read_at::<u64>(arg(n)) }.unwrap_or(0)
+}
+
+/// The `struct file` behind descriptor `fd` of the current task.
+#[inline(always)]
+fn fd_file(fd: u64) -> Option<u64> {
+    let off = OFFSETS.load();
+    let files: u64 = task::read(task::current(), off.task_files).ok()?;
+    let fdt: u64 = task::read(files, off.files_fdt).ok()?;
+    let max: u32 = task::read(fdt, off.fdtable_max_fds).ok()?;
+    if fd >= max as u64 {
+        return None;
+    }
+    let table: u64 = task::read(fdt, off.fdtable_fd).ok()?;
+    let file: u64 = task::read(table, (fd * 8) as u32).ok()?;
+    (file != 0).then_some(file)
+}
+
+/// Device and inode of an inode pointer.
+#[inline(always)]
+fn inode_key(inode: u64) -> Option<FileKey> {
+    let off = OFFSETS.load();
+    let ino: u64 = task::read(inode, off.inode_ino).ok()?;
+    let sb: u64 = task::read(inode, off.inode_sb).ok()?;
+    let dev: u32 = task::read(sb, off.sb_dev).ok()?;
+    Some(FileKey { dev, _pad: 0, ino })
+}
+
+/// Identity of an open file and of its directory.
+#[inline(always)]
+fn file_keys(file: u64) -> Option<(FileKey, u64, Option<FileKey>)> {
+    let off = OFFSETS.load();
+    let inode: u64 = task::read(file, off.file_inode).ok()?;
+    let key = inode_key(inode)?;
+    let dentry: u64 = task::read(file, off.file_dentry).ok()?;
+    let dir = task::read::<u64>(dentry, off.dentry_parent)
+        .ok()
+        .and_then(|parent| task::read::<u64>(parent, off.dentry_inode).ok())
+        .and_then(inode_key);
+    Some((key, dentry, dir))
+}
+
+/// Sends SIGKILL to the current task and says so.
+#[inline(always)]
+fn kill_current() -> u32 {
+    // SAFETY: the helper signals the current task only.
+    let sent = unsafe { bpf_send_signal(SIGKILL) };
+    if sent == 0 { flag::KILLED } else { 0 }
+}
+
+// ---- opens -------------------------------------------------------------
+
+/// Remembers the flags of an open for writing until the syscall returns.
+#[inline(always)]
+fn stash_open(flags: u64) -> u32 {
+    if flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC) == 0 {
+        return 0;
+    }
+    let (tid, tgid) = current_ids();
+    if !is_excluded(tgid) {
+        let _ = OPEN_FLAGS.insert(tid, flags as u32, 0);
+    }
+    0
+}
+
+/// `tp/syscalls/sys_enter_openat`: flags are argument 2.
+#[tracepoint(category = "syscalls", name = "sys_enter_openat")]
+pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+    stash_open(read_arg(&ctx, 2))
+}
+
+/// `tp/syscalls/sys_enter_open`: flags are argument 1.
+#[tracepoint(category = "syscalls", name = "sys_enter_open")]
+pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
+    stash_open(read_arg(&ctx, 1))
+}
+
+/// `tp/syscalls/sys_enter_creat`: always a create for writing.
+#[tracepoint(category = "syscalls", name = "sys_enter_creat")]
+pub fn sys_enter_creat(_ctx: TracePointContext) -> u32 {
+    stash_open(O_CREAT | O_WRONLY | O_TRUNC)
+}
+
+/// `tp/syscalls/sys_enter_openat2`: flags are the first field of `open_how`.
+#[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
+pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
+    let how = read_arg(&ctx, 2);
+    let mut flags = 0u64;
+    // SAFETY: reads 8 bytes of user memory into `flags`; fails cleanly.
+    unsafe { bpf_probe_read_user(addr_of_mut!(flags).cast(), 8, how as *const c_void) };
+    stash_open(flags)
+}
+
+/// `tp/syscalls/sys_exit_open*`: a write-open of a watched file, or of a file
+/// in a watched directory, is reported (and killed if the policy says so).
+#[tracepoint]
+pub fn sys_exit_open_write(ctx: TracePointContext) -> u32 {
+    if let Err(reason) = try_exit_open(&ctx) {
+        count_loss(reason);
+    }
+    0
+}
+
+fn try_exit_open(ctx: &TracePointContext) -> Result<(), LossReason> {
+    let (tid, tgid) = current_ids();
+    // SAFETY: the map value is a plain u32 copied out before removal.
+    let Some(open_flags) = (unsafe { OPEN_FLAGS.get(&tid) }).copied() else {
+        return Ok(());
+    };
+    let _ = OPEN_FLAGS.remove(&tid);
+    // SAFETY: every `sys_exit_*` record holds `long ret` at offset 16.
+    let ret: i64 = unsafe { ctx.read_at(RET) }.unwrap_or(-1);
+    if ret < 0 {
+        return Ok(());
+    }
+    let Some(file) = fd_file(ret as u64) else {
+        return Ok(());
+    };
+    let Some((key, dentry, dir)) = file_keys(file) else {
+        return Ok(());
+    };
+    let mut flags = 0;
+    // SAFETY: plain u32 map values, copied.
+    if let Some(bits) = unsafe { WATCHED.get(&key) }.copied() {
+        flags |= flag::BY_INODE;
+        if bits & watch::KILL != 0 {
+            flags |= kill_current();
+        }
+    } else if let Some(dir) = dir
+        // SAFETY: as above.
+        && unsafe { WATCHED_DIRS.get(&dir) }.is_some()
+    {
+        flags |= flag::BY_DIR;
+    } else {
+        return Ok(());
+    }
+    let _ = WRITE_FDS.insert(((tgid as u64) << 32) | ret as u64, key, 0);
+
+    let mut entry = EVENTS
+        .reserve::<FileEvent>(0)
+        .ok_or(LossReason::RingbufFull)?;
+    let event = entry.as_mut_ptr();
+    let name_ptr: u64 = task::read(dentry, OFFSETS.load().dentry_name).unwrap_or(0);
+    // SAFETY: `event` is a reserved slot sized for a `FileEvent`; every field
+    // is written before submit (byte arrays up to their recorded lengths),
+    // and the string helper is bounded by NAME_MAX.
+    unsafe {
+        addr_of_mut!((*event).header).write(header(EventKind::File, size_of::<FileEvent>()));
+        addr_of_mut!((*event).change).write(change::WRITE);
+        addr_of_mut!((*event).flags).write(flags);
+        addr_of_mut!((*event).file).write(key);
+        addr_of_mut!((*event).dir).write(dir.unwrap_or_default());
+        addr_of_mut!((*event).open_flags).write(open_flags);
+        addr_of_mut!((*event).fd).write(ret as i32);
+        addr_of_mut!((*event).ret).write(ret);
+        let copied = bpf_probe_read_kernel_str(
+            addr_of_mut!((*event).name).cast(),
+            NAME_MAX as u32,
+            name_ptr as *const c_void,
+        );
+        addr_of_mut!((*event).name_len).write(if copied > 0 { copied as u32 - 1 } else { 0 });
+        zero(addr_of_mut!((*event).path_len));
+        zero(addr_of_mut!((*event).path2_len));
+        zero(addr_of_mut!((*event)._pad));
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+/// `tp/syscalls/sys_enter_close`: the close of a descriptor opened for
+/// writing on a watched file; the content is final now.
+#[tracepoint(category = "syscalls", name = "sys_enter_close")]
+pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+    let fd = read_arg(&ctx, 0);
+    let (_, tgid) = current_ids();
+    let slot = ((tgid as u64) << 32) | (fd & 0xffff_ffff);
+    // SAFETY: plain-data map value, copied before removal.
+    let Some(key) = (unsafe { WRITE_FDS.get(&slot) }).copied() else {
+        return 0;
+    };
+    let _ = WRITE_FDS.remove(&slot);
+    let Some(op) = scratch() else { return 0 };
+    op.change = change::CLOSE_WRITE;
+    op.flags = flag::BY_INODE;
+    op.file.dev = key.dev;
+    zero(addr_of_mut!(op.file._pad));
+    op.file.ino = key.ino;
+    op.fd = fd as i32;
+    op.path_len = 0;
+    op.path2_len = 0;
+    if let Err(reason) = emit(op, 0) {
+        count_loss(reason);
+    }
+    0
+}
+
+// ---- fd-based changes --------------------------------------------------
+
+/// Holds a change made through descriptor `fd` if its file is watched.
+#[inline(always)]
+fn on_fd_op(ctx: &TracePointContext, change: u32) -> u32 {
+    let (tid, tgid) = current_ids();
+    if is_excluded(tgid) {
+        return 0;
+    }
+    let fd = read_arg(ctx, 0);
+    let Some((key, _, _)) = fd_file(fd).and_then(file_keys) else {
+        return 0;
+    };
+    // SAFETY: plain u32 map value, copied.
+    let Some(bits) = (unsafe { WATCHED.get(&key) }).copied() else {
+        return 0;
+    };
+    let Some(op) = scratch() else { return 0 };
+    op.change = change;
+    op.flags = flag::BY_INODE;
+    if bits & watch::KILL != 0 {
+        op.flags |= kill_current();
+    }
+    op.file.dev = key.dev;
+    zero(addr_of_mut!(op.file._pad));
+    op.file.ino = key.ino;
+    op.fd = fd as i32;
+    op.path_len = 0;
+    op.path2_len = 0;
+    let _ = PENDING.insert(tid, &*op, 0);
+    0
+}
+
+/// `tp/syscalls/sys_enter_ftruncate`.
+#[tracepoint(category = "syscalls", name = "sys_enter_ftruncate")]
+pub fn sys_enter_ftruncate(ctx: TracePointContext) -> u32 {
+    on_fd_op(&ctx, change::TRUNCATE)
+}
+
+/// `tp/syscalls/sys_enter_fchmod`.
+#[tracepoint(category = "syscalls", name = "sys_enter_fchmod")]
+pub fn sys_enter_fchmod(ctx: TracePointContext) -> u32 {
+    on_fd_op(&ctx, change::CHMOD)
+}
+
+/// `tp/syscalls/sys_enter_fchown`.
+#[tracepoint(category = "syscalls", name = "sys_enter_fchown")]
+pub fn sys_enter_fchown(ctx: TracePointContext) -> u32 {
+    on_fd_op(&ctx, change::CHOWN)
+}
+
+// ---- path-based changes ------------------------------------------------
+
+/// Copies the user string at `src` into `dst` and returns its length and
+/// the hash of its last component.
+#[inline(always)]
+fn read_path(src: u64, dst: &mut [u8; PATH_MAX]) -> (u32, u64) {
+    // SAFETY: the helper writes at most PATH_MAX bytes into `dst` and fails
+    // cleanly on a bad user address.
+    let n = unsafe {
+        bpf_probe_read_user_str(
+            dst.as_mut_ptr().cast(),
+            PATH_MAX as u32,
+            src as *const c_void,
+        )
+    };
+    if n <= 0 {
+        return (0, 0);
+    }
+    let mut hash = NAME_HASH_START;
+    let mut i = 0;
+    while i < PATH_MAX {
+        let Some(&b) = dst.get(i) else { break };
+        if b == 0 {
+            break;
+        }
+        hash = if b == b'/' {
+            NAME_HASH_START
+        } else {
+            name_hash_step(hash, b)
+        };
+        i += 1;
+    }
+    (n as u32 - 1, hash)
+}
+
+/// Holds a path-based change if a path argument's last component is a
+/// watched name. `second` is the index of a second path argument, if any.
+#[inline(always)]
+fn on_path_op(ctx: &TracePointContext, change: u32, first: usize, second: Option<usize>) -> u32 {
+    let (tid, tgid) = current_ids();
+    if is_excluded(tgid) {
+        return 0;
+    }
+    let Some(op) = scratch() else { return 0 };
+    let (len, hash) = read_path(read_arg(ctx, first), &mut op.path);
+    op.path_len = len;
+    op.path2_len = 0;
+    let mut hash2 = NAME_HASH_START;
+    if let Some(second) = second {
+        let (len2, h2) = read_path(read_arg(ctx, second), &mut op.path2);
+        op.path2_len = len2;
+        hash2 = h2;
+    }
+    if !name_watched(hash) && !name_watched(hash2) {
+        return 0;
+    }
+    op.change = change;
+    op.flags = flag::BY_NAME;
+    // Volatile: LLVM would merge adjacent zero stores into a memset, which
+    // the BPF target cannot call.
+    zero(addr_of_mut!(op.file.dev));
+    zero(addr_of_mut!(op.file._pad));
+    zero(addr_of_mut!(op.file.ino));
+    op.fd = -1;
+    let _ = PENDING.insert(tid, &*op, 0);
+    0
+}
+
+/// Whether `hash` is a watched last component. Not inlined: the verifier
+/// must see a scalar, not two map pointers that LLVM would OR together.
+#[inline(never)]
+fn name_watched(hash: u64) -> bool {
+    // SAFETY: plain u32 map values; only presence is read.
+    hash != NAME_HASH_START && unsafe { WATCHED_NAMES.get(&hash) }.is_some()
+}
+
+macro_rules! path_probe {
+    ($name:ident, $change:expr, $first:expr, $second:expr) => {
+        #[doc = concat!("`tp/syscalls/", stringify!($name), "`: a path-based change.")]
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            on_path_op(&ctx, $change, $first, $second)
+        }
+    };
+}
+
+path_probe!(sys_enter_unlink, change::UNLINK, 0, None);
+path_probe!(sys_enter_unlinkat, change::UNLINK, 1, None);
+path_probe!(sys_enter_rename, change::RENAME, 0, Some(1));
+path_probe!(sys_enter_renameat, change::RENAME, 1, Some(3));
+path_probe!(sys_enter_renameat2, change::RENAME, 1, Some(3));
+path_probe!(sys_enter_link, change::LINK, 0, Some(1));
+path_probe!(sys_enter_linkat, change::LINK, 1, Some(3));
+path_probe!(sys_enter_symlink, change::LINK, 0, Some(1));
+path_probe!(sys_enter_symlinkat, change::LINK, 0, Some(2));
+path_probe!(sys_enter_truncate, change::TRUNCATE, 0, None);
+path_probe!(sys_enter_chmod, change::CHMOD, 0, None);
+path_probe!(sys_enter_fchmodat, change::CHMOD, 1, None);
+path_probe!(sys_enter_fchmodat2, change::CHMOD, 1, None);
+path_probe!(sys_enter_chown, change::CHOWN, 0, None);
+path_probe!(sys_enter_lchown, change::CHOWN, 0, None);
+path_probe!(sys_enter_fchownat, change::CHOWN, 1, None);
+
+/// `tp/syscalls/sys_exit_*` of every fd- and path-based change: sends the
+/// change held at entry if the syscall succeeded.
+#[tracepoint]
+pub fn sys_exit_file_op(ctx: TracePointContext) -> u32 {
+    let (tid, _) = current_ids();
+    let Some(op) = PENDING.get_ptr_mut(&tid) else {
+        return 0;
+    };
+    // SAFETY: every `sys_exit_*` record holds `long ret` at offset 16.
+    let ret: i64 = unsafe { ctx.read_at(RET) }.unwrap_or(-1);
+    if ret >= 0 {
+        // SAFETY: the pointer comes from a successful lookup and stays valid
+        // until the entry is removed below.
+        if let Err(reason) = emit(unsafe { &*op }, ret) {
+            count_loss(reason);
+        }
+    }
+    let _ = PENDING.remove(&tid);
+    0
+}
+
+/// Stores zero through `ptr` so that LLVM cannot merge it with its
+/// neighbours into a `memset` call.
+#[inline(always)]
+fn zero<T: Default>(ptr: *mut T) {
+    // SAFETY: callers pass pointers to fields of a reserved ring buffer slot
+    // or of this CPU's scratch map value.
+    unsafe { core::ptr::write_volatile(ptr, T::default()) }
+}
+
+/// This CPU's scratch [`FileOp`].
+#[inline(always)]
+fn scratch() -> Option<&'static mut FileOp> {
+    let ptr = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: a per-CPU map slot, used by one program at a time on this CPU.
+    Some(unsafe { &mut *ptr })
+}
+
+/// Sends `op` as a [`FileEvent`].
+#[inline(always)]
+fn emit(op: &FileOp, ret: i64) -> Result<(), LossReason> {
+    let mut entry = EVENTS
+        .reserve::<FileEvent>(0)
+        .ok_or(LossReason::RingbufFull)?;
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` is a reserved slot sized for a `FileEvent`; every field
+    // is written before submit, the byte arrays by bounded kernel copies
+    // from `op`, which is map memory.
+    unsafe {
+        addr_of_mut!((*event).header).write(header(EventKind::File, size_of::<FileEvent>()));
+        addr_of_mut!((*event).change).write(op.change);
+        addr_of_mut!((*event).flags).write(op.flags);
+        // Field by field: a struct copy out of map memory would need memcpy.
+        addr_of_mut!((*event).file.dev).write(op.file.dev);
+        zero(addr_of_mut!((*event).file._pad));
+        addr_of_mut!((*event).file.ino).write(op.file.ino);
+        zero(addr_of_mut!((*event).dir.dev));
+        zero(addr_of_mut!((*event).dir._pad));
+        zero(addr_of_mut!((*event).dir.ino));
+        zero(addr_of_mut!((*event).open_flags));
+        addr_of_mut!((*event).fd).write(op.fd);
+        addr_of_mut!((*event).ret).write(ret);
+        zero(addr_of_mut!((*event).name_len));
+        addr_of_mut!((*event).path_len).write(op.path_len);
+        addr_of_mut!((*event).path2_len).write(op.path2_len);
+        zero(addr_of_mut!((*event)._pad));
+        bpf_probe_read_kernel(
+            addr_of_mut!((*event).path).cast(),
+            PATH_MAX as u32,
+            op.path.as_ptr().cast(),
+        );
+        bpf_probe_read_kernel(
+            addr_of_mut!((*event).path2).cast(),
+            PATH_MAX as u32,
+            op.path2.as_ptr().cast(),
+        );
+    }
+    entry.submit(0);
+    Ok(())
+}
