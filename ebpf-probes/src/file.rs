@@ -1,4 +1,7 @@
-//! File family: changes to watched files, from the syscall tracepoints.
+//! File family: changes to watched files, from the `sys_enter` and
+//! `sys_exit` raw tracepoints. Two dispatchers tail-call a handler per
+//! syscall of interest (`SYS_ENTER` / `SYS_EXIT`, filled by the agent), so
+//! attaching and detaching cost two links, not fifty.
 //!
 //! Opens and fd-based calls are matched by identity: the descriptor's
 //! `struct file` gives the device and inode, looked up in `WATCHED` (or the
@@ -17,8 +20,9 @@ use aya_ebpf::{
             bpf_probe_read_user_str, bpf_send_signal,
         },
     },
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{map, raw_tracepoint},
+    maps::ProgramArray,
+    programs::RawTracePointContext,
 };
 use reflex_wire::{
     EventKind, FileEvent, FileKey, LossReason,
@@ -55,24 +59,68 @@ const O_CREAT: u64 = 0o100;
 const O_TRUNC: u64 = 0o1000;
 const SIGKILL: u32 = 9;
 
-/// Offset of syscall argument `n` in a `sys_enter_*` record.
-const fn arg(n: usize) -> usize {
-    16 + 8 * n
+/// Handlers run at syscall entry, by syscall number.
+#[map]
+static SYS_ENTER: ProgramArray = ProgramArray::with_max_entries(SYSCALL_SLOTS, 0);
+
+/// Handlers run at syscall exit, by syscall number.
+#[map]
+static SYS_EXIT: ProgramArray = ProgramArray::with_max_entries(SYSCALL_SLOTS, 0);
+
+/// Syscall numbers the jump tables cover.
+const SYSCALL_SLOTS: u32 = 512;
+
+/// Offsets in x86-64 `struct pt_regs` (uapi, stable) of the syscall
+/// arguments in order, and of the syscall number.
+#[cfg(bpf_target_arch = "x86_64")]
+const ARG_REGS: [u32; 6] = [112, 104, 96, 56, 72, 64];
+#[cfg(bpf_target_arch = "x86_64")]
+const ORIG_AX: u32 = 120;
+
+/// `raw_tp/sys_enter`: hands the syscall to its handler, if it has one.
+/// Every other syscall costs one failed tail call.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+    let id: u64 = ctx.arg(1);
+    if id < SYSCALL_SLOTS as u64 {
+        // SAFETY: a tail call either jumps to a loaded handler of the same
+        // program type or fails and returns here.
+        unsafe { SYS_ENTER.tail_call(&ctx, id as u32) };
+    }
+    0
 }
 
-/// Offset of the return value in a `sys_exit_*` record.
-const RET: usize = 16;
+/// `raw_tp/sys_exit`: as [`sys_enter`], at syscall exit.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    let regs: u64 = ctx.arg(0);
+    let id: u64 = task::read(regs, ORIG_AX).unwrap_or(u64::MAX);
+    if id < SYSCALL_SLOTS as u64 {
+        // SAFETY: as in `sys_enter`.
+        unsafe { SYS_EXIT.tail_call(&ctx, id as u32) };
+    }
+    0
+}
+
+/// Syscall return value, in an exit handler.
+#[inline(always)]
+fn ret(ctx: &RawTracePointContext) -> i64 {
+    ctx.arg(1)
+}
 
 fn current_ids() -> (u32, u32) {
     let id = bpf_get_current_pid_tgid();
     (id as u32, (id >> 32) as u32)
 }
 
-/// Reads syscall argument `n`.
+/// Reads syscall argument `n` from the saved user registers.
 #[inline(always)]
-fn read_arg(ctx: &TracePointContext, n: usize) -> u64 {
-    // SAFETY: every `sys_enter_*` record has six u64 arguments from offset 16.
-    unsafe { ctx.read_at::<u64>(arg(n)) }.unwrap_or(0)
+fn read_arg(ctx: &RawTracePointContext, n: usize) -> u64 {
+    let regs: u64 = ctx.arg(0);
+    let Some(&offset) = ARG_REGS.get(n) else {
+        return 0;
+    };
+    task::read(regs, offset).unwrap_or(0)
 }
 
 /// The `struct file` behind descriptor `fd` of the current task.
@@ -126,7 +174,7 @@ fn kill_current() -> u32 {
 
 /// Remembers the flags of an open for writing until the syscall returns.
 #[inline(always)]
-fn stash_open(flags: u64) -> u32 {
+fn stash_open(flags: u64) -> i32 {
     if flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC) == 0 {
         return 0;
     }
@@ -137,27 +185,27 @@ fn stash_open(flags: u64) -> u32 {
     0
 }
 
-/// `tp/syscalls/sys_enter_openat`: flags are argument 2.
-#[tracepoint(category = "syscalls", name = "sys_enter_openat")]
-pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+/// Entry of `openat`: flags are argument 2.
+#[raw_tracepoint]
+pub fn enter_openat(ctx: RawTracePointContext) -> i32 {
     stash_open(read_arg(&ctx, 2))
 }
 
-/// `tp/syscalls/sys_enter_open`: flags are argument 1.
-#[tracepoint(category = "syscalls", name = "sys_enter_open")]
-pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
+/// Entry of `open`: flags are argument 1.
+#[raw_tracepoint]
+pub fn enter_open(ctx: RawTracePointContext) -> i32 {
     stash_open(read_arg(&ctx, 1))
 }
 
-/// `tp/syscalls/sys_enter_creat`: always a create for writing.
-#[tracepoint(category = "syscalls", name = "sys_enter_creat")]
-pub fn sys_enter_creat(_ctx: TracePointContext) -> u32 {
+/// Entry of `creat`: always a create for writing.
+#[raw_tracepoint]
+pub fn enter_creat(_ctx: RawTracePointContext) -> i32 {
     stash_open(O_CREAT | O_WRONLY | O_TRUNC)
 }
 
-/// `tp/syscalls/sys_enter_openat2`: flags are the first field of `open_how`.
-#[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
-pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
+/// Entry of `openat2`: flags are the first field of `open_how`.
+#[raw_tracepoint]
+pub fn enter_openat2(ctx: RawTracePointContext) -> i32 {
     let how = read_arg(&ctx, 2);
     let mut flags = 0u64;
     // SAFETY: reads 8 bytes of user memory into `flags`; fails cleanly.
@@ -165,25 +213,24 @@ pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
     stash_open(flags)
 }
 
-/// `tp/syscalls/sys_exit_open*`: a write-open of a watched file, or of a file
-/// in a watched directory, is reported (and killed if the policy says so).
-#[tracepoint]
-pub fn sys_exit_open_write(ctx: TracePointContext) -> u32 {
+/// Exit of the `open` family: a write-open of a watched file, or of a file in
+/// a watched directory, is reported (and killed if the policy says so).
+#[raw_tracepoint]
+pub fn exit_open(ctx: RawTracePointContext) -> i32 {
     if let Err(reason) = try_exit_open(&ctx) {
         count_loss(reason);
     }
     0
 }
 
-fn try_exit_open(ctx: &TracePointContext) -> Result<(), LossReason> {
+fn try_exit_open(ctx: &RawTracePointContext) -> Result<(), LossReason> {
     let (tid, tgid) = current_ids();
     // SAFETY: the map value is a plain u32 copied out before removal.
     let Some(open_flags) = (unsafe { OPEN_FLAGS.get(&tid) }).copied() else {
         return Ok(());
     };
     let _ = OPEN_FLAGS.remove(&tid);
-    // SAFETY: every `sys_exit_*` record holds `long ret` at offset 16.
-    let ret: i64 = unsafe { ctx.read_at(RET) }.unwrap_or(-1);
+    let ret = ret(ctx);
     if ret < 0 {
         return Ok(());
     }
@@ -241,10 +288,10 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), LossReason> {
     Ok(())
 }
 
-/// `tp/syscalls/sys_enter_close`: the close of a descriptor opened for
-/// writing on a watched file; the content is final now.
-#[tracepoint(category = "syscalls", name = "sys_enter_close")]
-pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+/// Entry of `close`: the close of a descriptor opened for writing on a
+/// watched file; the content is final now.
+#[raw_tracepoint]
+pub fn enter_close(ctx: RawTracePointContext) -> i32 {
     let fd = read_arg(&ctx, 0);
     let (_, tgid) = current_ids();
     let slot = ((tgid as u64) << 32) | (fd & 0xffff_ffff);
@@ -272,7 +319,7 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
 
 /// Holds a change made through descriptor `fd` if its file is watched.
 #[inline(always)]
-fn on_fd_op(ctx: &TracePointContext, change: u32) -> u32 {
+fn on_fd_op(ctx: &RawTracePointContext, change: u32) -> i32 {
     let (tid, tgid) = current_ids();
     if is_excluded(tgid) {
         return 0;
@@ -301,21 +348,21 @@ fn on_fd_op(ctx: &TracePointContext, change: u32) -> u32 {
     0
 }
 
-/// `tp/syscalls/sys_enter_ftruncate`.
-#[tracepoint(category = "syscalls", name = "sys_enter_ftruncate")]
-pub fn sys_enter_ftruncate(ctx: TracePointContext) -> u32 {
+/// Entry of `ftruncate`.
+#[raw_tracepoint]
+pub fn enter_ftruncate(ctx: RawTracePointContext) -> i32 {
     on_fd_op(&ctx, change::TRUNCATE)
 }
 
-/// `tp/syscalls/sys_enter_fchmod`.
-#[tracepoint(category = "syscalls", name = "sys_enter_fchmod")]
-pub fn sys_enter_fchmod(ctx: TracePointContext) -> u32 {
+/// Entry of `fchmod`.
+#[raw_tracepoint]
+pub fn enter_fchmod(ctx: RawTracePointContext) -> i32 {
     on_fd_op(&ctx, change::CHMOD)
 }
 
-/// `tp/syscalls/sys_enter_fchown`.
-#[tracepoint(category = "syscalls", name = "sys_enter_fchown")]
-pub fn sys_enter_fchown(ctx: TracePointContext) -> u32 {
+/// Entry of `fchown`.
+#[raw_tracepoint]
+pub fn enter_fchown(ctx: RawTracePointContext) -> i32 {
     on_fd_op(&ctx, change::CHOWN)
 }
 
@@ -357,7 +404,7 @@ fn read_path(src: u64, dst: &mut [u8; PATH_MAX]) -> (u32, u64) {
 /// Holds a path-based change if a path argument's last component is a
 /// watched name. `second` is the index of a second path argument, if any.
 #[inline(always)]
-fn on_path_op(ctx: &TracePointContext, change: u32, first: usize, second: Option<usize>) -> u32 {
+fn on_path_op(ctx: &RawTracePointContext, change: u32, first: usize, second: Option<usize>) -> i32 {
     let (tid, tgid) = current_ids();
     if is_excluded(tgid) {
         return 0;
@@ -395,43 +442,39 @@ fn name_watched(hash: u64) -> bool {
     hash != NAME_HASH_START && unsafe { WATCHED_NAMES.get(&hash) }.is_some()
 }
 
-macro_rules! path_probe {
+macro_rules! path_handler {
     ($name:ident, $change:expr, $first:expr, $second:expr) => {
-        #[doc = concat!("`tp/syscalls/", stringify!($name), "`: a path-based change.")]
-        #[tracepoint]
-        pub fn $name(ctx: TracePointContext) -> u32 {
+        #[doc = concat!("Entry of a path-based change (", stringify!($name), ").")]
+        #[raw_tracepoint]
+        pub fn $name(ctx: RawTracePointContext) -> i32 {
             on_path_op(&ctx, $change, $first, $second)
         }
     };
 }
 
-path_probe!(sys_enter_unlink, change::UNLINK, 0, None);
-path_probe!(sys_enter_unlinkat, change::UNLINK, 1, None);
-path_probe!(sys_enter_rename, change::RENAME, 0, Some(1));
-path_probe!(sys_enter_renameat, change::RENAME, 1, Some(3));
-path_probe!(sys_enter_renameat2, change::RENAME, 1, Some(3));
-path_probe!(sys_enter_link, change::LINK, 0, Some(1));
-path_probe!(sys_enter_linkat, change::LINK, 1, Some(3));
-path_probe!(sys_enter_symlink, change::LINK, 0, Some(1));
-path_probe!(sys_enter_symlinkat, change::LINK, 0, Some(2));
-path_probe!(sys_enter_truncate, change::TRUNCATE, 0, None);
-path_probe!(sys_enter_chmod, change::CHMOD, 0, None);
-path_probe!(sys_enter_fchmodat, change::CHMOD, 1, None);
-path_probe!(sys_enter_fchmodat2, change::CHMOD, 1, None);
-path_probe!(sys_enter_chown, change::CHOWN, 0, None);
-path_probe!(sys_enter_lchown, change::CHOWN, 0, None);
-path_probe!(sys_enter_fchownat, change::CHOWN, 1, None);
+path_handler!(enter_unlink, change::UNLINK, 0, None);
+path_handler!(enter_unlinkat, change::UNLINK, 1, None);
+path_handler!(enter_rename, change::RENAME, 0, Some(1));
+path_handler!(enter_renameat, change::RENAME, 1, Some(3));
+path_handler!(enter_link, change::LINK, 0, Some(1));
+path_handler!(enter_linkat, change::LINK, 1, Some(3));
+path_handler!(enter_symlink, change::LINK, 0, Some(1));
+path_handler!(enter_symlinkat, change::LINK, 0, Some(2));
+path_handler!(enter_truncate, change::TRUNCATE, 0, None);
+path_handler!(enter_chmod, change::CHMOD, 0, None);
+path_handler!(enter_fchmodat, change::CHMOD, 1, None);
+path_handler!(enter_chown, change::CHOWN, 0, None);
+path_handler!(enter_fchownat, change::CHOWN, 1, None);
 
-/// `tp/syscalls/sys_exit_*` of every fd- and path-based change: sends the
-/// change held at entry if the syscall succeeded.
-#[tracepoint]
-pub fn sys_exit_file_op(ctx: TracePointContext) -> u32 {
+/// Exit of every fd- and path-based change: sends the change held at entry
+/// if the syscall succeeded.
+#[raw_tracepoint]
+pub fn exit_file_op(ctx: RawTracePointContext) -> i32 {
     let (tid, _) = current_ids();
     let Some(op) = PENDING.get_ptr_mut(&tid) else {
         return 0;
     };
-    // SAFETY: every `sys_exit_*` record holds `long ret` at offset 16.
-    let ret: i64 = unsafe { ctx.read_at(RET) }.unwrap_or(-1);
+    let ret = ret(&ctx);
     if ret >= 0 {
         // SAFETY: the pointer comes from a successful lookup and stays valid
         // until the entry is removed below.

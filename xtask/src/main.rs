@@ -90,8 +90,9 @@ fn test(unit_only: bool) -> Result<()> {
              (or `cargo xtask test --unit-only`)"
         );
     }
-    cmd::cargo(&["build", "--package", "reflex"])?;
-    let bin = workspace_root().join("target/debug/reflex");
+    // The agent under test is the optimised build operators run.
+    cmd::cargo(&["build", "--release", "--package", "reflex"])?;
+    let bin = workspace_root().join("target/release/reflex");
     cmd::cargo_with_env(
         &["test", "--package", "reflex-tests", "--", "--nocapture"],
         &[("REFLEX_BIN", bin.to_string_lossy().as_ref())],

@@ -102,10 +102,12 @@ impl Reloader {
                 .flatten();
             match loaded {
                 Some(set) => {
-                    metrics.reloads.with_label_values(&["ok"]).inc();
-                    metrics.policies_loaded.set(set.len() as i64);
-                    tracing::info!(policies = set.len(), "policies reloaded");
+                    let count = set.len();
+                    // Swap first, then say so: whoever reads the log may act at once.
                     let _ = out.send(Arc::new(set));
+                    metrics.reloads.with_label_values(&["ok"]).inc();
+                    metrics.policies_loaded.set(count as i64);
+                    tracing::info!(policies = count, "policies reloaded");
                 }
                 None => {
                     metrics.reloads.with_label_values(&["rejected"]).inc();

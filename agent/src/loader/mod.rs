@@ -1,165 +1,29 @@
 //! Loading the kernel object: resolve offsets, load, attach each probe, and
 //! report what attached.
 pub mod btf;
+pub mod syscalls;
 pub mod tracefs;
 
 use std::path::Path;
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{ProgramError, TracePoint},
+    maps::{HashMap, MapData, MapError, PerCpuArray, ProgramArray, RingBuf},
+    programs::{
+        ProgramError, ProgramFd, RawTracePoint, TracePoint, raw_trace_point::RawTracePointLink,
+        trace_point::TracePointLink,
+    },
 };
 use reflex_wire::{FileKey, LossReason};
 
 /// The compiled kernel programs, built by `build.rs`.
 static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/reflex-probes"));
 
-/// One tracepoint program and where it attaches.
-struct Hook {
-    program: &'static str,
-    category: &'static str,
-    /// Tracepoints it attaches to.
-    points: &'static [&'static str],
-    /// Whether the agent cannot work without it; others may be missing on
-    /// some kernels and are reported.
-    required: bool,
-}
-
-const fn hook(
-    program: &'static str,
-    category: &'static str,
-    points: &'static [&'static str],
-    required: bool,
-) -> Hook {
-    Hook {
-        program,
-        category,
-        points,
-        required,
-    }
-}
-
-/// Syscalls whose change to a file is held at entry and sent at exit.
-const FILE_OP_EXITS: &[&str] = &[
-    "sys_exit_ftruncate",
-    "sys_exit_fchmod",
-    "sys_exit_fchown",
-    "sys_exit_unlink",
-    "sys_exit_unlinkat",
-    "sys_exit_rename",
-    "sys_exit_renameat",
-    "sys_exit_renameat2",
-    "sys_exit_link",
-    "sys_exit_linkat",
-    "sys_exit_symlink",
-    "sys_exit_symlinkat",
-    "sys_exit_truncate",
-    "sys_exit_chmod",
-    "sys_exit_fchmodat",
-    "sys_exit_fchmodat2",
-    "sys_exit_chown",
-    "sys_exit_lchown",
-    "sys_exit_fchownat",
-];
-
-/// Every tracepoint program. Exit handlers attach before the entry probes
-/// that feed them, so no held change is ever left without its sender.
-const HOOKS: &[Hook] = &[
-    hook("sched_process_exec", "sched", &["sched_process_exec"], true),
-    hook("sched_process_exit", "sched", &["sched_process_exit"], true),
-    hook("sched_process_fork", "sched", &["sched_process_fork"], true),
-    hook(
-        "sys_exit_open_write",
-        "syscalls",
-        &[
-            "sys_exit_openat",
-            "sys_exit_open",
-            "sys_exit_creat",
-            "sys_exit_openat2",
-        ],
-        true,
-    ),
-    hook("sys_exit_file_op", "syscalls", FILE_OP_EXITS, true),
-    hook("sys_enter_openat", "syscalls", &["sys_enter_openat"], true),
-    hook("sys_enter_open", "syscalls", &["sys_enter_open"], false),
-    hook("sys_enter_creat", "syscalls", &["sys_enter_creat"], false),
-    hook(
-        "sys_enter_openat2",
-        "syscalls",
-        &["sys_enter_openat2"],
-        false,
-    ),
-    hook("sys_enter_close", "syscalls", &["sys_enter_close"], true),
-    hook(
-        "sys_enter_ftruncate",
-        "syscalls",
-        &["sys_enter_ftruncate"],
-        true,
-    ),
-    hook("sys_enter_fchmod", "syscalls", &["sys_enter_fchmod"], true),
-    hook("sys_enter_fchown", "syscalls", &["sys_enter_fchown"], true),
-    hook("sys_enter_unlink", "syscalls", &["sys_enter_unlink"], false),
-    hook(
-        "sys_enter_unlinkat",
-        "syscalls",
-        &["sys_enter_unlinkat"],
-        true,
-    ),
-    hook("sys_enter_rename", "syscalls", &["sys_enter_rename"], false),
-    hook(
-        "sys_enter_renameat",
-        "syscalls",
-        &["sys_enter_renameat"],
-        false,
-    ),
-    hook(
-        "sys_enter_renameat2",
-        "syscalls",
-        &["sys_enter_renameat2"],
-        true,
-    ),
-    hook("sys_enter_link", "syscalls", &["sys_enter_link"], false),
-    hook("sys_enter_linkat", "syscalls", &["sys_enter_linkat"], true),
-    hook(
-        "sys_enter_symlink",
-        "syscalls",
-        &["sys_enter_symlink"],
-        false,
-    ),
-    hook(
-        "sys_enter_symlinkat",
-        "syscalls",
-        &["sys_enter_symlinkat"],
-        true,
-    ),
-    hook(
-        "sys_enter_truncate",
-        "syscalls",
-        &["sys_enter_truncate"],
-        true,
-    ),
-    hook("sys_enter_chmod", "syscalls", &["sys_enter_chmod"], false),
-    hook(
-        "sys_enter_fchmodat",
-        "syscalls",
-        &["sys_enter_fchmodat"],
-        true,
-    ),
-    hook(
-        "sys_enter_fchmodat2",
-        "syscalls",
-        &["sys_enter_fchmodat2"],
-        false,
-    ),
-    hook("sys_enter_chown", "syscalls", &["sys_enter_chown"], false),
-    hook("sys_enter_lchown", "syscalls", &["sys_enter_lchown"], false),
-    hook(
-        "sys_enter_fchownat",
-        "syscalls",
-        &["sys_enter_fchownat"],
-        true,
-    ),
+/// Tracepoint programs: (program, category, tracepoint).
+const TRACEPOINTS: [(&str, &str, &str); 3] = [
+    ("sched_process_exec", "sched", "sched_process_exec"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+    ("sched_process_fork", "sched", "sched_process_fork"),
 ];
 
 /// Default size of the event ring buffer.
@@ -223,10 +87,115 @@ impl Default for LoadOptions {
     }
 }
 
+/// An attachment the agent owns.
+enum Link {
+    TracePoint(#[allow(dead_code, reason = "held to keep the program attached")] TracePointLink),
+    Raw(#[allow(dead_code, reason = "held to keep the program attached")] RawTracePointLink),
+}
+
+/// Loads the per-syscall handlers and fills the `SYS_ENTER` / `SYS_EXIT`
+/// jump tables. The tables are returned to be kept: the kernel empties a
+/// program array when its last user reference goes.
+fn load_syscall_handlers(ebpf: &mut Ebpf) -> Result<[ProgramArray<MapData>; 2], LoadError> {
+    let table = |ebpf: &mut Ebpf, name: &'static str| -> Result<ProgramArray<MapData>, LoadError> {
+        let map = ebpf.take_map(name).ok_or(LoadError::MissingMap(name))?;
+        ProgramArray::try_from(map).map_err(|source| LoadError::Map { name, source })
+    };
+    let mut enter = table(ebpf, "SYS_ENTER")?;
+    let mut exit = table(ebpf, "SYS_EXIT")?;
+    let mut names: Vec<&'static str> = syscalls::FILE_SYSCALLS
+        .iter()
+        .flat_map(|s| std::iter::once(s.enter).chain(s.exit))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in &names {
+        let program: &mut RawTracePoint = program_mut(ebpf, name)?;
+        program.load().map_err(program_error(name, "load"))?;
+    }
+    let fd = |ebpf: &Ebpf, name: &'static str| -> Result<ProgramFd, LoadError> {
+        let program: &RawTracePoint = ebpf
+            .program(name)
+            .ok_or(LoadError::MissingProgram(name))?
+            .try_into()
+            .map_err(program_error(name, "load"))?;
+        program
+            .fd()
+            .and_then(|fd| fd.try_clone().map_err(ProgramError::from))
+            .map_err(program_error(name, "load"))
+    };
+    let set = |table: &mut ProgramArray<MapData>, nr: u32, fd: &ProgramFd, name: &'static str| {
+        table
+            .set(nr, fd, 0)
+            .map_err(|source| LoadError::Map { name, source })
+    };
+    for syscall in syscalls::FILE_SYSCALLS {
+        if let Some(handler) = syscall.exit {
+            set(&mut exit, syscall.nr, &fd(ebpf, handler)?, "SYS_EXIT")?;
+        }
+    }
+    for syscall in syscalls::FILE_SYSCALLS {
+        set(
+            &mut enter,
+            syscall.nr,
+            &fd(ebpf, syscall.enter)?,
+            "SYS_ENTER",
+        )?;
+        tracing::debug!(syscall = syscall.name, nr = syscall.nr, "file handler set");
+    }
+    Ok([enter, exit])
+}
+
+/// A program of type `T` by name.
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(LoadError::MissingProgram(name))?
+        .try_into()
+        .map_err(program_error(name, "load"))
+}
+
+fn program_error(name: &'static str, stage: &'static str) -> impl Fn(ProgramError) -> LoadError {
+    move |source| LoadError::Program {
+        name,
+        stage,
+        source,
+    }
+}
+
 /// The loaded, attached probes. Dropping this detaches every program.
 pub struct Probes {
+    /// Owned so that they can be detached in parallel (see `Drop`).
+    links: Vec<Link>,
+    /// Kept open: the kernel empties a program array with no user reference.
+    _jump_tables: [ProgramArray<MapData>; 2],
     ebpf: Ebpf,
     attached: Vec<String>,
+}
+
+/// Threads that detach links at once.
+const DETACH_THREADS: usize = 64;
+
+impl Drop for Probes {
+    /// Detaching a tracepoint waits for an RCU grace period in the kernel;
+    /// one after another, fifty of them take seconds. Waiting in parallel
+    /// shares the grace periods, so shutdown stays well under a second.
+    fn drop(&mut self) {
+        let links = std::mem::take(&mut self.links);
+        let per_thread = links.len().div_ceil(DETACH_THREADS).max(1);
+        let mut chunks: Vec<Vec<Link>> = Vec::new();
+        let mut links = links.into_iter().peekable();
+        while links.peek().is_some() {
+            chunks.push(links.by_ref().take(per_thread).collect());
+        }
+        std::thread::scope(|scope| {
+            for chunk in chunks {
+                scope.spawn(move || drop(chunk));
+            }
+        });
+    }
 }
 
 impl Probes {
@@ -266,42 +235,42 @@ impl Probes {
             .map_err(LoadError::Object)?;
 
         let mut attached = Vec::new();
-        for hook in HOOKS {
-            let name = hook.program;
-            let program: &mut TracePoint = ebpf
-                .program_mut(name)
-                .ok_or(LoadError::MissingProgram(name))?
-                .try_into()
-                .map_err(|source| LoadError::Program {
-                    name,
-                    stage: "load",
-                    source,
-                })?;
-            program.load().map_err(|source| LoadError::Program {
-                name,
-                stage: "load",
-                source,
-            })?;
-            for point in hook.points {
-                match program.attach(hook.category, point) {
-                    Ok(_) => attached.push(format!("tracepoint/{}/{point}", hook.category)),
-                    Err(source) if hook.required => {
-                        return Err(LoadError::Program {
-                            name,
-                            stage: "attach",
-                            source,
-                        });
-                    }
-                    Err(err) => tracing::warn!(
-                        program = name,
-                        tracepoint = %format!("{}/{point}", hook.category),
-                        %err,
-                        "optional tracepoint not attached; changes made through it go unseen"
-                    ),
-                }
-            }
+        let mut links = Vec::new();
+        for (name, category, point) in TRACEPOINTS {
+            let program: &mut TracePoint = program_mut(&mut ebpf, name)?;
+            program.load().map_err(program_error(name, "load"))?;
+            let id = program
+                .attach(category, point)
+                .map_err(program_error(name, "attach"))?;
+            links.push(Link::TracePoint(
+                program
+                    .take_link(id)
+                    .map_err(program_error(name, "attach"))?,
+            ));
+            attached.push(format!("tracepoint/{category}/{point}"));
         }
-        Ok(Self { ebpf, attached })
+        let jump_tables = load_syscall_handlers(&mut ebpf)?;
+        // Dispatchers last, exit before entry: a change held at entry always
+        // finds its exit handler.
+        for (name, point) in [("sys_exit", "sys_exit"), ("sys_enter", "sys_enter")] {
+            let program: &mut RawTracePoint = program_mut(&mut ebpf, name)?;
+            program.load().map_err(program_error(name, "load"))?;
+            let id = program
+                .attach(point)
+                .map_err(program_error(name, "attach"))?;
+            links.push(Link::Raw(
+                program
+                    .take_link(id)
+                    .map_err(program_error(name, "attach"))?,
+            ));
+            attached.push(format!("raw_tracepoint/{point}"));
+        }
+        Ok(Self {
+            links,
+            _jump_tables: jump_tables,
+            ebpf,
+            attached,
+        })
     }
 
     /// Names of the hooks that are attached, e.g. `tracepoint/sched/sched_process_exec`.

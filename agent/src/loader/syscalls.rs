@@ -1,0 +1,59 @@
+//! The syscalls the file probes handle, by number, and their handlers in
+//! the kernel object. Numbers are the x86-64 ABI.
+
+/// One syscall and the programs that handle its entry and exit.
+pub struct Syscall {
+    /// Name, for logs.
+    pub name: &'static str,
+    /// x86-64 syscall number.
+    pub nr: u32,
+    /// Program run at entry.
+    pub enter: &'static str,
+    /// Program run at exit, if any.
+    pub exit: Option<&'static str>,
+}
+
+const fn sc(
+    name: &'static str,
+    nr: u32,
+    enter: &'static str,
+    exit: Option<&'static str>,
+) -> Syscall {
+    Syscall {
+        name,
+        nr,
+        enter,
+        exit,
+    }
+}
+
+const OPEN: Option<&str> = Some("exit_open");
+const OP: Option<&str> = Some("exit_file_op");
+
+/// Every syscall through which a watched file can change.
+pub const FILE_SYSCALLS: &[Syscall] = &[
+    sc("open", 2, "enter_open", OPEN),
+    sc("close", 3, "enter_close", None),
+    sc("truncate", 76, "enter_truncate", OP),
+    sc("ftruncate", 77, "enter_ftruncate", OP),
+    sc("rename", 82, "enter_rename", OP),
+    sc("creat", 85, "enter_creat", OPEN),
+    sc("link", 86, "enter_link", OP),
+    sc("unlink", 87, "enter_unlink", OP),
+    sc("symlink", 88, "enter_symlink", OP),
+    sc("chmod", 90, "enter_chmod", OP),
+    sc("fchmod", 91, "enter_fchmod", OP),
+    sc("chown", 92, "enter_chown", OP),
+    sc("fchown", 93, "enter_fchown", OP),
+    sc("lchown", 94, "enter_chown", OP),
+    sc("openat", 257, "enter_openat", OPEN),
+    sc("fchownat", 260, "enter_fchownat", OP),
+    sc("unlinkat", 263, "enter_unlinkat", OP),
+    sc("renameat", 264, "enter_renameat", OP),
+    sc("linkat", 265, "enter_linkat", OP),
+    sc("symlinkat", 266, "enter_symlinkat", OP),
+    sc("fchmodat", 268, "enter_fchmodat", OP),
+    sc("renameat2", 316, "enter_renameat", OP),
+    sc("openat2", 437, "enter_openat2", OPEN),
+    sc("fchmodat2", 452, "enter_fchmodat", OP),
+];
