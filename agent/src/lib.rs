@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod engine;
 pub mod events;
+pub mod files;
 pub mod loader;
 pub mod logging;
 pub mod policy;

@@ -103,6 +103,11 @@ impl Sensor {
         ))
     }
 
+    /// Takes the kernel maps of the file watch list; only the first call succeeds.
+    pub fn take_watch_maps(&mut self) -> Result<crate::loader::WatchMaps, LoadError> {
+        self.probes.take_watch_maps()
+    }
+
     /// Hooks that are attached.
     pub fn attached(&self) -> &[String] {
         self.probes.attached()

@@ -4,13 +4,15 @@ pub mod alert;
 pub mod fuse;
 pub mod kill;
 pub mod plan;
+pub mod revert;
 pub mod run;
 pub mod throttle;
 
 use std::time::SystemTime;
 
 use crate::{
-    events::Record,
+    events::{Body, Record},
+    files::Files,
     policy::{
         Action, Policy, PolicyRef,
         spec::{KillTarget, Severity},
@@ -45,8 +47,14 @@ impl Executor {
         self.planner.reset_fuses();
     }
 
-    /// Answers `record` for each policy it matched, in order.
-    pub fn handle(&mut self, record: &Record, matched: &[PolicyRef]) {
+    /// Answers `record` for each policy it matched, in order. `files` is the
+    /// file sensor's state, which `revert` needs.
+    pub fn handle(
+        &mut self,
+        record: &Record,
+        matched: &[PolicyRef],
+        mut files: Option<&mut Files>,
+    ) {
         if matched.is_empty() {
             return;
         }
@@ -60,7 +68,15 @@ impl Executor {
             let results: Vec<ActionResult> = plan
                 .steps
                 .iter()
-                .map(|&i| self.carry_out(policy, &policy.actions[i], record, &context))
+                .map(|&i| {
+                    self.carry_out(
+                        policy,
+                        &policy.actions[i],
+                        record,
+                        &context,
+                        files.as_deref_mut(),
+                    )
+                })
                 .collect();
             tracing::info!(
                 policy = policy.name,
@@ -88,9 +104,21 @@ impl Executor {
         action: &Action,
         record: &Record,
         context: &serde_json::Value,
+        files: Option<&mut Files>,
     ) -> ActionResult {
         let name = action.name();
+        let file = match &record.body {
+            Body::File(file) => Some(file),
+            _ => None,
+        };
         let result = match action {
+            Action::Kill {
+                target: KillTarget::Process,
+                ..
+            } if file.is_some_and(|f| f.killed) => Ok(format!(
+                "pid {} killed in the kernel during the syscall",
+                record.process.pid
+            )),
             Action::Kill { signal, target } => {
                 let pid = match target {
                     KillTarget::Process => record.process.pid,
@@ -108,7 +136,12 @@ impl Executor {
                     .map(|pid| format!("started hook pid {pid}"))
                     .map_err(|e| error_chain(&e))
             }
-            Action::Revert { .. } | Action::Block => Err(format!(
+            Action::Revert { .. } => match (files, file.and_then(|f| f.path.as_deref())) {
+                (Some(files), Some(path)) => files.revert(&policy.name, path),
+                (None, _) => Err("the file sensor is not running".to_string()),
+                (_, None) => Err("the event names no file".to_string()),
+            },
+            Action::Block => Err(format!(
                 "`{name}` is not available: the agent has no {} sensor yet",
                 policy.trigger.family()
             )),
@@ -186,7 +219,7 @@ fn build_alert(
 }
 
 /// An error and its sources on one line.
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {

@@ -8,6 +8,7 @@ use crate::{
     actions::{Executor, alert::AlertLog, run::HookRunner},
     cli::RunArgs,
     engine::{self, reload},
+    files::Files,
     sensor::{Sensor, SensorOptions},
     telemetry::Metrics,
 };
@@ -38,8 +39,12 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let mut shutdown = super::shutdown::Shutdown::install()?;
     let metrics = Metrics::new();
     metrics.policies_loaded.set(set.len() as i64);
-    let (sensor, records) =
+    let (mut sensor, records) =
         Sensor::start(SensorOptions::default(), metrics.clone()).context("starting the sensor")?;
+    let mut files = Files::new(Some(sensor.take_watch_maps()?), &args.state_dir)
+        .context("opening the baseline store")?;
+    // Watches and baselines are in place before the agent says it runs.
+    let drift = files.configure(&set);
     for probe in sensor.attached() {
         tracing::info!(probe = %probe, "attached");
     }
@@ -53,7 +58,13 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let (set_tx, set_rx) = watch::channel(Arc::new(set));
     let reloader =
         tokio::spawn(reload::Reloader::new(args.policies.clone()).run(set_tx, metrics.clone()));
-    let evaluator = tokio::spawn(engine::evaluate(records, set_rx, executor));
+    let evaluator = tokio::spawn(engine::evaluate(
+        records,
+        set_rx,
+        executor,
+        Some(files),
+        drift,
+    ));
     tracing::info!(
         policies = policy_count,
         dir = %args.policies.display(),

@@ -1,0 +1,251 @@
+//! `revert`: put a file back as its baseline says, atomically, without
+//! following a symlink anywhere in the path and without writing anywhere
+//! but the file's own directory.
+use std::{
+    fs::File,
+    io::{self, Read as _, Write as _},
+    os::fd::OwnedFd,
+    path::Path,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use reflex_wire::FileKey;
+use rustix::fs::{
+    AtFlags, CWD, FileType, Mode, OFlags, ResolveFlags, fchmod, fchown, fstat, fsync, openat,
+    openat2, renameat, statat, unlinkat,
+};
+use sha2::{Digest as _, Sha256};
+
+use crate::files::baseline::Baseline;
+
+/// Why a file could not be checked or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum RevertError {
+    /// The path has no parent or no file name.
+    #[error("{0} is not a file path")]
+    NotAFile(String),
+    /// A filesystem call failed.
+    #[error("{what} {path}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path it was done to.
+        path: String,
+        /// Underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(rustix::io::Errno) -> RevertError {
+    let path = path.display().to_string();
+    move |e| RevertError::Io {
+        what,
+        path,
+        source: e.into(),
+    }
+}
+
+/// Opens the directory of `path` refusing symlinks at every step, and
+/// returns it with the file name.
+fn open_parent(path: &Path) -> Result<(OwnedFd, &std::ffi::OsStr), RevertError> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(RevertError::NotAFile(path.display().to_string()));
+    };
+    let dir = openat2(
+        CWD,
+        parent,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(io_err("opening the directory of", path))?;
+    Ok((dir, name))
+}
+
+/// What a file is now, for comparison with its baseline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileState {
+    /// Identity.
+    pub key: FileKey,
+    /// Permission bits (and setuid/setgid/sticky).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// The state of `path` (not following a final symlink); `None` when there
+/// is no regular file there.
+pub fn state(path: &Path) -> Result<Option<FileState>, RevertError> {
+    let (dir, name) = open_parent(path)?;
+    let stat = match statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) => stat,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(io_err("inspecting", path)(e)),
+    };
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Ok(None);
+    }
+    Ok(Some(FileState {
+        key: FileKey {
+            dev: encode_dev(stat.st_dev),
+            _pad: 0,
+            ino: stat.st_ino,
+        },
+        mode: stat.st_mode & 0o7777,
+        uid: stat.st_uid,
+        gid: stat.st_gid,
+        size: stat.st_size as u64,
+    }))
+}
+
+/// The kernel's internal `dev_t` (major << 20 | minor), as the probes see it.
+pub fn encode_dev(dev: u64) -> u32 {
+    let major = rustix::fs::major(dev);
+    let minor = rustix::fs::minor(dev);
+    (major << 20) | minor
+}
+
+/// SHA-256 of the content of `path`, read without following a final symlink.
+pub fn content_hash(path: &Path) -> Result<String, RevertError> {
+    let (dir, name) = open_parent(path)?;
+    let fd = openat(
+        &dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io_err("opening", path))?;
+    hash_reader(File::from(fd)).map_err(|source| RevertError::Io {
+        what: "reading",
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The content of `path`, read without following a final symlink, up to
+/// `limit` bytes.
+pub fn read_content(path: &Path, limit: u64) -> Result<Vec<u8>, RevertError> {
+    let (dir, name) = open_parent(path)?;
+    let fd = openat(
+        &dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io_err("opening", path))?;
+    let mut content = Vec::new();
+    File::from(fd)
+        .take(limit + 1)
+        .read_to_end(&mut content)
+        .map_err(|source| RevertError::Io {
+            what: "reading",
+            path: path.display().to_string(),
+            source,
+        })?;
+    if content.len() as u64 > limit {
+        return Err(RevertError::Io {
+            what: "recording (larger than the baseline limit)",
+            path: path.display().to_string(),
+            source: io::Error::from(io::ErrorKind::FileTooLarge),
+        });
+    }
+    Ok(content)
+}
+
+/// SHA-256 of everything `reader` yields, as lowercase hex.
+pub fn hash_reader(mut reader: impl io::Read) -> io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Whether `path` is as `baseline` says: a regular file with the same
+/// content, mode, owner and group.
+pub fn matches(path: &Path, baseline: &Baseline) -> Result<bool, RevertError> {
+    let Some(now) = state(path)? else {
+        return Ok(false);
+    };
+    if (now.mode, now.uid, now.gid, now.size)
+        != (baseline.mode, baseline.uid, baseline.gid, baseline.size)
+    {
+        return Ok(false);
+    }
+    Ok(content_hash(path)? == baseline.sha256)
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Replaces `path` by the baseline's content, mode and owner: a temporary
+/// file in the same directory, fsync, rename over, fsync of the directory.
+/// Returns the identity of the restored file (a new inode).
+pub fn restore(path: &Path, baseline: &Baseline, content: &Path) -> Result<FileKey, RevertError> {
+    let (dir, name) = open_parent(path)?;
+    let temp = format!(
+        ".{}.reflex-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let fd = openat(
+        &dir,
+        temp.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(io_err("creating a temporary file beside", path))?;
+    let result = (|| {
+        let mut out = File::from(fd);
+        let mut source = File::open(content).map_err(|source| RevertError::Io {
+            what: "opening the baseline of",
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut buf = Vec::with_capacity(baseline.size as usize);
+        source
+            .read_to_end(&mut buf)
+            .and_then(|_| out.write_all(&buf))
+            .map_err(|source| RevertError::Io {
+                what: "writing the restored content of",
+                path: path.display().to_string(),
+                source,
+            })?;
+        fchown(
+            &out,
+            Some(rustix::fs::Uid::from_raw(baseline.uid)),
+            Some(rustix::fs::Gid::from_raw(baseline.gid)),
+        )
+        .map_err(io_err("setting the owner of", path))?;
+        fchmod(&out, Mode::from_raw_mode(baseline.mode))
+            .map_err(io_err("setting the mode of", path))?;
+        fsync(&out).map_err(io_err("syncing", path))?;
+        let stat = fstat(&out).map_err(io_err("inspecting", path))?;
+        renameat(&dir, temp.as_str(), &dir, name)
+            .map_err(io_err("renaming the restored file onto", path))?;
+        fsync(&dir).map_err(io_err("syncing the directory of", path))?;
+        Ok(FileKey {
+            dev: encode_dev(stat.st_dev),
+            _pad: 0,
+            ino: stat.st_ino,
+        })
+    })();
+    if result.is_err() {
+        let _ = unlinkat(&dir, temp.as_str(), AtFlags::empty());
+    }
+    result
+}

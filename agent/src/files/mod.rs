@@ -1,0 +1,336 @@
+//! The file sensor's userspace half: which files are watched (`watch`),
+//! their recorded good state (`baseline`), and turning the kernel's raw
+//! events into one settled change per file, verified against the file.
+//!
+//! A write is settled when its writer closes the file or exits, so a later
+//! write in the same open cannot undo a revert; a writer that keeps the file
+//! open is settled after [`HOLD`], and a revert then renames a fresh file
+//! over the path: the writer keeps writing to the old, now unlinked inode.
+pub mod baseline;
+pub mod watch;
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use globset::GlobSetBuilder;
+use reflex_wire::FileKey;
+
+use crate::{
+    actions::{error_chain, revert},
+    events::{
+        Body, EventKindName, ProcessContext, Record,
+        clock::BootClock,
+        file::{File, FileChange, MatchedBy},
+    },
+    loader::WatchMaps,
+    policy::{Action, PolicySet, model::Trigger, value::compile_glob},
+};
+use baseline::{BaselineError, BaselineStore};
+use watch::WatchList;
+
+/// How long a writer may hold a watched file open before its change is
+/// settled anyway.
+pub const HOLD: Duration = Duration::from_millis(500);
+
+const O_CREAT: u32 = 0o100;
+
+/// A change not yet settled.
+struct Pending {
+    record: Record,
+    changes: Vec<FileChange>,
+    writer: u32,
+    deadline: Instant,
+    killed: bool,
+    by_name_only: bool,
+}
+
+/// Watch list, baselines and unsettled changes.
+pub struct Files {
+    /// What is watched.
+    pub watch: WatchList,
+    /// Recorded good states.
+    pub baselines: BaselineStore,
+    pending: HashMap<String, Pending>,
+}
+
+impl Files {
+    /// Opens the baseline store under `state_dir`; `kernel` receives the
+    /// watch list (none in tests).
+    pub fn new(kernel: Option<WatchMaps>, state_dir: &Path) -> Result<Self, BaselineError> {
+        Ok(Self {
+            watch: WatchList::new(kernel),
+            baselines: BaselineStore::open(state_dir)?,
+            pending: HashMap::new(),
+        })
+    }
+
+    /// Watches what `set` covers, records missing baselines, and returns a
+    /// `drift` record for each file that differs from its baseline (changes
+    /// made while the agent was not running).
+    pub fn configure(&mut self, set: &PolicySet) -> Vec<Record> {
+        self.watch.configure(set);
+        let mut drifted = Vec::new();
+        for policy in set.policies() {
+            let Trigger::File { paths, .. } = &policy.trigger else {
+                continue;
+            };
+            let Some(source) = policy.actions.iter().find_map(|a| match a {
+                Action::Revert { source } => Some(source.clone()),
+                _ => None,
+            }) else {
+                continue;
+            };
+            let mut builder = GlobSetBuilder::new();
+            for p in paths {
+                builder.add(compile_glob(&p.0).expect("validated glob"));
+            }
+            let Ok(matcher) = builder.build() else {
+                continue;
+            };
+            let covered: Vec<String> = self
+                .watch
+                .paths()
+                .filter(|p| matcher.is_match(p))
+                .map(str::to_string)
+                .collect();
+            for path in covered {
+                let file = Path::new(&path);
+                match self.baselines.get(&policy.name, &path) {
+                    Some(b) => {
+                        if !revert::matches(file, b).unwrap_or(false)
+                            && !drifted.iter().any(|r: &Record| file_path(r) == Some(&path))
+                        {
+                            drifted.push(drift_record(&path));
+                        }
+                    }
+                    None if file.exists() => {
+                        match self.baselines.record(&policy.name, file, source.as_deref()) {
+                            Ok(b) => tracing::info!(
+                                policy = policy.name,
+                                path,
+                                sha256 = b.sha256,
+                                "baseline recorded"
+                            ),
+                            Err(err) => {
+                                tracing::error!(policy = policy.name, path, error = %error_chain(&err), "recording a baseline")
+                            }
+                        }
+                    }
+                    None => tracing::warn!(
+                        policy = policy.name,
+                        path,
+                        "watched file is missing and has no baseline"
+                    ),
+                }
+            }
+        }
+        drifted
+    }
+
+    /// Takes a raw file event from the kernel; returns the changes that are
+    /// settled now.
+    pub fn ingest(&mut self, record: Record, now: Instant) -> Vec<Record> {
+        let Body::File(raw) = &record.body else {
+            return self.expire(now);
+        };
+        let Some(change) = raw.change else {
+            return self.expire(now);
+        };
+        let key = FileKey {
+            dev: raw.dev,
+            _pad: 0,
+            ino: raw.ino,
+        };
+        let mut changes = vec![change];
+        let paths: Vec<String> = match raw.matched_by {
+            MatchedBy::Inode => self.watch.paths_of(&key).to_vec(),
+            MatchedBy::Dir => {
+                let dir = FileKey {
+                    dev: raw.dir_dev,
+                    _pad: 0,
+                    ino: raw.dir_ino,
+                };
+                match self.watch.dir_path(&dir) {
+                    Some(dir) => {
+                        let path = format!("{}/{}", dir.trim_end_matches('/'), raw.name);
+                        if !self.watch.covers(&path) {
+                            Vec::new()
+                        } else {
+                            if self.watch.add(&path) && raw.open_flags & O_CREAT != 0 {
+                                changes.insert(0, FileChange::Create);
+                            }
+                            vec![path]
+                        }
+                    }
+                    None => Vec::new(),
+                }
+            }
+            MatchedBy::Name => {
+                let mut paths = self.watch.paths_named_like(&raw.arg_path).to_vec();
+                if !raw.arg_path2.is_empty() {
+                    paths.extend(self.watch.paths_named_like(&raw.arg_path2).iter().cloned());
+                }
+                paths.sort();
+                paths.dedup();
+                paths
+            }
+        };
+        let settle_now = change != FileChange::Write;
+        for path in paths {
+            let pending = self.pending.entry(path).or_insert_with(|| Pending {
+                record: record.clone(),
+                changes: Vec::new(),
+                writer: record.process.pid,
+                deadline: now + HOLD,
+                killed: false,
+                by_name_only: true,
+            });
+            pending.changes.extend(changes.iter().copied());
+            pending.killed |= raw.killed;
+            pending.by_name_only &= raw.matched_by == MatchedBy::Name;
+            if settle_now {
+                pending.deadline = now;
+            }
+        }
+        self.expire(now)
+    }
+
+    /// Settles the changes of a writer that exited.
+    pub fn process_exited(&mut self, pid: u32, now: Instant) -> Vec<Record> {
+        for pending in self.pending.values_mut() {
+            if pending.writer == pid {
+                pending.deadline = now;
+            }
+        }
+        self.expire(now)
+    }
+
+    /// The next moment a held change must be settled.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.pending.values().map(|p| p.deadline).min()
+    }
+
+    /// Settles every change whose time has come; drops those that turn out
+    /// to have changed nothing.
+    pub fn expire(&mut self, now: Instant) -> Vec<Record> {
+        let due: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(path, _)| path.clone())
+            .collect();
+        let mut settled = Vec::new();
+        for path in due {
+            if let Some(pending) = self.pending.remove(&path)
+                && let Some(record) = self.settle(&path, pending)
+            {
+                settled.push(record);
+            }
+        }
+        settled
+    }
+
+    /// Verifies a change against the file and builds its record.
+    fn settle(&mut self, path: &str, pending: Pending) -> Option<Record> {
+        let file = Path::new(path);
+        let now = revert::state(file).ok().flatten();
+        let baseline = self
+            .baselines
+            .list()
+            .find(|(_, p, _)| *p == path)
+            .map(|(_, _, b)| b.clone());
+        let unchanged = match &baseline {
+            Some(b) => revert::matches(file, b).unwrap_or(false),
+            None => pending.by_name_only && self.watch.get(path).map(|w| &w.last) == Some(&now),
+        };
+        self.watch.refresh(path);
+        if unchanged {
+            tracing::debug!(path, "file event without a change; dropped");
+            return None;
+        }
+        let mut record = pending.record;
+        let change = strongest(&pending.changes);
+        let key = now.map(|s| s.key).unwrap_or_default();
+        if let Body::File(raw) = &mut record.body {
+            raw.path = Some(path.to_string());
+            raw.change = Some(change);
+            raw.changes = pending.changes;
+            raw.killed = pending.killed;
+            if key.ino != 0 {
+                raw.dev = key.dev;
+                raw.ino = key.ino;
+            }
+        }
+        Some(record)
+    }
+
+    /// Restores `path` from `policy`'s baseline and follows the new inode.
+    pub fn revert(&mut self, policy: &str, path: &str) -> Result<String, String> {
+        let baseline = self
+            .baselines
+            .get(policy, path)
+            .cloned()
+            .ok_or_else(|| format!("no baseline of {path} for policy {policy}"))?;
+        if revert::matches(Path::new(path), &baseline).unwrap_or(false) {
+            return Ok(format!("{path} already matches its baseline"));
+        }
+        let object = self.baselines.object(&baseline);
+        let key =
+            revert::restore(Path::new(path), &baseline, &object).map_err(|e| error_chain(&e))?;
+        self.watch.refresh(path);
+        Ok(format!(
+            "restored {path} (sha256 {}, inode {})",
+            &baseline.sha256[..12],
+            key.ino
+        ))
+    }
+}
+
+/// The path of a settled file record.
+fn file_path(record: &Record) -> Option<&String> {
+    match &record.body {
+        Body::File(f) => f.path.as_ref(),
+        _ => None,
+    }
+}
+
+/// The change that says most about what happened.
+fn strongest(changes: &[FileChange]) -> FileChange {
+    const ORDER: [FileChange; 10] = [
+        FileChange::Drift,
+        FileChange::Unlink,
+        FileChange::Rename,
+        FileChange::Truncate,
+        FileChange::Create,
+        FileChange::Write,
+        FileChange::CloseWrite,
+        FileChange::Chmod,
+        FileChange::Chown,
+        FileChange::Link,
+    ];
+    ORDER
+        .into_iter()
+        .find(|c| changes.contains(c))
+        .unwrap_or(FileChange::Write)
+}
+
+/// A record for a file found changed while no process could be watched.
+fn drift_record(path: &str) -> Record {
+    let ktime_ns = BootClock::now_ns();
+    Record {
+        time: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+        ktime_ns,
+        kind: EventKindName::File,
+        process: ProcessContext::default(),
+        body: Body::File(File {
+            path: Some(path.to_string()),
+            change: Some(FileChange::Drift),
+            changes: vec![FileChange::Drift],
+            fd: -1,
+            ..File::default()
+        }),
+    }
+}

@@ -1,0 +1,301 @@
+//! The watch list: which files and directories the file policies cover,
+//! mirrored into the kernel's `WATCHED*` maps, and the reverse lookups the
+//! agent needs to turn a kernel event back into a path.
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    path::Path,
+};
+
+use globset::{GlobSet, GlobSetBuilder};
+use reflex_wire::{
+    FileKey,
+    file::{name_hash, watch},
+};
+
+use crate::{
+    actions::revert::{self, FileState},
+    loader::WatchMaps,
+    policy::{
+        Action, Mode, PolicySet,
+        model::Trigger,
+        value::{PathGlob, compile_glob},
+    },
+};
+
+/// Most files one glob may expand to before the walk stops (and says so).
+const MAX_WALK: usize = 100_000;
+
+/// One watched path.
+#[derive(Clone, Debug, Default)]
+pub struct WatchedFile {
+    /// Its state when last seen; `None` when it did not exist.
+    pub last: Option<FileState>,
+    /// Whether an enforcing policy with `kill` covers it.
+    pub kill: bool,
+}
+
+/// Paths, identities and names the file sensor watches.
+#[derive(Default)]
+pub struct WatchList {
+    files: BTreeMap<String, WatchedFile>,
+    by_key: HashMap<FileKey, Vec<String>>,
+    dirs: HashMap<FileKey, String>,
+    names: HashMap<u64, Vec<String>>,
+    patterns: Option<GlobSet>,
+    kill_patterns: Option<GlobSet>,
+    kernel: Option<WatchMaps>,
+    applied_files: HashMap<FileKey, u32>,
+    applied_dirs: HashSet<FileKey>,
+    applied_names: HashSet<u64>,
+}
+
+impl WatchList {
+    /// A list mirrored into `kernel` (none in tests and replay).
+    pub fn new(kernel: Option<WatchMaps>) -> Self {
+        Self {
+            kernel,
+            ..Self::default()
+        }
+    }
+
+    /// Recomputes everything from the `file` policies in `set`.
+    pub fn configure(&mut self, set: &PolicySet) {
+        let mut globs = Vec::new();
+        let mut kill_globs = Vec::new();
+        for policy in set.policies() {
+            let Trigger::File { paths, .. } = &policy.trigger else {
+                continue;
+            };
+            let kills = policy.mode == Mode::Enforce
+                && policy
+                    .actions
+                    .iter()
+                    .any(|a| matches!(a, Action::Kill { .. }));
+            for path in paths {
+                globs.push(path.clone());
+                if kills {
+                    kill_globs.push(path.clone());
+                }
+            }
+        }
+        self.patterns = build_set(&globs);
+        self.kill_patterns = build_set(&kill_globs);
+        self.files.clear();
+        self.dirs.clear();
+        for glob in &globs {
+            self.expand(glob);
+        }
+        self.reindex();
+        self.sync_kernel();
+    }
+
+    /// Whether any file policy's paths match `path`.
+    pub fn covers(&self, path: &str) -> bool {
+        self.patterns.as_ref().is_some_and(|p| p.is_match(path))
+    }
+
+    /// Every watched path.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.files.keys().map(String::as_str)
+    }
+
+    /// The entry of `path`.
+    pub fn get(&self, path: &str) -> Option<&WatchedFile> {
+        self.files.get(path)
+    }
+
+    /// Watched paths of the file with identity `key`.
+    pub fn paths_of(&self, key: &FileKey) -> &[String] {
+        self.by_key.get(key).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// Path of the watched directory with identity `key`.
+    pub fn dir_path(&self, key: &FileKey) -> Option<&str> {
+        self.dirs.get(key).map(String::as_str)
+    }
+
+    /// Watched paths whose last component is the last component of `arg`.
+    pub fn paths_named_like(&self, arg: &str) -> &[String] {
+        self.names
+            .get(&name_hash(arg.as_bytes()))
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// Starts watching `path` (a new file a glob covers) and returns whether
+    /// it was new.
+    pub fn add(&mut self, path: &str) -> bool {
+        if self.files.contains_key(path) {
+            return false;
+        }
+        let kill = self
+            .kill_patterns
+            .as_ref()
+            .is_some_and(|k| k.is_match(path));
+        let last = revert::state(Path::new(path)).ok().flatten();
+        self.files
+            .insert(path.to_string(), WatchedFile { last, kill });
+        self.reindex();
+        self.sync_kernel();
+        true
+    }
+
+    /// Records the state `path` is in now (after a change or a restore),
+    /// following a replaced inode.
+    pub fn refresh(&mut self, path: &str) {
+        let now = revert::state(Path::new(path)).ok().flatten();
+        if let Some(entry) = self.files.get_mut(path) {
+            if entry.last.as_ref().map(|s| s.key) == now.as_ref().map(|s| s.key) {
+                entry.last = now;
+                return;
+            }
+            entry.last = now;
+            self.reindex();
+            self.sync_kernel();
+        }
+    }
+
+    /// Adds `glob`'s existing files and the directories they (and files
+    /// created later) live in.
+    fn expand(&mut self, glob: &PathGlob) {
+        let kill = self
+            .kill_patterns
+            .as_ref()
+            .is_some_and(|k| k.is_match(&glob.0));
+        if glob.is_literal() {
+            let path = glob.0.clone();
+            if let Some(parent) = Path::new(&path).parent() {
+                self.add_dir(parent);
+            }
+            let last = revert::state(Path::new(&path)).ok().flatten();
+            self.files.insert(path, WatchedFile { last, kill });
+            return;
+        }
+        let meta = glob.0.find(['*', '?', '[', '{']).unwrap_or(glob.0.len());
+        let base = &glob.0[..glob.0[..meta].rfind('/').unwrap_or(0).max(1)];
+        let matcher = compile_glob(&glob.0)
+            .expect("validated glob")
+            .compile_matcher();
+        let depth = if glob.0.contains("**") {
+            usize::MAX
+        } else {
+            glob.0[base.len()..].matches('/').count()
+        };
+        let mut seen = 0;
+        for entry in walkdir::WalkDir::new(base)
+            .max_depth(depth)
+            .follow_links(false)
+            .into_iter()
+            .filter_map(Result::ok)
+        {
+            seen += 1;
+            if seen > MAX_WALK {
+                tracing::warn!(
+                    glob = glob.0,
+                    limit = MAX_WALK,
+                    "glob expands to too many files; watching the first ones"
+                );
+                break;
+            }
+            let path = entry.path();
+            if entry.file_type().is_dir() {
+                self.add_dir(path);
+            } else if entry.file_type().is_file() && matcher.is_match(path) {
+                let path = path.display().to_string();
+                let kill = kill
+                    || self
+                        .kill_patterns
+                        .as_ref()
+                        .is_some_and(|k| k.is_match(&path));
+                let last = revert::state(Path::new(&path)).ok().flatten();
+                self.files.insert(path, WatchedFile { last, kill });
+            }
+        }
+    }
+
+    fn add_dir(&mut self, dir: &Path) {
+        if let Ok(meta) = std::fs::metadata(dir) {
+            use std::os::unix::fs::MetadataExt as _;
+            let key = FileKey {
+                dev: revert::encode_dev(meta.dev()),
+                _pad: 0,
+                ino: meta.ino(),
+            };
+            self.dirs.insert(key, dir.display().to_string());
+        }
+    }
+
+    fn reindex(&mut self) {
+        self.by_key.clear();
+        self.names.clear();
+        for (path, entry) in &self.files {
+            if let Some(state) = &entry.last {
+                self.by_key.entry(state.key).or_default().push(path.clone());
+            }
+            self.names
+                .entry(name_hash(path.as_bytes()))
+                .or_default()
+                .push(path.clone());
+        }
+    }
+
+    /// Makes the kernel maps equal to the list, by difference.
+    fn sync_kernel(&mut self) {
+        let Some(maps) = self.kernel.as_mut() else {
+            return;
+        };
+        let mut files: HashMap<FileKey, u32> = HashMap::new();
+        for (path, entry) in &self.files {
+            if let Some(state) = &entry.last {
+                let bits = watch::REPORT | if entry.kill { watch::KILL } else { 0 };
+                *files.entry(state.key).or_default() |= bits;
+            }
+            let _ = path;
+        }
+        let names: HashSet<u64> = self.names.keys().copied().collect();
+        let dirs: HashSet<FileKey> = self.dirs.keys().copied().collect();
+        let report = |what: &str, err: aya::maps::MapError| {
+            tracing::error!(%err, map = what, "updating the kernel watch list");
+        };
+        for key in self.applied_files.keys().filter(|k| !files.contains_key(k)) {
+            let _ = maps.files.remove(key);
+        }
+        for (key, bits) in &files {
+            if self.applied_files.get(key) != Some(bits)
+                && let Err(e) = maps.files.insert(key, bits, 0)
+            {
+                report("WATCHED", e);
+            }
+        }
+        for key in self.applied_dirs.difference(&dirs) {
+            let _ = maps.dirs.remove(key);
+        }
+        for key in dirs.difference(&self.applied_dirs) {
+            if let Err(e) = maps.dirs.insert(key, watch::REPORT, 0) {
+                report("WATCHED_DIRS", e);
+            }
+        }
+        for hash in self.applied_names.difference(&names) {
+            let _ = maps.names.remove(hash);
+        }
+        for hash in names.difference(&self.applied_names) {
+            if let Err(e) = maps.names.insert(hash, watch::REPORT, 0) {
+                report("WATCHED_NAMES", e);
+            }
+        }
+        self.applied_files = files;
+        self.applied_dirs = dirs;
+        self.applied_names = names;
+    }
+}
+
+fn build_set(globs: &[PathGlob]) -> Option<GlobSet> {
+    if globs.is_empty() {
+        return None;
+    }
+    let mut builder = GlobSetBuilder::new();
+    for g in globs {
+        builder.add(compile_glob(&g.0).expect("validated glob"));
+    }
+    builder.build().ok()
+}
