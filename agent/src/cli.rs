@@ -50,6 +50,15 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Show or accept the baselines `revert` policies restore from.
+    Baseline {
+        /// What to do.
+        #[command(subcommand)]
+        action: BaselineAction,
+        /// Where the agent keeps its state.
+        #[arg(long, default_value = "/var/lib/reflex", global = true)]
+        state_dir: PathBuf,
+    },
     /// Stream every event as one JSON object per line on stdout.
     Events {
         /// Only these kinds (comma-separated), e.g. `exec,exit`.
@@ -74,4 +83,19 @@ pub struct RunArgs {
     /// Hooks allowed to run at once; more are skipped and counted.
     #[arg(long, default_value_t = crate::actions::run::DEFAULT_MAX_HOOKS)]
     pub max_hooks: usize,
+}
+
+/// `reflex baseline` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BaselineAction {
+    /// List every recorded baseline.
+    List,
+    /// Record the current state of a policy's files as their baseline.
+    Update {
+        /// Policy name.
+        policy: String,
+        /// Directory of `*.yaml` policy files.
+        #[arg(long, default_value = "/etc/reflex/policies")]
+        policies: PathBuf,
+    },
 }

@@ -247,10 +247,13 @@ fn try_exit_open(ctx: &RawTracePointContext) -> Result<(), LossReason> {
         if bits & watch::KILL != 0 {
             flags |= kill_current();
         }
-    } else if let Some(dir) = dir
+    } else if open_flags as u64 & O_CREAT != 0
+        && let Some(dir) = dir
         // SAFETY: as above.
         && unsafe { WATCHED_DIRS.get(&dir) }.is_some()
     {
+        // Only creating opens count: a watched directory is for files that
+        // appear (uploads, a deleted watched file made again).
         flags |= flag::BY_DIR;
     } else {
         return Ok(());

@@ -1,7 +1,9 @@
 //! Helpers shared by the root integration tests: guards that clean up what a
 //! test started even when it fails, and bounded waits.
 use std::{
+    fs,
     io::{BufRead as _, BufReader},
+    os::unix::fs::PermissionsExt as _,
     path::PathBuf,
     process::{Child, ChildStdout, Command, Stdio},
     sync::mpsc,
@@ -172,9 +174,11 @@ pub fn start_agent(args: &[&str], ready: &str) -> Agent {
         stdout: forward_lines(stdout, false),
         stderr: forward_lines(stderr, true),
     };
-    agent
-        .log_line(Duration::from_secs(30), ready)
-        .unwrap_or_else(|| panic!("reflex {args:?} did not log {ready:?} within 30 s"));
+    let mut agent = agent;
+    if agent.log_line(Duration::from_secs(30), ready).is_none() {
+        let status = agent.guard.wait_for(Duration::from_millis(500));
+        panic!("reflex {args:?} did not log {ready:?} within 30 s (exit status: {status:?})");
+    }
     agent
 }
 
@@ -182,6 +186,71 @@ pub fn start_agent(args: &[&str], ready: &str) -> Agent {
 pub fn start_reflex(args: &[&str], ready: &str) -> (ChildGuard, mpsc::Receiver<String>) {
     let agent = start_agent(args, ready);
     (agent.guard, agent.stdout)
+}
+
+/// A scratch area: tools to run, a policy directory, a state directory.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    /// A fresh scratch directory with `bin/` and `policies/`.
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("reflex-policy-test")
+            .tempdir()
+            .expect("temp dir");
+        fs::create_dir(dir.path().join("bin")).expect("bin dir");
+        fs::create_dir(dir.path().join("policies")).expect("policy dir");
+        Self { dir }
+    }
+
+    /// A path inside the scratch directory.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Copies `from` to `bin/NAME` and returns its path.
+    pub fn tool(&self, name: &str, from: &str) -> PathBuf {
+        let path = self.path(&format!("bin/{name}"));
+        fs::copy(from, &path).expect("copy tool");
+        path
+    }
+
+    /// Writes an executable script `bin/NAME`.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.path(&format!("bin/{name}"));
+        fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod script");
+        path
+    }
+
+    /// Writes `policies/FILE` with owner-only write permission.
+    pub fn policy(&self, file: &str, text: &str) {
+        let path = self.path(&format!("policies/{file}"));
+        fs::write(&path, text).expect("write policy");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod policy");
+    }
+
+    /// Starts `reflex run` on the scratch policies and state directory.
+    pub fn start(&self) -> Agent {
+        start_agent(
+            &[
+                "run",
+                "--policies",
+                self.path("policies").to_str().expect("utf-8"),
+                "--state-dir",
+                self.path("state").to_str().expect("utf-8"),
+            ],
+            "reflex running",
+        )
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Receives records until `found` returns true for one, or `limit` passes.

@@ -2,72 +2,16 @@
 //! real processes. Every process, file and directory here is the test's own.
 use std::{
     fs,
-    os::unix::{fs::PermissionsExt as _, process::ExitStatusExt as _},
-    path::{Path, PathBuf},
+    os::unix::process::ExitStatusExt as _,
+    path::Path,
     process::{Command, Stdio},
     time::Duration,
 };
 
-use reflex_tests::{Agent, ChildGuard, require_root, start_agent};
+use reflex_tests::{Agent, ChildGuard, Scratch, require_root, start_agent};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(5);
-
-/// A scratch area: tools to run, a policy directory, a state directory.
-struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-impl Scratch {
-    fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("reflex-policy-test")
-            .tempdir()
-            .expect("temp dir");
-        fs::create_dir(dir.path().join("bin")).expect("bin dir");
-        fs::create_dir(dir.path().join("policies")).expect("policy dir");
-        Self { dir }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    /// Copies `from` to `bin/NAME` and returns its path.
-    fn tool(&self, name: &str, from: &str) -> PathBuf {
-        let path = self.path(&format!("bin/{name}"));
-        fs::copy(from, &path).expect("copy tool");
-        path
-    }
-
-    /// Writes an executable script `bin/NAME`.
-    fn script(&self, name: &str, body: &str) -> PathBuf {
-        let path = self.path(&format!("bin/{name}"));
-        fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod script");
-        path
-    }
-
-    /// Writes `policies/FILE` with owner-only write permission.
-    fn policy(&self, file: &str, text: &str) {
-        let path = self.path(&format!("policies/{file}"));
-        fs::write(&path, text).expect("write policy");
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod policy");
-    }
-
-    fn start(&self) -> Agent {
-        start_agent(
-            &[
-                "run",
-                "--policies",
-                self.path("policies").to_str().expect("utf-8"),
-                "--state-dir",
-                self.path("state").to_str().expect("utf-8"),
-            ],
-            "reflex running",
-        )
-    }
-}
 
 fn kill_policy(name: &str, mode: &str, tool: &Path) -> String {
     format!(

@@ -1,4 +1,5 @@
 //! One module per subcommand; `dispatch` runs the chosen one.
+pub mod baseline;
 pub mod check;
 pub mod events;
 pub mod replay;
@@ -9,13 +10,21 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use crate::cli::Command;
+use crate::cli::{BaselineAction, Command};
 
 /// Runs `command` on a fresh tokio runtime and returns the process exit code.
 pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match &command {
         Command::Check { paths } => return Ok(check::check(paths)),
         Command::Replay { events, policies } => return replay::replay(events, policies),
+        Command::Baseline { action, state_dir } => {
+            return match action {
+                BaselineAction::List => baseline::list(state_dir),
+                BaselineAction::Update { policy, policies } => {
+                    baseline::update(state_dir, policies, policy)
+                }
+            };
+        }
         Command::Run(_) | Command::Events { .. } => {}
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -27,7 +36,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         match command {
             Command::Run(args) => run::run(&args).await,
             Command::Events { kind } => events::events(&kind).await,
-            Command::Check { .. } | Command::Replay { .. } => {
+            Command::Check { .. } | Command::Replay { .. } | Command::Baseline { .. } => {
                 unreachable!("handled without a runtime")
             }
         }

@@ -42,7 +42,14 @@ struct Pending {
     record: Record,
     changes: Vec<FileChange>,
     writer: u32,
+    /// When to look at the file next.
     deadline: Instant,
+    /// When to give up waiting for the writer.
+    hold_until: Instant,
+    /// Whether the next look is the last one (the writer exited, the change
+    /// was a single syscall, or the hold ran out). A close is not final: a
+    /// shell closes the opened descriptor after dup2 and writes after that.
+    last_look: bool,
     killed: bool,
     by_name_only: bool,
 }
@@ -178,21 +185,27 @@ impl Files {
                 paths
             }
         };
-        let settle_now = change != FileChange::Write;
         for path in paths {
             let pending = self.pending.entry(path).or_insert_with(|| Pending {
                 record: record.clone(),
                 changes: Vec::new(),
                 writer: record.process.pid,
                 deadline: now + HOLD,
+                hold_until: now + HOLD,
+                last_look: false,
                 killed: false,
                 by_name_only: true,
             });
             pending.changes.extend(changes.iter().copied());
             pending.killed |= raw.killed;
             pending.by_name_only &= raw.matched_by == MatchedBy::Name;
-            if settle_now {
-                pending.deadline = now;
+            match change {
+                FileChange::Write => {}
+                FileChange::CloseWrite => pending.deadline = now,
+                _ => {
+                    pending.deadline = now;
+                    pending.last_look = true;
+                }
             }
         }
         self.expire(now)
@@ -203,6 +216,7 @@ impl Files {
         for pending in self.pending.values_mut() {
             if pending.writer == pid {
                 pending.deadline = now;
+                pending.last_look = true;
             }
         }
         self.expire(now)
@@ -224,19 +238,21 @@ impl Files {
             .collect();
         let mut settled = Vec::new();
         for path in due {
-            if let Some(pending) = self.pending.remove(&path)
-                && let Some(record) = self.settle(&path, pending)
-            {
-                settled.push(record);
+            if let Some(mut pending) = self.pending.remove(&path) {
+                pending.last_look |= now >= pending.hold_until;
+                if let Some(record) = self.settle(&path, pending, now) {
+                    settled.push(record);
+                }
             }
         }
         settled
     }
 
-    /// Verifies a change against the file and builds its record.
-    fn settle(&mut self, path: &str, pending: Pending) -> Option<Record> {
+    /// Verifies a change against the file and builds its record; an
+    /// unchanged file is looked at again later unless this was the last look.
+    fn settle(&mut self, path: &str, mut pending: Pending, now: Instant) -> Option<Record> {
         let file = Path::new(path);
-        let now = revert::state(file).ok().flatten();
+        let current = revert::state(file).ok().flatten();
         let baseline = self
             .baselines
             .list()
@@ -244,16 +260,21 @@ impl Files {
             .map(|(_, _, b)| b.clone());
         let unchanged = match &baseline {
             Some(b) => revert::matches(file, b).unwrap_or(false),
-            None => pending.by_name_only && self.watch.get(path).map(|w| &w.last) == Some(&now),
+            None => pending.by_name_only && self.watch.get(path).map(|w| &w.last) == Some(&current),
         };
-        self.watch.refresh(path);
         if unchanged {
-            tracing::debug!(path, "file event without a change; dropped");
+            if !pending.last_look {
+                pending.deadline = pending.hold_until.max(now);
+                self.pending.insert(path.to_string(), pending);
+            } else {
+                tracing::debug!(path, "file event without a change; dropped");
+            }
             return None;
         }
+        self.watch.refresh(path);
         let mut record = pending.record;
         let change = strongest(&pending.changes);
-        let key = now.map(|s| s.key).unwrap_or_default();
+        let key = current.map(|s| s.key).unwrap_or_default();
         if let Body::File(raw) = &mut record.body {
             raw.path = Some(path.to_string());
             raw.change = Some(change);
