@@ -27,12 +27,13 @@ use aya_ebpf::{
 use reflex_wire::{
     EventKind, FileEvent, FileKey, LossReason,
     file::{NAME_HASH_START, NAME_MAX, PATH_MAX, change, flag, name_hash_step, watch},
+    syscalls,
 };
 
 use crate::{
     event::header,
     maps::{
-        EVENTS, OFFSETS, OPEN_FLAGS, PENDING, SCRATCH, WATCHED, WATCHED_DIRS, WATCHED_NAMES,
+        EVENTS, OFFSETS, OPEN_SLOT, PENDING, SCRATCH, WATCHED, WATCHED_DIRS, WATCHED_NAMES,
         WRITE_FDS, count_loss, is_excluded,
     },
     task,
@@ -58,6 +59,9 @@ const O_RDWR: u64 = 0o2;
 const O_CREAT: u64 = 0o100;
 const O_TRUNC: u64 = 0o1000;
 const SIGKILL: u32 = 9;
+/// `file.f_mode` bits.
+const FMODE_WRITE: u32 = 0x2;
+const FMODE_CREATED: u32 = 0x10_0000;
 
 /// Handlers run at syscall entry, by syscall number.
 #[map]
@@ -68,7 +72,7 @@ static SYS_ENTER: ProgramArray = ProgramArray::with_max_entries(SYSCALL_SLOTS, 0
 static SYS_EXIT: ProgramArray = ProgramArray::with_max_entries(SYSCALL_SLOTS, 0);
 
 /// Syscall numbers the jump tables cover.
-const SYSCALL_SLOTS: u32 = 512;
+const SYSCALL_SLOTS: u32 = syscalls::SLOTS;
 
 /// Offsets in x86-64 `struct pt_regs` (uapi, stable) of the syscall
 /// arguments in order, and of the syscall number.
@@ -78,11 +82,11 @@ const ARG_REGS: [u32; 6] = [112, 104, 96, 56, 72, 64];
 const ORIG_AX: u32 = 120;
 
 /// `raw_tp/sys_enter`: hands the syscall to its handler, if it has one.
-/// Every other syscall costs one failed tail call.
+/// Every other syscall costs a bit test.
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     let id: u64 = ctx.arg(1);
-    if id < SYSCALL_SLOTS as u64 {
+    if syscalls::handled(id) {
         // SAFETY: a tail call either jumps to a loaded handler of the same
         // program type or fails and returns here.
         unsafe { SYS_ENTER.tail_call(&ctx, id as u32) };
@@ -95,7 +99,7 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let regs: u64 = ctx.arg(0);
     let id: u64 = task::read(regs, ORIG_AX).unwrap_or(u64::MAX);
-    if id < SYSCALL_SLOTS as u64 {
+    if syscalls::handled(id) {
         // SAFETY: as in `sys_enter`.
         unsafe { SYS_EXIT.tail_call(&ctx, id as u32) };
     }
@@ -148,18 +152,21 @@ fn inode_key(inode: u64) -> Option<FileKey> {
     Some(FileKey { dev, _pad: 0, ino })
 }
 
-/// Identity of an open file and of its directory.
+/// Identity of an open file.
 #[inline(always)]
-fn file_keys(file: u64) -> Option<(FileKey, u64, Option<FileKey>)> {
+fn file_key(file: u64) -> Option<FileKey> {
+    let inode: u64 = task::read(file, OFFSETS.load().file_inode).ok()?;
+    inode_key(inode)
+}
+
+/// The dentry of an open file and the identity of its directory.
+#[inline(always)]
+fn dir_key(file: u64) -> Option<(u64, FileKey)> {
     let off = OFFSETS.load();
-    let inode: u64 = task::read(file, off.file_inode).ok()?;
-    let key = inode_key(inode)?;
     let dentry: u64 = task::read(file, off.file_dentry).ok()?;
-    let dir = task::read::<u64>(dentry, off.dentry_parent)
-        .ok()
-        .and_then(|parent| task::read::<u64>(parent, off.dentry_inode).ok())
-        .and_then(inode_key);
-    Some((key, dentry, dir))
+    let parent: u64 = task::read(dentry, off.dentry_parent).ok()?;
+    let inode: u64 = task::read(parent, off.dentry_inode).ok()?;
+    Some((dentry, inode_key(inode)?))
 }
 
 /// Sends SIGKILL to the current task and says so.
@@ -178,9 +185,13 @@ fn stash_open(flags: u64) -> i32 {
     if flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC) == 0 {
         return 0;
     }
-    let (tid, tgid) = current_ids();
-    if !is_excluded(tgid) {
-        let _ = OPEN_FLAGS.insert(tid, flags as u32, 0);
+    if let Some(slot) = OPEN_SLOT.get_ptr_mut(0) {
+        let (tid, _) = current_ids();
+        // SAFETY: this CPU's slot; programs do not preempt each other here.
+        unsafe {
+            (*slot).tid = tid;
+            (*slot).flags = flags as u32;
+        }
     }
     0
 }
@@ -225,38 +236,75 @@ pub fn exit_open(ctx: RawTracePointContext) -> i32 {
 
 fn try_exit_open(ctx: &RawTracePointContext) -> Result<(), LossReason> {
     let (tid, tgid) = current_ids();
-    // SAFETY: the map value is a plain u32 copied out before removal.
-    let Some(open_flags) = (unsafe { OPEN_FLAGS.get(&tid) }).copied() else {
-        return Ok(());
-    };
-    let _ = OPEN_FLAGS.remove(&tid);
     let ret = ret(ctx);
+    // The flags stashed at entry on this CPU, or `None` when this thread's
+    // entry was elsewhere (or it opened nothing for writing).
+    let stashed = OPEN_SLOT.get_ptr_mut(0).and_then(|slot| {
+        // SAFETY: this CPU's slot, read and cleared by this program only.
+        unsafe {
+            let hit = (*slot).tid == tid;
+            let flags = (*slot).flags;
+            if hit {
+                (*slot).tid = 0;
+            }
+            hit.then_some(flags)
+        }
+    });
     if ret < 0 {
         return Ok(());
     }
     let Some(file) = fd_file(ret as u64) else {
         return Ok(());
     };
-    let Some((key, dentry, dir)) = file_keys(file) else {
+    let open_flags = match stashed {
+        Some(flags) => flags,
+        // Entered on another CPU: read whether the file is open for writing.
+        None => match task::read::<u32>(file, OFFSETS.load().file_mode) {
+            Ok(mode) if mode & FMODE_WRITE != 0 => {
+                O_WRONLY as u32
+                    | if mode & FMODE_CREATED != 0 {
+                        O_CREAT as u32
+                    } else {
+                        0
+                    }
+            }
+            _ => return Ok(()),
+        },
+    };
+    let Some(key) = file_key(file) else {
         return Ok(());
     };
     let mut flags = 0;
+    let mut dentry = 0;
+    let mut dir = FileKey::default();
     // SAFETY: plain u32 map values, copied.
     if let Some(bits) = unsafe { WATCHED.get(&key) }.copied() {
+        // The exclusion lookup waits until a watched file is hit.
+        if is_excluded(tgid) {
+            return Ok(());
+        }
         flags |= flag::BY_INODE;
         if bits & watch::KILL != 0 {
             flags |= kill_current();
         }
     } else if open_flags as u64 & O_CREAT != 0
-        && let Some(dir) = dir
+        && let Some((d, parent)) = dir_key(file)
         // SAFETY: as above.
-        && unsafe { WATCHED_DIRS.get(&dir) }.is_some()
+        && unsafe { WATCHED_DIRS.get(&parent) }.is_some()
     {
         // Only creating opens count: a watched directory is for files that
         // appear (uploads, a deleted watched file made again).
         flags |= flag::BY_DIR;
+        dentry = d;
+        dir = parent;
     } else {
         return Ok(());
+    }
+    if flags & flag::BY_DIR != 0 && is_excluded(tgid) {
+        return Ok(());
+    }
+    if dentry == 0 {
+        dentry = dir_key(file).map(|(d, _)| d).unwrap_or(0);
     }
     let _ = WRITE_FDS.insert(((tgid as u64) << 32) | ret as u64, key, 0);
 
@@ -273,7 +321,7 @@ fn try_exit_open(ctx: &RawTracePointContext) -> Result<(), LossReason> {
         addr_of_mut!((*event).change).write(change::WRITE);
         addr_of_mut!((*event).flags).write(flags);
         addr_of_mut!((*event).file).write(key);
-        addr_of_mut!((*event).dir).write(dir.unwrap_or_default());
+        addr_of_mut!((*event).dir).write(dir);
         addr_of_mut!((*event).open_flags).write(open_flags);
         addr_of_mut!((*event).fd).write(ret as i32);
         addr_of_mut!((*event).ret).write(ret);
@@ -328,7 +376,7 @@ fn on_fd_op(ctx: &RawTracePointContext, change: u32) -> i32 {
         return 0;
     }
     let fd = read_arg(ctx, 0);
-    let Some((key, _, _)) = fd_file(fd).and_then(file_keys) else {
+    let Some(key) = fd_file(fd).and_then(file_key) else {
         return 0;
     };
     // SAFETY: plain u32 map value, copied.

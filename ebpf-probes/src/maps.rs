@@ -57,9 +57,22 @@ pub static WATCHED_DIRS: HashMap<FileKey, u32> = HashMap::with_max_entries(16_38
 #[map]
 pub static WATCHED_NAMES: HashMap<u64, u32> = HashMap::with_max_entries(65_536, 0);
 
-/// Thread id → flags of an open for writing, between enter and exit.
+/// The open for writing in progress on this CPU: (thread id, flags). A
+/// per-CPU slot costs a fraction of a hash update on this hot path; a thread
+/// that moved to another CPU inside the call is caught at exit by reading
+/// the opened file's mode instead.
 #[map]
-pub static OPEN_FLAGS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16_384, 0);
+pub static OPEN_SLOT: PerCpuArray<OpenSlot> = PerCpuArray::with_max_entries(1, 0);
+
+/// One [`OPEN_SLOT`] entry.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct OpenSlot {
+    /// Thread that entered the open; 0 when empty.
+    pub tid: u32,
+    /// Its open flags.
+    pub flags: u32,
+}
 
 /// (tgid << 32 | fd) → file, for descriptors opened for writing on watched
 /// files, so their close can be reported.

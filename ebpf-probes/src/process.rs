@@ -109,7 +109,7 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), LossReason> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let excluded = is_excluded(tgid);
-    // Every exiting task leaves the exclusion map (a miss costs one lookup).
+    // Every exiting task leaves the exclusion map (a miss costs a lookup).
     let _ = EXCLUDED.remove(pid_tgid as u32);
     if excluded {
         return Ok(());

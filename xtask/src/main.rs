@@ -2,6 +2,7 @@
 //!
 //! Every command that needs tools calls `setup` first, so a fresh machine
 //! needs nothing but a clone and `cargo xtask run` or `cargo xtask test`.
+mod bench;
 mod cmd;
 mod setup;
 
@@ -28,6 +29,12 @@ enum Task {
         /// Extra arguments passed to `reflex run`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Measure reflex against no agent (needs root; never run by CI).
+    Bench {
+        /// A shorter run (a few minutes).
+        #[arg(long)]
+        quick: bool,
     },
     /// Set up, then fmt check, clippy, unit tests and the root integration tests.
     Test {
@@ -56,6 +63,11 @@ fn main() -> Result<()> {
             cmd::exec(root.join("target/release/reflex"), &argv)
         }
         Task::Test { unit_only } => test(unit_only),
+        Task::Bench { quick } => {
+            setup::run()?;
+            cmd::cargo(&["build", "--release", "--package", "reflex"])?;
+            bench::run(&root, quick)
+        }
     }
 }
 

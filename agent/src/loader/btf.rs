@@ -63,6 +63,7 @@ pub fn resolve(path: &Path) -> Result<KernelOffsets, BtfError> {
         dentry_parent: at("dentry", "d_parent")?,
         dentry_inode: at("dentry", "d_inode")?,
         dentry_name: at("dentry", "d_name.name")?,
+        file_mode: at("file", "f_mode")?,
         ..KernelOffsets::default()
     })
 }

@@ -57,3 +57,20 @@ pub const FILE_SYSCALLS: &[Syscall] = &[
     sc("openat2", 437, "enter_openat2", OPEN),
     sc("fchmodat2", 452, "enter_fchmodat", OP),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::FILE_SYSCALLS;
+
+    #[test]
+    fn the_kernel_filter_and_the_jump_tables_agree() {
+        let mut ours: Vec<u32> = FILE_SYSCALLS.iter().map(|s| s.nr).collect();
+        ours.sort_unstable();
+        assert_eq!(ours, reflex_wire::syscalls::FILE_SYSCALLS);
+        assert!(
+            ours.iter()
+                .all(|&n| reflex_wire::syscalls::handled(n as u64))
+        );
+        assert!(!reflex_wire::syscalls::handled(1), "write is not handled");
+    }
+}

@@ -12,6 +12,7 @@ pub mod kind;
 pub mod loss;
 pub mod offsets;
 pub mod process;
+pub mod syscalls;
 
 pub use file::{FileEvent, FileKey};
 pub use header::EventHeader;

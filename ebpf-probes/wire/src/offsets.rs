@@ -51,9 +51,13 @@ pub struct KernelOffsets {
     pub dentry_inode: u32,
     /// `dentry.d_name.name`.
     pub dentry_name: u32,
+    /// `file.f_mode`.
+    pub file_mode: u32,
+    /// Explicit padding.
+    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 88);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 96);
 
 impl KernelOffsets {
     /// All offsets zero: the value compiled into the probes before the agent
@@ -81,6 +85,8 @@ impl KernelOffsets {
         dentry_parent: 0,
         dentry_inode: 0,
         dentry_name: 0,
+        file_mode: 0,
+        _pad: 0,
     };
 }
 

@@ -1,0 +1,345 @@
+//! `cargo xtask bench`: reflex measured against no agent on this machine,
+//! reported as ratios and latency percentiles. Never run by CI; never
+//! passes or fails on time.
+use std::{
+    fs,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use nix::sched::{CpuSet, sched_setaffinity};
+use serde::Serialize;
+
+/// Sizes of one benchmark run.
+struct Plan {
+    runs: usize,
+    loop_iterations: usize,
+    reverts: usize,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                runs: 5,
+                loop_iterations: 200_000,
+                reverts: 1_000,
+            }
+        } else {
+            Self {
+                runs: 7,
+                loop_iterations: 1_000_000,
+                reverts: 3_000,
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn spread(mut values: Vec<f64>) -> Spread {
+    values.sort_by(f64::total_cmp);
+    Spread {
+        median: values[values.len() / 2],
+        min: values[0],
+        max: values[values.len() - 1],
+    }
+}
+
+#[derive(Serialize)]
+struct Report {
+    machine: String,
+    kernel: String,
+    cpus: usize,
+    date: String,
+    quick: bool,
+    overhead: Vec<Overhead>,
+    revert_latency_us: Percentiles,
+}
+
+#[derive(Serialize)]
+struct Overhead {
+    workload: &'static str,
+    placement: &'static str,
+    iterations: usize,
+    baseline_ns_per_iter: Spread,
+    reflex_ns_per_iter: Spread,
+    ratio: Spread,
+}
+
+#[derive(Serialize)]
+struct Percentiles {
+    samples: usize,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
+
+/// Runs every benchmark and writes `target/bench/report.json`.
+pub fn run(root: &Path, quick: bool) -> Result<()> {
+    if !crate::setup::is_root() {
+        bail!("the benchmarks load eBPF programs and need root");
+    }
+    let plan = Plan::new(quick);
+    let bin = root.join("target/release/reflex");
+    let work = tempdir()?;
+    let result = measure(&bin, &work, &plan, root, quick);
+    let _ = fs::remove_dir_all(&work);
+    result
+}
+
+fn measure(bin: &Path, work: &Path, plan: &Plan, root: &Path, quick: bool) -> Result<()> {
+    // Policies: the shipped ones plus 1000 extra watched files.
+    let policies = work.join("policies");
+    fs::create_dir_all(&policies)?;
+    for entry in fs::read_dir(root.join("policies"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|x| x == "yaml") {
+            fs::copy(&path, policies.join(path.file_name().unwrap_or_default()))?;
+        }
+    }
+    let watched = work.join("watched");
+    fs::create_dir_all(&watched)?;
+    for i in 0..1000 {
+        fs::write(
+            watched.join(format!("w{i:04}.conf")),
+            format!("watched {i}\n"),
+        )?;
+    }
+    let target = work.join("managed/app.conf");
+    fs::create_dir_all(target.parent().unwrap_or(work))?;
+    fs::write(&target, "good content\n")?;
+    write_policy(
+        &policies.join("bench.yaml"),
+        &format!(
+            "name: bench-watched\nmode: monitor\non:\n  file: {{ paths: [\"{}/*.conf\"] }}\ndo: [alert]\n---\nname: bench-revert\nmode: enforce\non:\n  file: {{ paths: [\"{}\"] }}\ndo: [revert]\n",
+            watched.display(),
+            target.display()
+        ),
+    )?;
+    let loop_dir = work.join("unwatched");
+    fs::create_dir_all(&loop_dir)?;
+
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut overhead = Vec::new();
+    let placements: &[(&'static str, usize, usize)] = if cpus > 1 {
+        &[("separate CPUs", 0, 1), ("same CPU", 0, 0)]
+    } else {
+        &[("same CPU", 0, 0)]
+    };
+    for &(placement, load_cpu, agent_cpu) in placements {
+        pin(load_cpu)?;
+        eprintln!("bench: B1 open/write/close loop, {placement}");
+        let mut base = Vec::new();
+        let mut with = Vec::new();
+        // Warm-up, then alternate so drift hits both sides alike.
+        file_loop(&loop_dir, plan.loop_iterations / 4)?;
+        for _ in 0..plan.runs {
+            base.push(file_loop(&loop_dir, plan.loop_iterations)?);
+            let agent = Agent::start(bin, &policies, &work.join("state"), agent_cpu)?;
+            file_loop(&loop_dir, plan.loop_iterations / 10)?;
+            with.push(file_loop(&loop_dir, plan.loop_iterations)?);
+            agent.stop()?;
+        }
+        let ratio = base.iter().zip(&with).map(|(b, w)| w / b).collect();
+        overhead.push(Overhead {
+            workload: "open/write/close, unwatched files",
+            placement,
+            iterations: plan.loop_iterations,
+            baseline_ns_per_iter: spread(base),
+            reflex_ns_per_iter: spread(with),
+            ratio: spread(ratio),
+        });
+    }
+
+    eprintln!(
+        "bench: B2 write to a watched file -> restored, {} changes",
+        plan.reverts
+    );
+    pin(0)?;
+    let agent = Agent::start(
+        bin,
+        &policies,
+        &work.join("state"),
+        if cpus > 1 { 1 } else { 0 },
+    )?;
+    let mut latencies = Vec::with_capacity(plan.reverts);
+    for i in 0..plan.reverts {
+        fs::write(&target, format!("tampered {i}\n"))?;
+        let written = Instant::now();
+        let deadline = written + Duration::from_secs(5);
+        let mut buf = Vec::with_capacity(64);
+        loop {
+            buf.clear();
+            if fs::File::open(&target)
+                .and_then(|mut f| f.read_to_end(&mut buf))
+                .is_ok()
+                && buf == b"good content\n"
+            {
+                latencies.push(written.elapsed().as_secs_f64() * 1e6);
+                break;
+            }
+            if Instant::now() > deadline {
+                agent.stop()?;
+                bail!("change {i} was not restored within 5 s");
+            }
+            std::hint::spin_loop();
+        }
+    }
+    agent.stop()?;
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+    let revert = Percentiles {
+        samples: latencies.len(),
+        p50: pct(0.5),
+        p90: pct(0.9),
+        p99: pct(0.99),
+        max: latencies[latencies.len() - 1],
+    };
+
+    let report = Report {
+        machine: fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| {
+                c.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+            })
+            .unwrap_or_default(),
+        kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        cpus,
+        date: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        quick,
+        overhead,
+        revert_latency_us: revert,
+    };
+    print_table(&report);
+    let out = root.join("target/bench");
+    fs::create_dir_all(&out)?;
+    let path = out.join("report.json");
+    fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+    println!("\nreport: {}", path.display());
+    Ok(())
+}
+
+fn print_table(r: &Report) {
+    println!(
+        "\nreflex benchmarks on {} ({} CPUs, Linux {})",
+        r.machine, r.cpus, r.kernel
+    );
+    println!("\nB1 syscall overhead (ratio to no agent; median [min-max] of runs)");
+    for o in &r.overhead {
+        println!(
+            "  {:<40} {:<14} {:>7.0} ns/iter -> {:>7.0} ns/iter   ratio {:.3} [{:.3}-{:.3}]",
+            o.workload,
+            o.placement,
+            o.baseline_ns_per_iter.median,
+            o.reflex_ns_per_iter.median,
+            o.ratio.median,
+            o.ratio.min,
+            o.ratio.max
+        );
+    }
+    let l = &r.revert_latency_us;
+    println!(
+        "\nB2 write -> content restored ({} changes): p50 {:.0} us, p90 {:.0} us, p99 {:.0} us, max {:.0} us",
+        l.samples, l.p50, l.p90, l.p99, l.max
+    );
+}
+
+/// Nanoseconds per iteration of open for writing, write 64 bytes at the
+/// start, close, over 16 existing unwatched files (no truncation, so the
+/// filesystem's own cost stays small and the probes' cost shows).
+fn file_loop(dir: &Path, iterations: usize) -> Result<f64> {
+    let payload = [b'x'; 64];
+    let names: Vec<PathBuf> = (0..16).map(|i| dir.join(format!("f{i}"))).collect();
+    for name in &names {
+        fs::write(name, payload)?;
+    }
+    let start = Instant::now();
+    for i in 0..iterations {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(&names[i % names.len()])?;
+        f.write_all(&payload)?;
+    }
+    Ok(start.elapsed().as_nanos() as f64 / iterations as f64)
+}
+
+fn pin(cpu: usize) -> Result<()> {
+    let mut set = CpuSet::new();
+    set.set(cpu)?;
+    sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).context("pinning the workload")?;
+    Ok(())
+}
+
+fn write_policy(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::write(path, text)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644))?;
+    Ok(())
+}
+
+fn tempdir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("reflex-bench-{}", std::process::id()));
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// A `reflex run` started for a measurement, pinned to one CPU.
+struct Agent {
+    child: Child,
+}
+
+impl Agent {
+    fn start(bin: &Path, policies: &Path, state: &Path, cpu: usize) -> Result<Self> {
+        let mut child = Command::new("taskset")
+            .arg("-c")
+            .arg(cpu.to_string())
+            .arg(bin)
+            .args(["run", "--policies"])
+            .arg(policies)
+            .arg("--state-dir")
+            .arg(state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting reflex")?;
+        let stderr = child.stderr.take().context("reflex stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let ready = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.contains("reflex running"));
+        if !ready {
+            let _ = child.kill();
+            bail!("reflex did not start");
+        }
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Self { child })
+    }
+
+    fn stop(mut self) -> Result<()> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
