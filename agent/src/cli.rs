@@ -83,6 +83,12 @@ pub struct RunArgs {
     /// Hooks allowed to run at once; more are skipped and counted.
     #[arg(long, default_value_t = crate::actions::run::DEFAULT_MAX_HOOKS)]
     pub max_hooks: usize,
+    /// CPU sampling frequency in Hz (0 turns the CPU sensor off).
+    #[arg(long, default_value_t = crate::loader::DEFAULT_CPU_HZ)]
+    pub cpu_hz: u64,
+    /// How often CPU use is computed and `cpu` policies are checked.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub cpu_interval: std::time::Duration,
 }
 
 /// `reflex baseline` subcommands.

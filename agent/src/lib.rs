@@ -5,6 +5,7 @@
 pub mod actions;
 pub mod cli;
 pub mod commands;
+pub mod cpu;
 pub mod engine;
 pub mod events;
 pub mod files;

@@ -108,6 +108,11 @@ impl Sensor {
         self.probes.take_watch_maps()
     }
 
+    /// Takes the CPU sample counters; only the first call succeeds.
+    pub fn take_cpu_maps(&mut self) -> Result<crate::loader::CpuMaps, LoadError> {
+        self.probes.take_cpu_maps()
+    }
+
     /// Hooks that are attached.
     pub fn attached(&self) -> &[String] {
         self.probes.attached()

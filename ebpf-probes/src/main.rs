@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod cpu;
 mod event;
 mod file;
 mod maps;

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{fuse::KillFuse, throttle::Throttler};
 use crate::{
-    events::{Body, Record},
+    events::{Body, EventKindName, Record},
     policy::{Action, Mode, Policy, spec::ThrottleKey},
 };
 
@@ -127,6 +127,8 @@ impl Planner {
                     let go = match action {
                         Action::Alert { .. } => false,
                         Action::Run { .. } => verdict.allowed,
+                        // Nothing to kill when the load has gone.
+                        Action::Kill { .. } => record.kind != EventKindName::CpuNormal,
                         _ => true,
                     };
                     if go {
@@ -160,7 +162,7 @@ fn throttle_key(per: ThrottleKey, record: &Record) -> String {
         // The file and connect families key on their own fields.
         ThrottleKey::File | ThrottleKey::Remote => match &record.body {
             Body::File(file) => file.path.clone().unwrap_or_default(),
-            Body::Exec(_) | Body::Exit(_) => String::new(),
+            Body::Exec(_) | Body::Exit(_) | Body::Cpu(_) => String::new(),
         },
     }
 }

@@ -7,7 +7,8 @@ use tokio::sync::watch;
 use crate::{
     actions::{Executor, alert::AlertLog, run::HookRunner},
     cli::RunArgs,
-    engine::{self, reload},
+    cpu::{CpuMonitor, CpuSampler},
+    engine::{self, CpuSensor, reload},
     files::Files,
     sensor::{Sensor, SensorOptions},
     telemetry::Metrics,
@@ -39,8 +40,21 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let mut shutdown = super::shutdown::Shutdown::install()?;
     let metrics = Metrics::new();
     metrics.policies_loaded.set(set.len() as i64);
+    let mut options = SensorOptions::default();
+    options.load.cpu_hz = (args.cpu_hz > 0).then_some(args.cpu_hz);
     let (mut sensor, records) =
-        Sensor::start(SensorOptions::default(), metrics.clone()).context("starting the sensor")?;
+        Sensor::start(options, metrics.clone()).context("starting the sensor")?;
+    let cpu = match options_cpu(args) {
+        Some(hz) => {
+            let cpus = aya::util::online_cpus().map(|c| c.len()).unwrap_or(1);
+            Some(CpuSensor {
+                sampler: CpuSampler::new(sensor.take_cpu_maps()?, hz, cpus),
+                monitor: CpuMonitor::default(),
+                interval: args.cpu_interval,
+            })
+        }
+        None => None,
+    };
     let mut files = Files::new(Some(sensor.take_watch_maps()?), &args.state_dir)
         .context("opening the baseline store")?;
     // Watches and baselines are in place before the agent says it runs.
@@ -63,6 +77,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         set_rx,
         executor,
         Some(files),
+        cpu,
         drift,
     ));
     tracing::info!(
@@ -79,4 +94,9 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     evaluator.abort();
     tracing::info!("probes detached");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The CPU sampling frequency, if the CPU sensor is on.
+fn options_cpu(args: &RunArgs) -> Option<u64> {
+    (args.cpu_hz > 0).then_some(args.cpu_hz)
 }

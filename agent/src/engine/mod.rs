@@ -4,16 +4,30 @@
 //! through the file sensor's settling first (see `files`).
 pub mod reload;
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tokio::sync::{mpsc, watch};
 
 use crate::{
     actions::Executor,
-    events::{Body, Record},
+    cpu::{CpuMonitor, CpuSampler},
+    events::{Body, Record, clock::BootClock},
     files::Files,
     policy::PolicySet,
 };
+
+/// The CPU sensor as the engine drives it.
+pub struct CpuSensor {
+    /// Counter reader.
+    pub sampler: CpuSampler,
+    /// Episode state.
+    pub monitor: CpuMonitor,
+    /// How often to read.
+    pub interval: Duration,
+}
 
 /// Evaluates every record until the channel closes. `initial` are records
 /// to answer first (drift found while configuring the file sensor).
@@ -22,9 +36,17 @@ pub async fn evaluate(
     mut policies: watch::Receiver<Arc<PolicySet>>,
     mut executor: Executor,
     mut files: Option<Files>,
+    mut cpu: Option<CpuSensor>,
     initial: Vec<Record>,
 ) {
     let mut set = policies.borrow_and_update().clone();
+    let mut tick = tokio::time::interval(
+        cpu.as_ref()
+            .map_or(Duration::from_secs(3600), |c| c.interval),
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let clock = BootClock::new();
     for record in &initial {
         answer(&set, &mut executor, files.as_mut(), record);
     }
@@ -37,6 +59,21 @@ pub async fn evaluate(
             },
             () = sleep_until(deadline) => None,
             Ok(()) = policies.changed() => None,
+            _ = tick.tick(), if cpu.is_some() => {
+                if let Some(cpu) = cpu.as_mut() {
+                    match cpu.sampler.sample() {
+                        Ok(sample) => {
+                            let now_ns = BootClock::now_ns();
+                            let time = humantime::format_rfc3339_nanos(clock.to_system_time(now_ns)).to_string();
+                            for record in cpu.monitor.observe(&sample, &set, now_ns, &time) {
+                                answer(&set, &mut executor, files.as_mut(), &record);
+                            }
+                        }
+                        Err(err) => tracing::warn!(%err, "reading the CPU counters"),
+                    }
+                }
+                None
+            }
         };
         if policies.has_changed().unwrap_or(false) || !Arc::ptr_eq(&set, &policies.borrow()) {
             set = policies.borrow_and_update().clone();

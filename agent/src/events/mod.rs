@@ -1,6 +1,7 @@
 //! Typed events: what the decoder makes of a ring buffer record, and the
 //! enriched [`Record`] the agent emits, one JSON object per event.
 pub mod clock;
+pub mod cpu;
 pub mod decode;
 pub mod file;
 pub mod reader;
@@ -21,6 +22,10 @@ pub enum EventKindName {
     Exit,
     /// A watched file changed.
     File,
+    /// A CPU threshold held for its duration.
+    CpuHigh,
+    /// A CPU threshold released after `cpu_high`.
+    CpuNormal,
 }
 
 impl EventKindName {
@@ -29,6 +34,7 @@ impl EventKindName {
         match self {
             EventKindName::Exec | EventKindName::Exit => "process",
             EventKindName::File => "file",
+            EventKindName::CpuHigh | EventKindName::CpuNormal => "cpu",
         }
     }
 
@@ -38,6 +44,8 @@ impl EventKindName {
             EventKindName::Exec => "exec",
             EventKindName::Exit => "exit",
             EventKindName::File => "file",
+            EventKindName::CpuHigh => "cpu_high",
+            EventKindName::CpuNormal => "cpu_normal",
         }
     }
 }
@@ -62,7 +70,7 @@ pub struct Task {
 }
 
 /// One decoded event: when, who, and what.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Event {
     /// Kernel `CLOCK_BOOTTIME` nanoseconds when the probe ran.
     pub ktime_ns: u64,
@@ -80,7 +88,7 @@ impl Event {
 }
 
 /// Family-specific event data; serialised under the kind's name.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Body {
     /// A process executed a new image.
@@ -89,6 +97,8 @@ pub enum Body {
     Exit(Exit),
     /// A watched file changed.
     File(file::File),
+    /// A CPU threshold event.
+    Cpu(cpu::Cpu),
 }
 
 impl Body {
@@ -98,6 +108,7 @@ impl Body {
             Body::Exec(_) => EventKindName::Exec,
             Body::Exit(_) => EventKindName::Exit,
             Body::File(_) => EventKindName::File,
+            Body::Cpu(c) => c.state.kind(),
         }
     }
 }

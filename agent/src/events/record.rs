@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::{Body, EventKindName};
 
 /// One event as `reflex events` prints it and as policies see it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     /// Wall-clock time of the event, RFC 3339 with nanoseconds.
     pub time: String,

@@ -8,9 +8,11 @@ use std::path::Path;
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{HashMap, MapData, MapError, PerCpuArray, ProgramArray, RingBuf},
+    maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
     programs::{
-        ProgramError, ProgramFd, RawTracePoint, TracePoint, raw_trace_point::RawTracePointLink,
+        PerfEvent, ProgramError, ProgramFd, RawTracePoint, TracePoint,
+        perf_event::{PerfEventConfig, PerfEventLink, PerfEventScope, SamplePolicy, SoftwareEvent},
+        raw_trace_point::RawTracePointLink,
         trace_point::TracePointLink,
     },
 };
@@ -67,6 +69,9 @@ pub enum LoadError {
         #[source]
         source: MapError,
     },
+    /// The online CPUs could not be listed.
+    #[error("listing online CPUs")]
+    Cpus(#[source] std::io::Error),
     /// A map was already taken by an earlier call.
     #[error("map {0} missing from the reflex-probes object or already taken")]
     MissingMap(&'static str),
@@ -77,12 +82,18 @@ pub enum LoadError {
 pub struct LoadOptions {
     /// Bytes of the event ring buffer (power of two, ≥ one page).
     pub ring_bytes: u32,
+    /// CPU sampling frequency; `None` leaves the CPU sensor off.
+    pub cpu_hz: Option<u64>,
 }
+
+/// Default CPU sampling frequency (Hz).
+pub const DEFAULT_CPU_HZ: u64 = 99;
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             ring_bytes: DEFAULT_RING_BYTES,
+            cpu_hz: Some(DEFAULT_CPU_HZ),
         }
     }
 }
@@ -90,6 +101,7 @@ impl Default for LoadOptions {
 /// An attachment the agent owns.
 enum Link {
     TracePoint(#[allow(dead_code, reason = "held to keep the program attached")] TracePointLink),
+    Perf(#[allow(dead_code, reason = "held to keep the program attached")] PerfEventLink),
     Raw(#[allow(dead_code, reason = "held to keep the program attached")] RawTracePointLink),
 }
 
@@ -249,6 +261,29 @@ impl Probes {
             ));
             attached.push(format!("tracepoint/{category}/{point}"));
         }
+        if let Some(hz) = options.cpu_hz {
+            let program: &mut PerfEvent = program_mut(&mut ebpf, "cpu_sample")?;
+            program
+                .load()
+                .map_err(program_error("cpu_sample", "load"))?;
+            let cpus = aya::util::online_cpus().map_err(|(_, e)| LoadError::Cpus(e))?;
+            for cpu in &cpus {
+                let id = program
+                    .attach(
+                        PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                        PerfEventScope::AllProcessesOneCpu { cpu: *cpu },
+                        SamplePolicy::Frequency(hz),
+                        false,
+                    )
+                    .map_err(program_error("cpu_sample", "attach"))?;
+                links.push(Link::Perf(
+                    program
+                        .take_link(id)
+                        .map_err(program_error("cpu_sample", "attach"))?,
+                ));
+            }
+            attached.push(format!("perf_event/cpu-clock@{hz}Hz x {} CPUs", cpus.len()));
+        }
         let jump_tables = load_syscall_handlers(&mut ebpf)?;
         // Dispatchers last, exit before entry: a change held at entry always
         // finds its exit handler.
@@ -315,6 +350,28 @@ impl Probes {
         })
     }
 
+    /// Takes the CPU sample counters; only the first call succeeds.
+    pub fn take_cpu_maps(&mut self) -> Result<CpuMaps, LoadError> {
+        let samples = self
+            .ebpf
+            .take_map("CPU_SAMPLES")
+            .ok_or(LoadError::MissingMap("CPU_SAMPLES"))?;
+        let host = self
+            .ebpf
+            .take_map("CPU_HOST")
+            .ok_or(LoadError::MissingMap("CPU_HOST"))?;
+        Ok(CpuMaps {
+            samples: PerCpuHashMap::try_from(samples).map_err(|source| LoadError::Map {
+                name: "CPU_SAMPLES",
+                source,
+            })?,
+            host: PerCpuArray::try_from(host).map_err(|source| LoadError::Map {
+                name: "CPU_HOST",
+                source,
+            })?,
+        })
+    }
+
     /// Takes the event ring buffer; only the first call succeeds.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
         let map = self
@@ -349,6 +406,14 @@ pub struct WatchMaps {
     pub dirs: HashMap<MapData, FileKey, u32>,
     /// `WATCHED_NAMES`: last-component hashes.
     pub names: HashMap<MapData, u64, u32>,
+}
+
+/// The CPU sensor's counters (see `ebpf-probes/src/cpu.rs`).
+pub struct CpuMaps {
+    /// `CPU_SAMPLES`: samples per process, per CPU, cumulative.
+    pub samples: PerCpuHashMap<MapData, u32, u64>,
+    /// `CPU_HOST`: busy and all samples, per CPU, cumulative.
+    pub host: PerCpuArray<MapData, u64>,
 }
 
 /// Read access to the probes' per-CPU `LOST` counters.

@@ -54,6 +54,15 @@ impl PolicySet {
                 None => Vec::new(),
             },
             Body::Exit(_) => Vec::new(),
+            // The CPU monitor already decided which policy crossed its threshold.
+            Body::Cpu(cpu) => {
+                return self
+                    .policies
+                    .iter()
+                    .filter(|p| p.name == cpu.policy && matches!(p.trigger, Trigger::Cpu { .. }))
+                    .cloned()
+                    .collect();
+            }
         };
         candidates
             .into_iter()

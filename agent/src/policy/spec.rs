@@ -177,7 +177,8 @@ pub struct CpuOn {
 }
 
 /// What a CPU threshold is measured over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CpuScope {
     /// One process, in percent of one core.
     Process,

@@ -99,7 +99,7 @@ impl ProcessTable {
                 Some(info)
             }
             Body::Exit(_) => self.entries.remove(&task.pid),
-            Body::File(_) => self.entries.get(&task.pid).cloned(),
+            Body::File(_) | Body::Cpu(_) => self.entries.get(&task.pid).cloned(),
         };
         let info = info.or_else(|| self.load(task.pid));
         let parent = self.get(task.ppid).map(|p| ParentContext {
@@ -123,6 +123,38 @@ impl ProcessTable {
                 exe: None,
                 comm: None,
             })),
+        }
+    }
+
+    /// The context of a running process, from the table or `/proc`.
+    pub fn context_of(&mut self, pid: u32) -> ProcessContext {
+        let info = self.get(pid).cloned().or_else(|| self.load(pid));
+        let parent = info
+            .as_ref()
+            .and_then(|i| self.get(i.ppid).cloned().or_else(|| self.load(i.ppid)));
+        match info {
+            Some(i) => ProcessContext {
+                pid,
+                tid: pid,
+                ppid: i.ppid,
+                uid: i.uid,
+                gid: i.gid,
+                comm: i.comm,
+                exe: i.exe,
+                argv: i.argv,
+                cgroup_id: 0,
+                start_ktime_ns: i.start_ktime_ns,
+                parent: parent.map(|p| ParentContext {
+                    pid: p.pid,
+                    exe: p.exe,
+                    comm: Some(p.comm),
+                }),
+            },
+            None => ProcessContext {
+                pid,
+                tid: pid,
+                ..ProcessContext::default()
+            },
         }
     }
 

@@ -1,0 +1,44 @@
+//! CPU events: a threshold held (`cpu_high`) or released (`cpu_normal`).
+use serde::{Deserialize, Serialize};
+
+use crate::policy::spec::CpuScope;
+
+/// Whether the threshold is crossed or released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CpuState {
+    /// Above the threshold for the whole duration.
+    High,
+    /// Back below after a `high`.
+    Normal,
+}
+
+/// A CPU threshold event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cpu {
+    /// The policy whose threshold this is.
+    pub policy: String,
+    /// Process or host.
+    pub scope: CpuScope,
+    /// High or normal.
+    pub state: CpuState,
+    /// The measured value: percent of one core (process) or of all cores (host).
+    pub percent: f64,
+    /// Host CPU, percent of all cores.
+    pub host_percent: f64,
+    /// Busiest processes in the interval.
+    pub top: Vec<TopProcess>,
+}
+
+/// One of the busiest processes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopProcess {
+    /// Process id.
+    pub pid: u32,
+    /// Percent of one core.
+    pub percent: f64,
+    /// Command name.
+    pub comm: String,
+    /// Executable, when known.
+    pub exe: Option<String>,
+}
