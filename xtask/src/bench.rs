@@ -63,6 +63,16 @@ struct Report {
     quick: bool,
     overhead: Vec<Overhead>,
     revert_latency_us: Percentiles,
+    cpu_sampling: Vec<SamplingCost>,
+}
+
+#[derive(Serialize)]
+struct SamplingCost {
+    hz: u64,
+    /// Host CPU while the idle agent runs, in percent of one core.
+    host_busy_percent_of_one_core: Spread,
+    /// The same minus the agent without the CPU sensor.
+    cost_percent_of_one_core: f64,
 }
 
 #[derive(Serialize)]
@@ -208,6 +218,40 @@ fn measure(bin: &Path, work: &Path, plan: &Plan, root: &Path, quick: bool) -> Re
         max: latencies[latencies.len() - 1],
     };
 
+    eprintln!("bench: B7 CPU sampling cost at 0 (sensor off), 99 and 999 Hz");
+    let mut sampling: Vec<(u64, Spread)> = Vec::new();
+    for hz in [0u64, 99, 999] {
+        let mut busy = Vec::new();
+        for _ in 0..plan.runs.min(3) {
+            let agent = Agent::start_with(
+                bin,
+                &policies,
+                &work.join("state"),
+                1,
+                &["--cpu-hz", &hz.to_string()],
+            )?;
+            std::thread::sleep(Duration::from_secs(1));
+            let before = host_busy_jiffies()?;
+            let t = Instant::now();
+            std::thread::sleep(Duration::from_secs(if quick { 3 } else { 10 }));
+            let after = host_busy_jiffies()?;
+            let secs = t.elapsed().as_secs_f64();
+            agent.stop()?;
+            let ticks = ticks_per_second();
+            busy.push((after - before) as f64 / ticks / secs * 100.0);
+        }
+        sampling.push((hz, spread(busy)));
+    }
+    let off = sampling[0].1.median;
+    let cpu_sampling = sampling
+        .into_iter()
+        .map(|(hz, busy)| SamplingCost {
+            hz,
+            cost_percent_of_one_core: busy.median - off,
+            host_busy_percent_of_one_core: busy,
+        })
+        .collect();
+
     let report = Report {
         machine: fs::read_to_string("/proc/cpuinfo")
             .ok()
@@ -226,6 +270,7 @@ fn measure(bin: &Path, work: &Path, plan: &Plan, root: &Path, quick: bool) -> Re
         quick,
         overhead,
         revert_latency_us: revert,
+        cpu_sampling,
     };
     print_table(&report);
     let out = root.join("target/bench");
@@ -234,6 +279,27 @@ fn measure(bin: &Path, work: &Path, plan: &Plan, root: &Path, quick: bool) -> Re
     fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
     println!("\nreport: {}", path.display());
     Ok(())
+}
+
+/// Busy jiffies of all CPUs so far (everything but idle and iowait).
+fn host_busy_jiffies() -> Result<u64> {
+    let stat = fs::read_to_string("/proc/stat")?;
+    let cpu = stat.lines().next().context("empty /proc/stat")?;
+    let fields: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    Ok(fields.iter().take(8).sum::<u64>() - idle)
+}
+
+fn ticks_per_second() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&t| t > 0)
+        .map_or(100.0, |t| t as f64)
 }
 
 fn print_table(r: &Report) {
@@ -259,6 +325,17 @@ fn print_table(r: &Report) {
         "\nB2 write -> content restored ({} changes): p50 {:.0} us, p90 {:.0} us, p99 {:.0} us, max {:.0} us",
         l.samples, l.p50, l.p90, l.p99, l.max
     );
+    println!("\nB7 CPU sampling cost, idle agent (host busy, percent of one core)");
+    for c in &r.cpu_sampling {
+        println!(
+            "  {:>4} Hz: host busy {:.2}% [{:.2}-{:.2}], cost over sensor off {:+.2}%",
+            c.hz,
+            c.host_busy_percent_of_one_core.median,
+            c.host_busy_percent_of_one_core.min,
+            c.host_busy_percent_of_one_core.max,
+            c.cost_percent_of_one_core
+        );
+    }
 }
 
 /// Nanoseconds per iteration of open for writing, write 64 bytes at the
@@ -307,6 +384,16 @@ struct Agent {
 
 impl Agent {
     fn start(bin: &Path, policies: &Path, state: &Path, cpu: usize) -> Result<Self> {
+        Self::start_with(bin, policies, state, cpu, &[])
+    }
+
+    fn start_with(
+        bin: &Path,
+        policies: &Path,
+        state: &Path,
+        cpu: usize,
+        extra: &[&str],
+    ) -> Result<Self> {
         let mut child = Command::new("taskset")
             .arg("-c")
             .arg(cpu.to_string())
@@ -315,6 +402,7 @@ impl Agent {
             .arg(policies)
             .arg("--state-dir")
             .arg(state)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
