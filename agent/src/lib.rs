@@ -11,6 +11,7 @@ pub mod events;
 pub mod files;
 pub mod loader;
 pub mod logging;
+pub mod net;
 pub mod policy;
 pub mod process;
 pub mod sensor;

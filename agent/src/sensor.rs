@@ -108,6 +108,16 @@ impl Sensor {
         self.probes.take_watch_maps()
     }
 
+    /// Takes the connect hooks' block rules; only the first call succeeds.
+    pub fn take_block_maps(&mut self) -> Result<crate::loader::BlockMaps, LoadError> {
+        self.probes.take_block_maps()
+    }
+
+    /// The cgroup v2 root the connect hooks are attached to, if any.
+    pub fn cgroup(&self) -> Option<&std::path::Path> {
+        self.probes.cgroup()
+    }
+
     /// Takes the CPU sample counters; only the first call succeeds.
     pub fn take_cpu_maps(&mut self) -> Result<crate::loader::CpuMaps, LoadError> {
         self.probes.take_cpu_maps()

@@ -13,6 +13,15 @@ use crate::task;
 /// The header for an event of `kind` and `size` bytes about the current task.
 #[inline(always)]
 pub fn header(kind: EventKind, size: usize) -> EventHeader {
+    let mut h = header_without_parent(kind, size);
+    h.ppid = task::parent_tgid(task::current()).unwrap_or(0);
+    h
+}
+
+/// As [`header`] but with `ppid` 0, for program types that may not read the
+/// task (cgroup hooks); the agent fills the parent from its process table.
+#[inline(always)]
+pub fn header_without_parent(kind: EventKind, size: usize) -> EventHeader {
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
     EventHeader {
@@ -22,7 +31,7 @@ pub fn header(kind: EventKind, size: usize) -> EventHeader {
         ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
         pid: pid_tgid as u32,
         tgid: (pid_tgid >> 32) as u32,
-        ppid: task::parent_tgid(task::current()).unwrap_or(0),
+        ppid: 0,
         uid: uid_gid as u32,
         gid: (uid_gid >> 32) as u32,
         _pad: 0,

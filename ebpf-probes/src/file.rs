@@ -108,7 +108,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
 
 /// Syscall return value, in an exit handler.
 #[inline(always)]
-fn ret(ctx: &RawTracePointContext) -> i64 {
+pub fn ret(ctx: &RawTracePointContext) -> i64 {
     ctx.arg(1)
 }
 
@@ -117,9 +117,10 @@ fn current_ids() -> (u32, u32) {
     (id as u32, (id >> 32) as u32)
 }
 
-/// Reads syscall argument `n` from the saved user registers.
+/// Reads syscall argument `n` from the saved user registers (still there
+/// at exit: a syscall only changes the return register).
 #[inline(always)]
-fn read_arg(ctx: &RawTracePointContext, n: usize) -> u64 {
+pub fn read_arg(ctx: &RawTracePointContext, n: usize) -> u64 {
     let regs: u64 = ctx.arg(0);
     let Some(&offset) = ARG_REGS.get(n) else {
         return 0;
@@ -129,7 +130,7 @@ fn read_arg(ctx: &RawTracePointContext, n: usize) -> u64 {
 
 /// The `struct file` behind descriptor `fd` of the current task.
 #[inline(always)]
-fn fd_file(fd: u64) -> Option<u64> {
+pub fn fd_file(fd: u64) -> Option<u64> {
     let off = OFFSETS.load();
     let files: u64 = task::read(task::current(), off.task_files).ok()?;
     let fdt: u64 = task::read(files, off.files_fdt).ok()?;

@@ -7,6 +7,7 @@ mod cpu;
 mod event;
 mod file;
 mod maps;
+mod net;
 mod process;
 mod task;
 

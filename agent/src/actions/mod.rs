@@ -141,10 +141,17 @@ impl Executor {
                 (None, _) => Err("the file sensor is not running".to_string()),
                 (_, None) => Err("the event names no file".to_string()),
             },
-            Action::Block => Err(format!(
-                "`{name}` is not available: the agent has no {} sensor yet",
-                policy.trigger.family()
-            )),
+            Action::Block => match &record.body {
+                Body::Connect(c) if c.blocked => Ok(format!(
+                    "refused in the kernel: connect to {}:{} failed with EPERM",
+                    c.remote_addr, c.remote_port
+                )),
+                Body::Connect(_) => Err(
+                    "not refused: only outbound connects can be blocked, and only while the connect hooks are attached"
+                        .to_string(),
+                ),
+                _ => Err("the event is not a connection".to_string()),
+            },
             Action::Alert { .. } => Ok(String::new()),
         };
         let ok = result.is_ok();

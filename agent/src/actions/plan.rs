@@ -162,6 +162,7 @@ fn throttle_key(per: ThrottleKey, record: &Record) -> String {
         // The file and connect families key on their own fields.
         ThrottleKey::File | ThrottleKey::Remote => match &record.body {
             Body::File(file) => file.path.clone().unwrap_or_default(),
+            Body::Connect(c) => c.remote_addr.to_string(),
             Body::Exec(_) | Body::Exit(_) | Body::Cpu(_) => String::new(),
         },
     }

@@ -10,6 +10,7 @@ use crate::{
     cpu::{CpuMonitor, CpuSampler},
     engine::{self, CpuSensor, reload},
     files::Files,
+    net::BlockTable,
     sensor::{Sensor, SensorOptions},
     telemetry::Metrics,
 };
@@ -55,6 +56,22 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let blocks = match sensor.cgroup() {
+        Some(_) => {
+            let mut table = BlockTable::new(sensor.take_block_maps()?);
+            let rules = table.configure(&set);
+            tracing::info!(rules, "block rules in force");
+            Some(table)
+        }
+        None => {
+            if !crate::net::rules(&set).is_empty() {
+                tracing::error!(
+                    "block policies cannot be enforced without a cgroup v2 hierarchy; they only report"
+                );
+            }
+            None
+        }
+    };
     let mut files = Files::new(Some(sensor.take_watch_maps()?), &args.state_dir)
         .context("opening the baseline store")?;
     // Watches and baselines are in place before the agent says it runs.
@@ -78,6 +95,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         executor,
         Some(files),
         cpu,
+        blocks,
         drift,
     ));
     tracing::info!(

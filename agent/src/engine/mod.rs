@@ -16,6 +16,7 @@ use crate::{
     cpu::{CpuMonitor, CpuSampler},
     events::{Body, Record, clock::BootClock},
     files::Files,
+    net::BlockTable,
     policy::PolicySet,
 };
 
@@ -37,6 +38,7 @@ pub async fn evaluate(
     mut executor: Executor,
     mut files: Option<Files>,
     mut cpu: Option<CpuSensor>,
+    mut blocks: Option<BlockTable>,
     initial: Vec<Record>,
 ) {
     let mut set = policies.borrow_and_update().clone();
@@ -78,6 +80,10 @@ pub async fn evaluate(
         if policies.has_changed().unwrap_or(false) || !Arc::ptr_eq(&set, &policies.borrow()) {
             set = policies.borrow_and_update().clone();
             executor.reset_fuses();
+            if let Some(blocks) = blocks.as_mut() {
+                let rules = blocks.configure(&set);
+                tracing::info!(rules, "block rules in force");
+            }
             if let Some(files) = files.as_mut() {
                 for drift in files.configure(&set) {
                     answer(&set, &mut executor, Some(files), &drift);

@@ -1,13 +1,14 @@
 //! The one place kernel bytes become Rust values: lengths checked, kinds
 //! validated with `TryFrom`, never a panic on bad input.
 use reflex_wire::{
-    COMM_LEN, EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent,
+    COMM_LEN, EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, NetEvent,
     file::{NAME_MAX, PATH_MAX, flag},
     process::{ARGS_MAX, EXE_MAX},
 };
 
 use super::{
     Body, Event, Exec, Exit, Task,
+    connect::Connect,
     file::{File, FileChange, MatchedBy},
 };
 
@@ -66,6 +67,7 @@ impl Wire for EventHeader {}
 impl Wire for ExecEvent {}
 impl Wire for ExitEvent {}
 impl Wire for FileEvent {}
+impl Wire for NetEvent {}
 
 /// Copies a `T` out of the front of `bytes`, or `None` if too short.
 fn read<T: Wire>(bytes: &[u8]) -> Option<T> {
@@ -115,6 +117,14 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Exit => {
             let raw: ExitEvent = read_exact(kind, bytes)?;
             Body::Exit(Exit::from_raw(raw.exit_code))
+        }
+        EventKind::Connect => {
+            let raw: NetEvent = read_exact(kind, bytes)?;
+            Body::Connect(Connect::from_wire(&raw).ok_or(DecodeError::Field {
+                kind,
+                field: "direction",
+                value: raw.direction as u64,
+            })?)
         }
         EventKind::File => {
             let raw: FileEvent = read_exact(kind, bytes)?;

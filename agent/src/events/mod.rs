@@ -1,6 +1,7 @@
 //! Typed events: what the decoder makes of a ring buffer record, and the
 //! enriched [`Record`] the agent emits, one JSON object per event.
 pub mod clock;
+pub mod connect;
 pub mod cpu;
 pub mod decode;
 pub mod file;
@@ -22,6 +23,8 @@ pub enum EventKindName {
     Exit,
     /// A watched file changed.
     File,
+    /// A connection was made, accepted, or a socket started listening.
+    Connect,
     /// A CPU threshold held for its duration.
     CpuHigh,
     /// A CPU threshold released after `cpu_high`.
@@ -35,6 +38,7 @@ impl EventKindName {
             EventKindName::Exec | EventKindName::Exit => "process",
             EventKindName::File => "file",
             EventKindName::CpuHigh | EventKindName::CpuNormal => "cpu",
+            EventKindName::Connect => "connect",
         }
     }
 
@@ -44,6 +48,7 @@ impl EventKindName {
             EventKindName::Exec => "exec",
             EventKindName::Exit => "exit",
             EventKindName::File => "file",
+            EventKindName::Connect => "connect",
             EventKindName::CpuHigh => "cpu_high",
             EventKindName::CpuNormal => "cpu_normal",
         }
@@ -99,6 +104,8 @@ pub enum Body {
     File(file::File),
     /// A CPU threshold event.
     Cpu(cpu::Cpu),
+    /// A connection.
+    Connect(connect::Connect),
 }
 
 impl Body {
@@ -109,6 +116,7 @@ impl Body {
             Body::Exit(_) => EventKindName::Exit,
             Body::File(_) => EventKindName::File,
             Body::Cpu(c) => c.state.kind(),
+            Body::Connect(_) => EventKindName::Connect,
         }
     }
 }

@@ -64,6 +64,16 @@ pub fn resolve(path: &Path) -> Result<KernelOffsets, BtfError> {
         dentry_inode: at("dentry", "d_inode")?,
         dentry_name: at("dentry", "d_name.name")?,
         file_mode: at("file", "f_mode")?,
+        file_private: at("file", "private_data")?,
+        socket_sk: at("socket", "sk")?,
+        sk_family: at("sock", "__sk_common.skc_family")?,
+        sk_daddr: at("sock", "__sk_common.skc_daddr")?,
+        sk_saddr: at("sock", "__sk_common.skc_rcv_saddr")?,
+        sk_dport: at("sock", "__sk_common.skc_dport")?,
+        sk_num: at("sock", "__sk_common.skc_num")?,
+        sk_v6_daddr: at("sock", "__sk_common.skc_v6_daddr")?,
+        sk_v6_saddr: at("sock", "__sk_common.skc_v6_rcv_saddr")?,
+        sk_protocol: at("sock", "sk_protocol")?,
         ..KernelOffsets::default()
     })
 }

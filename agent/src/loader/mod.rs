@@ -1,6 +1,7 @@
 //! Loading the kernel object: resolve offsets, load, attach each probe, and
 //! report what attached.
 pub mod btf;
+pub mod cgroup;
 pub mod syscalls;
 pub mod tracefs;
 
@@ -8,9 +9,13 @@ use std::path::Path;
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
+    maps::{
+        HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf,
+    },
     programs::{
-        PerfEvent, ProgramError, ProgramFd, RawTracePoint, TracePoint,
+        CgroupAttachMode, CgroupSockAddr, PerfEvent, ProgramError, ProgramFd, RawTracePoint,
+        TracePoint,
+        cgroup_sock_addr::CgroupSockAddrLink,
         perf_event::{PerfEventConfig, PerfEventLink, PerfEventScope, SamplePolicy, SoftwareEvent},
         raw_trace_point::RawTracePointLink,
         trace_point::TracePointLink,
@@ -69,6 +74,15 @@ pub enum LoadError {
         #[source]
         source: MapError,
     },
+    /// The cgroup v2 root could not be opened.
+    #[error("opening the cgroup v2 root {path}")]
+    Cgroup {
+        /// Its path.
+        path: std::path::PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The online CPUs could not be listed.
     #[error("listing online CPUs")]
     Cpus(#[source] std::io::Error),
@@ -102,6 +116,7 @@ impl Default for LoadOptions {
 enum Link {
     TracePoint(#[allow(dead_code, reason = "held to keep the program attached")] TracePointLink),
     Perf(#[allow(dead_code, reason = "held to keep the program attached")] PerfEventLink),
+    Cgroup(#[allow(dead_code, reason = "held to keep the program attached")] CgroupSockAddrLink),
     Raw(#[allow(dead_code, reason = "held to keep the program attached")] RawTracePointLink),
 }
 
@@ -115,9 +130,8 @@ fn load_syscall_handlers(ebpf: &mut Ebpf) -> Result<[ProgramArray<MapData>; 2], 
     };
     let mut enter = table(ebpf, "SYS_ENTER")?;
     let mut exit = table(ebpf, "SYS_EXIT")?;
-    let mut names: Vec<&'static str> = syscalls::FILE_SYSCALLS
-        .iter()
-        .flat_map(|s| std::iter::once(s.enter).chain(s.exit))
+    let mut names: Vec<&'static str> = syscalls::all()
+        .flat_map(|s| s.enter.into_iter().chain(s.exit))
         .collect();
     names.sort_unstable();
     names.dedup();
@@ -141,19 +155,16 @@ fn load_syscall_handlers(ebpf: &mut Ebpf) -> Result<[ProgramArray<MapData>; 2], 
             .set(nr, fd, 0)
             .map_err(|source| LoadError::Map { name, source })
     };
-    for syscall in syscalls::FILE_SYSCALLS {
+    for syscall in syscalls::all() {
         if let Some(handler) = syscall.exit {
             set(&mut exit, syscall.nr, &fd(ebpf, handler)?, "SYS_EXIT")?;
         }
     }
-    for syscall in syscalls::FILE_SYSCALLS {
-        set(
-            &mut enter,
-            syscall.nr,
-            &fd(ebpf, syscall.enter)?,
-            "SYS_ENTER",
-        )?;
-        tracing::debug!(syscall = syscall.name, nr = syscall.nr, "file handler set");
+    for syscall in syscalls::all() {
+        if let Some(handler) = syscall.enter {
+            set(&mut enter, syscall.nr, &fd(ebpf, handler)?, "SYS_ENTER")?;
+        }
+        tracing::debug!(syscall = syscall.name, nr = syscall.nr, "handler set");
     }
     Ok([enter, exit])
 }
@@ -185,6 +196,7 @@ pub struct Probes {
     _jump_tables: [ProgramArray<MapData>; 2],
     ebpf: Ebpf,
     attached: Vec<String>,
+    cgroup: Option<std::path::PathBuf>,
 }
 
 /// Threads that detach links at once.
@@ -284,6 +296,34 @@ impl Probes {
             }
             attached.push(format!("perf_event/cpu-clock@{hz}Hz x {} CPUs", cpus.len()));
         }
+        let cgroup = match cgroup::root() {
+            Some(root) => {
+                let dir = std::fs::File::open(&root).map_err(|source| LoadError::Cgroup {
+                    path: root.clone(),
+                    source,
+                })?;
+                for name in ["connect4", "connect6"] {
+                    let program: &mut CgroupSockAddr = program_mut(&mut ebpf, name)?;
+                    program.load().map_err(program_error(name, "load"))?;
+                    let id = program
+                        .attach(&dir, CgroupAttachMode::Single)
+                        .map_err(program_error(name, "attach"))?;
+                    links.push(Link::Cgroup(
+                        program
+                            .take_link(id)
+                            .map_err(program_error(name, "attach"))?,
+                    ));
+                    attached.push(format!("cgroup/{name}@{}", root.display()));
+                }
+                Some(root)
+            }
+            None => {
+                tracing::warn!(
+                    "no cgroup v2 hierarchy found: outbound connects are not seen and block policies cannot be enforced"
+                );
+                None
+            }
+        };
         let jump_tables = load_syscall_handlers(&mut ebpf)?;
         // Dispatchers last, exit before entry: a change held at entry always
         // finds its exit handler.
@@ -305,6 +345,7 @@ impl Probes {
             _jump_tables: jump_tables,
             ebpf,
             attached,
+            cgroup,
         })
     }
 
@@ -347,6 +388,33 @@ impl Probes {
             files: HashMap::try_from(files).map_err(map_err("WATCHED"))?,
             dirs: HashMap::try_from(dirs).map_err(map_err("WATCHED_DIRS"))?,
             names: HashMap::try_from(names).map_err(map_err("WATCHED_NAMES"))?,
+        })
+    }
+
+    /// The cgroup v2 root the connect hooks are attached to, if any.
+    pub fn cgroup(&self) -> Option<&std::path::Path> {
+        self.cgroup.as_deref()
+    }
+
+    /// Takes the block rule tries; only the first call succeeds.
+    pub fn take_block_maps(&mut self) -> Result<BlockMaps, LoadError> {
+        let v4 = self
+            .ebpf
+            .take_map("BLOCK4")
+            .ok_or(LoadError::MissingMap("BLOCK4"))?;
+        let v6 = self
+            .ebpf
+            .take_map("BLOCK6")
+            .ok_or(LoadError::MissingMap("BLOCK6"))?;
+        Ok(BlockMaps {
+            v4: LpmTrie::try_from(v4).map_err(|source| LoadError::Map {
+                name: "BLOCK4",
+                source,
+            })?,
+            v6: LpmTrie::try_from(v6).map_err(|source| LoadError::Map {
+                name: "BLOCK6",
+                source,
+            })?,
         })
     }
 
@@ -406,6 +474,14 @@ pub struct WatchMaps {
     pub dirs: HashMap<MapData, FileKey, u32>,
     /// `WATCHED_NAMES`: last-component hashes.
     pub names: HashMap<MapData, u64, u32>,
+}
+
+/// The connect hooks' block rules (see `ebpf-probes/src/net.rs`).
+pub struct BlockMaps {
+    /// `BLOCK4`: IPv4 prefixes, address as the kernel's u32 (network order bytes).
+    pub v4: LpmTrie<MapData, u32, reflex_wire::BlockRule>,
+    /// `BLOCK6`: IPv6 prefixes, address as four u32 words.
+    pub v6: LpmTrie<MapData, [u32; 4], reflex_wire::BlockRule>,
 }
 
 /// The CPU sensor's counters (see `ebpf-probes/src/cpu.rs`).

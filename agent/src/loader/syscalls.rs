@@ -7,8 +7,8 @@ pub struct Syscall {
     pub name: &'static str,
     /// x86-64 syscall number.
     pub nr: u32,
-    /// Program run at entry.
-    pub enter: &'static str,
+    /// Program run at entry, if any.
+    pub enter: Option<&'static str>,
     /// Program run at exit, if any.
     pub exit: Option<&'static str>,
 }
@@ -22,8 +22,17 @@ const fn sc(
     Syscall {
         name,
         nr,
-        enter,
+        enter: Some(enter),
         exit,
+    }
+}
+
+const fn exit_only(name: &'static str, nr: u32, exit: &'static str) -> Syscall {
+    Syscall {
+        name,
+        nr,
+        enter: None,
+        exit: Some(exit),
     }
 }
 
@@ -58,6 +67,18 @@ pub const FILE_SYSCALLS: &[Syscall] = &[
     sc("fchmodat2", 452, "enter_fchmodat", OP),
 ];
 
+/// Syscalls the connect family reads at exit.
+pub const NET_SYSCALLS: &[Syscall] = &[
+    exit_only("accept", 43, "exit_accept"),
+    exit_only("listen", 50, "exit_listen"),
+    exit_only("accept4", 288, "exit_accept"),
+];
+
+/// Every syscall with a handler.
+pub fn all() -> impl Iterator<Item = &'static Syscall> {
+    FILE_SYSCALLS.iter().chain(NET_SYSCALLS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::FILE_SYSCALLS;
@@ -67,6 +88,12 @@ mod tests {
         let mut ours: Vec<u32> = FILE_SYSCALLS.iter().map(|s| s.nr).collect();
         ours.sort_unstable();
         assert_eq!(ours, reflex_wire::syscalls::FILE_SYSCALLS);
+        let net: Vec<u32> = super::NET_SYSCALLS.iter().map(|s| s.nr).collect();
+        assert_eq!(net, reflex_wire::syscalls::NET_SYSCALLS);
+        assert!(
+            net.iter()
+                .all(|&n| reflex_wire::syscalls::handled(n as u64))
+        );
         assert!(
             ours.iter()
                 .all(|&n| reflex_wire::syscalls::handled(n as u64))

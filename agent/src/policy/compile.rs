@@ -7,7 +7,7 @@ use super::{
     checked::Position,
     load::{Locator, PolicyError, SourcePolicy},
     model::{Action, ConnectTrigger, Policy, ProcessMatcher, Throttle, Trigger, all_valid},
-    spec::{ActionSpec, ConditionSpec, CpuScope, OnSpec, PolicySpec, ThrottleKey},
+    spec::{self, ActionSpec, ConditionSpec, CpuScope, OnSpec, PolicySpec, ThrottleKey},
     value::{Template, compile_glob},
 };
 
@@ -215,6 +215,27 @@ fn compile_one(
             "`kill` needs a process; `cpu` policies with `scope: host` cannot kill (use `run`)"
                 .into(),
         );
+    }
+
+    if let (Some(Trigger::Connect(t)), Some(actions)) = (&trigger, &actions)
+        && actions.iter().any(|a| matches!(a, Action::Block))
+    {
+        if !t.direction.is_empty() && !t.direction.contains(&spec::Direction::Outbound) {
+            err(
+                errors,
+                locator.find(Some("do:"), "block"),
+                "`block` refuses outbound connects; add `outbound` to `direction`".into(),
+            );
+        }
+        if when.as_ref().is_some_and(Option::is_some)
+            || unless.as_ref().is_some_and(Option::is_some)
+        {
+            err(
+                errors,
+                locator.find(Some("do:"), "block"),
+                "`block` is decided in the kernel, which cannot test `when`/`unless` process conditions; use separate policies".into(),
+            );
+        }
     }
 
     if let (Some(family), Some(actions)) = (family, &actions) {

@@ -54,6 +54,12 @@ impl PolicySet {
                 None => Vec::new(),
             },
             Body::Exit(_) => Vec::new(),
+            Body::Connect(connect) => (0..self.policies.len())
+                .filter(|&i| match &self.policies[i].trigger {
+                    Trigger::Connect(t) => t.matches(connect),
+                    _ => false,
+                })
+                .collect(),
             // The CPU monitor already decided which policy crossed its threshold.
             Body::Cpu(cpu) => {
                 return self

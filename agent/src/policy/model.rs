@@ -110,6 +110,29 @@ impl ConnectTrigger {
     }
 }
 
+impl ConnectTrigger {
+    /// Whether `c` meets every condition given.
+    pub fn matches(&self, c: &crate::events::connect::Connect) -> bool {
+        let remote_ok = self.direction_needs_remote(c)
+            || self.remote.is_empty()
+            || self.remote.iter().any(|n| n.0.contains(&c.remote_addr));
+        (self.direction.is_empty() || self.direction.contains(&c.direction))
+            && remote_ok
+            && !self.except.iter().any(|n| n.0.contains(&c.remote_addr))
+            && (self.ports.is_empty()
+                || self
+                    .ports
+                    .iter()
+                    .any(|p| (p.first..=p.last).contains(&c.service_port())))
+            && (self.protocol.is_empty() || c.protocol.is_some_and(|p| self.protocol.contains(&p)))
+    }
+
+    /// A listening socket has no remote end: `remote` does not apply.
+    fn direction_needs_remote(&self, c: &crate::events::connect::Connect) -> bool {
+        c.direction == Direction::Listen
+    }
+}
+
 /// `Some` of every value when all are valid.
 pub fn all_valid<T>(items: Vec<super::checked::Checked<T>>) -> Option<Vec<T>> {
     items

@@ -99,10 +99,16 @@ impl ProcessTable {
                 Some(info)
             }
             Body::Exit(_) => self.entries.remove(&task.pid),
-            Body::File(_) | Body::Cpu(_) => self.entries.get(&task.pid).cloned(),
+            Body::File(_) | Body::Cpu(_) | Body::Connect(_) => self.entries.get(&task.pid).cloned(),
         };
         let info = info.or_else(|| self.load(task.pid));
-        let parent = self.get(task.ppid).map(|p| ParentContext {
+        // Probes that may not read the task (cgroup hooks) send ppid 0.
+        let ppid = if task.ppid == 0 {
+            info.as_ref().map_or(0, |i| i.ppid)
+        } else {
+            task.ppid
+        };
+        let parent = self.get(ppid).map(|p| ParentContext {
             pid: p.pid,
             exe: p.exe.clone(),
             comm: Some(p.comm.clone()),
@@ -110,7 +116,7 @@ impl ProcessTable {
         ProcessContext {
             pid: task.pid,
             tid: task.tid,
-            ppid: task.ppid,
+            ppid,
             uid: task.uid,
             gid: task.gid,
             comm: task.comm.clone(),
@@ -119,7 +125,7 @@ impl ProcessTable {
             cgroup_id: task.cgroup_id,
             start_ktime_ns: info.as_ref().and_then(|i| i.start_ktime_ns),
             parent: parent.or(Some(ParentContext {
-                pid: task.ppid,
+                pid: ppid,
                 exe: None,
                 comm: None,
             })),

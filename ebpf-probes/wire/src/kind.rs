@@ -10,6 +10,8 @@ pub enum EventKind {
     Exit = 0x0102,
     /// A watched file changed.
     File = 0x0201,
+    /// A connection was made, accepted, or a socket started listening.
+    Connect = 0x0301,
 }
 
 /// A `kind` value that names no known event.
@@ -24,6 +26,7 @@ impl TryFrom<u32> for EventKind {
             0x0101 => Ok(Self::Exec),
             0x0102 => Ok(Self::Exit),
             0x0201 => Ok(Self::File),
+            0x0301 => Ok(Self::Connect),
             other => Err(UnknownKind(other)),
         }
     }

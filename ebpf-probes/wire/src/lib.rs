@@ -10,6 +10,7 @@ pub mod file;
 pub mod header;
 pub mod kind;
 pub mod loss;
+pub mod net;
 pub mod offsets;
 pub mod process;
 pub mod syscalls;
@@ -18,6 +19,7 @@ pub use file::{FileEvent, FileKey};
 pub use header::EventHeader;
 pub use kind::EventKind;
 pub use loss::LossReason;
+pub use net::{BlockRule, NetEvent};
 pub use offsets::KernelOffsets;
 pub use process::{ExecEvent, ExitEvent};
 
@@ -32,4 +34,6 @@ mod pod {
     unsafe impl aya::Pod for crate::KernelOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::FileKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::BlockRule {}
 }

@@ -53,11 +53,29 @@ pub struct KernelOffsets {
     pub dentry_name: u32,
     /// `file.f_mode`.
     pub file_mode: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// `file.private_data` (a `struct socket *` for sockets).
+    pub file_private: u32,
+    /// `socket.sk`.
+    pub socket_sk: u32,
+    /// `sock.__sk_common.skc_family`.
+    pub sk_family: u32,
+    /// `sock.__sk_common.skc_daddr`.
+    pub sk_daddr: u32,
+    /// `sock.__sk_common.skc_rcv_saddr`.
+    pub sk_saddr: u32,
+    /// `sock.__sk_common.skc_dport` (network order).
+    pub sk_dport: u32,
+    /// `sock.__sk_common.skc_num` (host order).
+    pub sk_num: u32,
+    /// `sock.__sk_common.skc_v6_daddr`.
+    pub sk_v6_daddr: u32,
+    /// `sock.__sk_common.skc_v6_rcv_saddr`.
+    pub sk_v6_saddr: u32,
+    /// `sock.sk_protocol`.
+    pub sk_protocol: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 96);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 132);
 
 impl KernelOffsets {
     /// All offsets zero: the value compiled into the probes before the agent
@@ -86,7 +104,16 @@ impl KernelOffsets {
         dentry_inode: 0,
         dentry_name: 0,
         file_mode: 0,
-        _pad: 0,
+        file_private: 0,
+        socket_sk: 0,
+        sk_family: 0,
+        sk_daddr: 0,
+        sk_saddr: 0,
+        sk_dport: 0,
+        sk_num: 0,
+        sk_v6_daddr: 0,
+        sk_v6_saddr: 0,
+        sk_protocol: 0,
     };
 }
 

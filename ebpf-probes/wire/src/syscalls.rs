@@ -7,6 +7,9 @@ pub const FILE_SYSCALLS: [u32; 24] = [
     437, 452,
 ];
 
+/// Syscalls the connect family reads at exit: accept, listen, accept4.
+pub const NET_SYSCALLS: [u32; 3] = [43, 50, 288];
+
 /// Slots in the jump tables.
 pub const SLOTS: u32 = 512;
 
@@ -19,6 +22,12 @@ pub const HANDLED: [u64; (SLOTS / 64) as usize] = {
         let n = FILE_SYSCALLS[i];
         bits[(n / 64) as usize] |= 1 << (n % 64);
         i += 1;
+    }
+    let mut j = 0;
+    while j < NET_SYSCALLS.len() {
+        let n = NET_SYSCALLS[j];
+        bits[(n / 64) as usize] |= 1 << (n % 64);
+        j += 1;
     }
     bits
 };
