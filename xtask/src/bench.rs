@@ -128,6 +128,17 @@ fn measure(bin: &Path, work: &Path, plan: &Plan, root: &Path, quick: bool) -> Re
     let target = work.join("managed/app.conf");
     fs::create_dir_all(target.parent().unwrap_or(work))?;
     fs::write(&target, "good content\n")?;
+    // A hundred block rules that match nothing the benchmark does.
+    let mut rules = String::new();
+    for i in 0..100 {
+        rules.push_str(&format!(
+            "---\nname: bench-block-{i}\nmode: enforce\non:\n  connect: {{ direction: [outbound], remote: [\"198.18.{}.{}/32\"], ports: [{}] }}\ndo: [block]\n",
+            i / 250,
+            i % 250 + 1,
+            10_000 + i
+        ));
+    }
+    write_policy(&policies.join("bench-block.yaml"), &rules)?;
     write_policy(
         &policies.join("bench.yaml"),
         &format!(
@@ -167,6 +178,28 @@ fn measure(bin: &Path, work: &Path, plan: &Plan, root: &Path, quick: bool) -> Re
             workload: "open/write/close, unwatched files",
             placement,
             iterations: plan.loop_iterations,
+            baseline_ns_per_iter: spread(base),
+            reflex_ns_per_iter: spread(with),
+            ratio: spread(ratio),
+        });
+
+        eprintln!("bench: B1 connect/accept loop on loopback, {placement}");
+        let rounds = plan.loop_iterations / 20;
+        let mut base = Vec::new();
+        let mut with = Vec::new();
+        connect_loop(rounds / 4)?;
+        for _ in 0..plan.runs {
+            base.push(connect_loop(rounds)?);
+            let agent = Agent::start(bin, &policies, &work.join("state"), agent_cpu)?;
+            connect_loop(rounds / 10)?;
+            with.push(connect_loop(rounds)?);
+            agent.stop()?;
+        }
+        let ratio = base.iter().zip(&with).map(|(b, w)| w / b).collect();
+        overhead.push(Overhead {
+            workload: "connect/accept/close on loopback",
+            placement,
+            iterations: rounds,
             baseline_ns_per_iter: spread(base),
             reflex_ns_per_iter: spread(with),
             ratio: spread(ratio),
@@ -310,7 +343,7 @@ fn print_table(r: &Report) {
     println!("\nB1 syscall overhead (ratio to no agent; median [min-max] of runs)");
     for o in &r.overhead {
         println!(
-            "  {:<40} {:<14} {:>7.0} ns/iter -> {:>7.0} ns/iter   ratio {:.3} [{:.3}-{:.3}]",
+            "  {:<36} {:<14} {:>7.0} ns/iter -> {:>7.0} ns/iter   ratio {:.3} [{:.3}-{:.3}]",
             o.workload,
             o.placement,
             o.baseline_ns_per_iter.median,
@@ -336,6 +369,19 @@ fn print_table(r: &Report) {
             c.cost_percent_of_one_core
         );
     }
+}
+
+/// Nanoseconds per connect, accept and close on loopback.
+fn connect_loop(rounds: usize) -> Result<f64> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        let client = std::net::TcpStream::connect(addr)?;
+        let (server, _) = listener.accept()?;
+        drop((client, server));
+    }
+    Ok(start.elapsed().as_nanos() as f64 / rounds.max(1) as f64)
 }
 
 /// Nanoseconds per iteration of open for writing, write 64 bytes at the
