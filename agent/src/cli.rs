@@ -83,6 +83,9 @@ pub struct RunArgs {
     /// Hooks allowed to run at once; more are skipped and counted.
     #[arg(long, default_value_t = crate::actions::run::DEFAULT_MAX_HOOKS)]
     pub max_hooks: usize,
+    /// Where `/metrics` is served.
+    #[arg(long, default_value = crate::telemetry::server::DEFAULT_ADDR)]
+    pub metrics_addr: std::net::SocketAddr,
     /// CPU sampling frequency in Hz (0 turns the CPU sensor off).
     #[arg(long, default_value_t = crate::loader::DEFAULT_CPU_HZ)]
     pub cpu_hz: u64,

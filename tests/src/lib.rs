@@ -103,6 +103,8 @@ pub struct Agent {
     pub stdout: mpsc::Receiver<String>,
     /// Lines it logged on stderr (also echoed to the test's stderr).
     pub stderr: mpsc::Receiver<String>,
+    /// Log lines already read by [`Agent::log_line`].
+    pub log: std::cell::RefCell<Vec<String>>,
 }
 
 impl Agent {
@@ -111,9 +113,17 @@ impl Agent {
         wait_line(&self.stdout, limit, found)
     }
 
-    /// Waits up to `limit` for a log line containing `text`.
+    /// Waits up to `limit` for a log line containing `text`; lines read
+    /// before, by earlier calls, count too.
     pub fn log_line(&self, limit: Duration, text: &str) -> Option<String> {
-        wait_line(&self.stderr, limit, |l| l.contains(text))
+        if let Some(line) = self.log.borrow().iter().find(|l| l.contains(text)) {
+            return Some(line.clone());
+        }
+        let log = &self.log;
+        wait_line(&self.stderr, limit, |l| {
+            log.borrow_mut().push(l.to_string());
+            l.contains(text)
+        })
     }
 }
 
@@ -173,6 +183,7 @@ pub fn start_agent(args: &[&str], ready: &str) -> Agent {
         guard,
         stdout: forward_lines(stdout, false),
         stderr: forward_lines(stderr, true),
+        log: std::cell::RefCell::new(Vec::new()),
     };
     let mut agent = agent;
     if agent.log_line(Duration::from_secs(30), ready).is_none() {
@@ -241,6 +252,8 @@ impl Scratch {
                 self.path("policies").to_str().expect("utf-8"),
                 "--state-dir",
                 self.path("state").to_str().expect("utf-8"),
+                "--metrics-addr",
+                "127.0.0.1:0",
             ],
             "reflex running",
         )
@@ -267,4 +280,38 @@ pub async fn wait_for_record(
             Ok(None) | Err(_) => return None,
         }
     }
+}
+
+/// The address `reflex run` serves `/metrics` on, from its log.
+pub fn metrics_addr(agent: &Agent) -> std::net::SocketAddr {
+    let line = agent
+        .log_line(Duration::from_secs(10), "metrics at http://")
+        .expect("reflex logs its metrics address");
+    let start = line.find("http://").expect("address") + "http://".len();
+    let rest = &line[start..];
+    let end = rest.find('/').expect("path");
+    rest[..end].parse().expect("socket address")
+}
+
+/// A plain HTTP/1.0 GET on loopback; returns the body.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .expect("connect to a local HTTP server");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+/// A free loopback port (bound and released; good enough for a test server).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }

@@ -180,7 +180,15 @@ fn reflex_run_detaches_and_exits_zero_on_sigint() {
     let dir = std::env::temp_dir().join(format!("reflex-run-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("policy dir");
     let (mut agent, _lines) = start_reflex(
-        &["run", "--policies", dir.to_str().expect("utf-8 path")],
+        &[
+            "run",
+            "--policies",
+            dir.to_str().expect("utf-8 path"),
+            "--state-dir",
+            dir.join("state").to_str().expect("utf-8 path"),
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
         "reflex running",
     );
     agent.signal(Signal::SIGINT);
@@ -201,6 +209,7 @@ fn a_closed_stderr_does_not_take_the_agent_down() {
         .arg(dir.path())
         .arg("--state-dir")
         .arg(dir.path().join("state"))
+        .args(["--metrics-addr", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

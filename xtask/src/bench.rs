@@ -448,6 +448,7 @@ impl Agent {
             .arg(policies)
             .arg("--state-dir")
             .arg(state)
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -18,6 +18,9 @@ const LLVM_PACKAGES: [&str; 4] = [
     "zlib1g-dev",
     "libzstd-dev",
 ];
+/// Debian packages the root tests talk to: a real Prometheus (and
+/// promtool) and a real Alertmanager.
+const TEST_PACKAGES: [&str; 2] = ["prometheus", "prometheus-alertmanager"];
 /// Where Debian puts LLVM 22.
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
@@ -54,6 +57,11 @@ pub fn run() -> Result<()> {
                 .env("LLVM_PREFIX", LLVM_PREFIX),
         )?;
         installed.push(format!("bpf-linker {BPF_LINKER_VERSION} (cargo install)"));
+    }
+    let missing = missing_debs(&TEST_PACKAGES);
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+        installed.extend(missing.iter().map(|p| format!("{p} (apt)")));
     }
     if installed.is_empty() {
         eprintln!("xtask: setup: everything is in place");

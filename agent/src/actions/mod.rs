@@ -159,6 +159,11 @@ impl Executor {
             .actions
             .with_label_values(&[name, if ok { "ok" } else { "error" }])
             .inc();
+        let elapsed_ns = crate::events::clock::BootClock::now_ns().saturating_sub(record.ktime_ns);
+        self.metrics
+            .action_latency
+            .with_label_values(&[name])
+            .observe(elapsed_ns as f64 / 1e9);
         if let Err(detail) = &result {
             tracing::warn!(policy = policy.name, action = name, detail, "action failed");
         }

@@ -41,6 +41,10 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let mut shutdown = super::shutdown::Shutdown::install()?;
     let metrics = Metrics::new();
     metrics.policies_loaded.set(set.len() as i64);
+    let served = crate::telemetry::server::serve(args.metrics_addr, metrics.clone())
+        .await
+        .with_context(|| format!("serving /metrics on {}", args.metrics_addr))?;
+    tracing::info!(addr = %served, "metrics at http://{served}/metrics");
     let mut options = SensorOptions::default();
     options.load.cpu_hz = (args.cpu_hz > 0).then_some(args.cpu_hz);
     let (mut sensor, records) =

@@ -1,5 +1,8 @@
 //! The agent's metric families. Every place an event can be lost has a counter.
-use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 
 /// All metric families, registered in one registry.
 #[derive(Clone)]
@@ -22,6 +25,16 @@ pub struct Metrics {
     pub policies_loaded: IntGauge,
     /// `reflex_policy_reloads_total{result}`: reload attempts.
     pub reloads: IntCounterVec,
+    /// `reflex_action_latency_seconds{action}`: event (kernel time) to action done.
+    pub action_latency: HistogramVec,
+    /// `reflex_alert_deliveries_total{sink,result}`: alerts handed to a sink.
+    pub deliveries: IntCounterVec,
+    /// `reflex_alert_queue_depth{sink}`: alerts waiting for a sink.
+    pub queue_depth: IntGaugeVec,
+    /// `reflex_alert_spool_entries{sink}`: alerts waiting on disk.
+    pub spool_entries: IntGaugeVec,
+    /// `reflex_alerts_dropped_total{sink,reason}`: alerts a sink will never get.
+    pub alerts_dropped: IntCounterVec,
 }
 
 impl Metrics {
@@ -81,6 +94,76 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let action_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "reflex_action_latency_seconds",
+                "Time from the event in the kernel to the action done, by action.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5,
+            ]),
+            &["action"],
+        )
+        .expect("valid metric");
+        let deliveries = IntCounterVec::new(
+            Opts::new(
+                "reflex_alert_deliveries_total",
+                "Alert deliveries, by sink and result (ok, error).",
+            ),
+            &["sink", "result"],
+        )
+        .expect("valid metric");
+        let queue_depth = IntGaugeVec::new(
+            Opts::new(
+                "reflex_alert_queue_depth",
+                "Alerts queued in memory for a sink.",
+            ),
+            &["sink"],
+        )
+        .expect("valid metric");
+        let spool_entries = IntGaugeVec::new(
+            Opts::new(
+                "reflex_alert_spool_entries",
+                "Alerts spooled on disk for a sink.",
+            ),
+            &["sink"],
+        )
+        .expect("valid metric");
+        let alerts_dropped = IntCounterVec::new(
+            Opts::new(
+                "reflex_alerts_dropped_total",
+                "Alerts a sink will never receive, by sink and reason.",
+            ),
+            &["sink", "reason"],
+        )
+        .expect("valid metric");
+        let build = IntGaugeVec::new(
+            Opts::new("reflex_build_info", "Always 1; labels name the build."),
+            &["version"],
+        )
+        .expect("valid metric");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        // Every place an event can be lost shows up at 0 from the start, so
+        // an alert rule on it works before the first loss.
+        for (place, reason) in [
+            ("kernel", "ringbuf_full"),
+            ("kernel", "kernel_read_failed"),
+            ("decode", "truncated"),
+            ("decode", "unknown_kind"),
+            ("decode", "size_mismatch"),
+            ("decode", "bad_field"),
+        ] {
+            lost.with_label_values(&[place, reason]);
+        }
+        for result in ["ok", "rejected"] {
+            reloads.with_label_values(&[result]);
+        }
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric names");
         for collector in [
             Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(lost.clone()),
@@ -90,6 +173,12 @@ impl Metrics {
             Box::new(actions.clone()),
             Box::new(policies_loaded.clone()),
             Box::new(reloads.clone()),
+            Box::new(action_latency.clone()),
+            Box::new(deliveries.clone()),
+            Box::new(queue_depth.clone()),
+            Box::new(spool_entries.clone()),
+            Box::new(alerts_dropped.clone()),
+            Box::new(build),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -103,6 +192,11 @@ impl Metrics {
             actions,
             policies_loaded,
             reloads,
+            action_latency,
+            deliveries,
+            queue_depth,
+            spool_entries,
+            alerts_dropped,
         }
     }
 

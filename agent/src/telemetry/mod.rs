@@ -1,4 +1,5 @@
 //! Metrics: one registry the agent fills and a Prometheus endpoint serves.
 pub mod metrics;
+pub mod server;
 
 pub use metrics::Metrics;
