@@ -67,31 +67,36 @@ pub enum Command {
     },
 }
 
-/// Options of `reflex run`.
+/// Options of `reflex run`. Each overrides the configuration file, whose
+/// values override the defaults shown.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Directory of `*.yaml` policy files (reloaded on change and on SIGHUP).
-    #[arg(long, default_value = "/etc/reflex/policies")]
-    pub policies: PathBuf,
-    /// Where alerts, baselines and spools are kept.
-    #[arg(long, default_value = "/var/lib/reflex")]
-    pub state_dir: PathBuf,
+    /// The agent's configuration file [default: /etc/reflex/reflex.yaml, if present].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Directory of `*.yaml` policy files, reloaded on change and on SIGHUP
+    /// [default: /etc/reflex/policies].
+    #[arg(long)]
+    pub policies: Option<PathBuf>,
+    /// Where alerts, baselines and spools are kept [default: /var/lib/reflex].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
     /// A kill policy that kills more than this many different executables
-    /// within a minute stops killing until the next reload.
-    #[arg(long, default_value_t = crate::actions::plan::DEFAULT_FUSE_LIMIT)]
-    pub kill_fuse: usize,
-    /// Hooks allowed to run at once; more are skipped and counted.
-    #[arg(long, default_value_t = crate::actions::run::DEFAULT_MAX_HOOKS)]
-    pub max_hooks: usize,
-    /// Where `/metrics` is served.
-    #[arg(long, default_value = crate::telemetry::server::DEFAULT_ADDR)]
-    pub metrics_addr: std::net::SocketAddr,
-    /// CPU sampling frequency in Hz (0 turns the CPU sensor off).
-    #[arg(long, default_value_t = crate::loader::DEFAULT_CPU_HZ)]
-    pub cpu_hz: u64,
-    /// How often CPU use is computed and `cpu` policies are checked.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    pub cpu_interval: std::time::Duration,
+    /// within a minute stops killing until the next reload [default: 5].
+    #[arg(long)]
+    pub kill_fuse: Option<usize>,
+    /// Hooks allowed to run at once; more are skipped and counted [default: 16].
+    #[arg(long)]
+    pub max_hooks: Option<usize>,
+    /// Where `/metrics` is served [default: 127.0.0.1:9807].
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// CPU sampling frequency in Hz, 0 turns the CPU sensor off [default: 99].
+    #[arg(long)]
+    pub cpu_hz: Option<u64>,
+    /// How often CPU use is computed and `cpu` policies are checked [default: 1s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub cpu_interval: Option<std::time::Duration>,
 }
 
 /// `reflex baseline` subcommands.

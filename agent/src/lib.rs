@@ -5,6 +5,7 @@
 pub mod actions;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod cpu;
 pub mod engine;
 pub mod events;
@@ -15,4 +16,5 @@ pub mod net;
 pub mod policy;
 pub mod process;
 pub mod sensor;
+pub mod sinks;
 pub mod telemetry;

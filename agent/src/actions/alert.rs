@@ -43,10 +43,11 @@ pub struct ActionResult {
     pub detail: String,
 }
 
-/// Where alerts are written.
+/// Where alerts are written: stdout, the local file, and remote sinks.
 pub struct AlertLog {
     stdout: bool,
     file: Option<(PathBuf, File)>,
+    remote: Vec<crate::sinks::RemoteSink>,
 }
 
 impl AlertLog {
@@ -58,7 +59,14 @@ impl AlertLog {
         Ok(Self {
             stdout,
             file: Some((path, file)),
+            remote: Vec::new(),
         })
+    }
+
+    /// Also hands every alert to `sink`.
+    pub fn with_remote(mut self, sink: crate::sinks::RemoteSink) -> Self {
+        self.remote.push(sink);
+        self
     }
 
     /// A log that writes nowhere (replay, tests).
@@ -66,6 +74,7 @@ impl AlertLog {
         Self {
             stdout: false,
             file: None,
+            remote: Vec::new(),
         }
     }
 
@@ -89,6 +98,9 @@ impl AlertLog {
             && let Err(err) = file.write_all(&line)
         {
             tracing::error!(%err, path = %path.display(), "writing an alert");
+        }
+        for sink in &self.remote {
+            sink.push(&line[..line.len() - 1]);
         }
     }
 }

@@ -7,17 +7,20 @@ use tokio::sync::watch;
 use crate::{
     actions::{Executor, alert::AlertLog, run::HookRunner},
     cli::RunArgs,
+    config::Settings,
     cpu::{CpuMonitor, CpuSampler},
     engine::{self, CpuSensor, reload},
     files::Files,
     net::BlockTable,
     sensor::{Sensor, SensorOptions},
+    sinks::{RemoteSink, Target},
     telemetry::Metrics,
 };
 
 /// Loads the policies and probes, answers events until SIGINT/SIGTERM, then
 /// detaches everything and returns success.
 pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let args = &Settings::resolve(args)?;
     if !args.policies.is_dir() {
         bail!(
             "policy directory {} does not exist",
@@ -35,11 +38,32 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .mode(0o700)
         .create(&args.state_dir)
         .with_context(|| format!("creating state directory {}", args.state_dir.display()))?;
-    let alerts = AlertLog::open(&args.state_dir, true)
+    let mut alerts = AlertLog::open(&args.state_dir, args.alerts_stdout)
         .with_context(|| format!("opening the alert log in {}", args.state_dir.display()))?;
 
     let mut shutdown = super::shutdown::Shutdown::install()?;
     let metrics = Metrics::new();
+    let remote = args
+        .webhooks
+        .iter()
+        .map(|w| (w.name.clone(), Target::Webhook(w.clone())))
+        .chain(
+            args.alertmanager
+                .iter()
+                .map(|a| ("alertmanager".to_string(), Target::Alertmanager(a.clone()))),
+        );
+    for (name, target) in remote {
+        let sink = RemoteSink::start(
+            &name,
+            target,
+            &args.state_dir,
+            args.spool_max,
+            metrics.clone(),
+        )
+        .with_context(|| format!("opening the spool of alert sink {name}"))?;
+        tracing::info!(sink = name, "alert sink ready");
+        alerts = alerts.with_remote(sink);
+    }
     metrics.policies_loaded.set(set.len() as i64);
     let served = crate::telemetry::server::serve(args.metrics_addr, metrics.clone())
         .await
@@ -119,6 +143,6 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The CPU sampling frequency, if the CPU sensor is on.
-fn options_cpu(args: &RunArgs) -> Option<u64> {
+fn options_cpu(args: &Settings) -> Option<u64> {
     (args.cpu_hz > 0).then_some(args.cpu_hz)
 }

@@ -1,0 +1,218 @@
+//! Alert delivery to a real Alertmanager and to a webhook, with nothing
+//! lost while the receiver is down; every server listens on loopback.
+use std::{
+    fs,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::TcpListener,
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use nix::sys::signal::Signal;
+use reflex_tests::{Agent, ChildGuard, Scratch, free_port, http_get, require_root, start_agent};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn start(scratch: &Scratch, config: &str) -> Agent {
+    let path = scratch.path("reflex.yaml");
+    fs::write(&path, config).expect("agent config");
+    start_agent(
+        &[
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+            "--policies",
+            scratch.path("policies").to_str().unwrap(),
+            "--state-dir",
+            scratch.path("state").to_str().unwrap(),
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+        "reflex running",
+    )
+}
+
+fn alertmanager(scratch: &Scratch, port: u16) -> ChildGuard {
+    let config = scratch.path("alertmanager.yml");
+    fs::write(
+        &config,
+        "route:\n  receiver: nowhere\nreceivers:\n  - name: nowhere\n",
+    )
+    .unwrap();
+    let guard = ChildGuard::spawn(
+        Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.path={}",
+                scratch.path("am-data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + WAIT;
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "alertmanager did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    guard
+}
+
+/// Alerts Alertmanager holds for `policy`.
+fn alerts_for(port: u16, policy: &str) -> Vec<Value> {
+    let body = http_get(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        "/api/v2/alerts",
+    );
+    let all: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+    all.into_iter()
+        .filter(|a| a["labels"]["alertname"] == policy)
+        .collect()
+}
+
+fn fire(tool: &std::path::Path) {
+    let mut child = ChildGuard::spawn(Command::new(tool).arg("30"));
+    child.wait_for(Duration::from_secs(5)).expect("killed");
+}
+
+#[test]
+fn alertmanager_gets_every_alert_even_across_its_downtime_and_an_agent_restart() {
+    require_root();
+    let scratch = Scratch::new();
+    let tool = scratch.tool("forbidden-tool", "/bin/sleep");
+    scratch.policy(
+        "kill.yaml",
+        &format!(
+            "name: no-forbidden-tool\nmode: enforce\non:\n  exec: {{ paths: [\"{}\"] }}\ndo:\n  - kill\n  - alert: {{ severity: critical, summary: \"killed {{process.exe}}\" }}\nlabels: {{ team: security }}\n",
+            tool.display()
+        ),
+    );
+    let port = free_port();
+    let config = format!(
+        "alerts:\n  stdout: false\n  alertmanager: {{ url: 'http://127.0.0.1:{port}', resolve_after: 10m }}\n"
+    );
+    let mut am = alertmanager(&scratch, port);
+    let mut agent = start(&scratch, &config);
+
+    fire(&tool);
+    let deadline = Instant::now() + WAIT;
+    let mut got = Vec::new();
+    while got.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        got = alerts_for(port, "no-forbidden-tool");
+    }
+    let alert = got.first().expect("Alertmanager received the alert");
+    assert_eq!(alert["labels"]["severity"], "critical");
+    assert_eq!(alert["labels"]["team"], "security");
+    assert!(
+        alert["labels"]["host"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty())
+    );
+    assert_eq!(
+        alert["annotations"]["summary"],
+        format!("killed {}", tool.display())
+    );
+    assert!(
+        alert["endsAt"].as_str().is_some(),
+        "endsAt set so it resolves"
+    );
+
+    // Alertmanager down; five alerts; the agent restarted; Alertmanager back.
+    am.signal(Signal::SIGTERM);
+    am.wait_for(Duration::from_secs(10))
+        .expect("alertmanager stops");
+    fs::remove_dir_all(scratch.path("am-data")).ok();
+    for _ in 0..5 {
+        fire(&tool);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    agent.guard.signal(Signal::SIGTERM);
+    agent
+        .guard
+        .wait_for(Duration::from_secs(5))
+        .expect("agent stops");
+    let _agent = start(&scratch, &config);
+    let _am = alertmanager(&scratch, port);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        got = alerts_for(port, "no-forbidden-tool");
+        if got.len() >= 5 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut ids: Vec<String> = got
+        .iter()
+        .map(|a| {
+            a["labels"]["event_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(got.len(), 5, "all five arrive: {got:#?}");
+    assert_eq!(ids.len(), 5, "once each");
+}
+
+#[test]
+fn a_webhook_gets_the_alert_with_its_token() {
+    require_root();
+    let scratch = Scratch::new();
+    let tool = scratch.tool("hooked-tool", "/bin/sleep");
+    scratch.policy(
+        "kill.yaml",
+        &format!(
+            "name: hooked\nmode: enforce\non:\n  exec: {{ paths: [\"{}\"] }}\ndo: [kill, alert]\n",
+            tool.display()
+        ),
+    );
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Serve a bounded number of requests, then stop.
+        for stream in server.incoming().take(5) {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut headers = Vec::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                headers.push(line);
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).ok();
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .ok();
+            let _ = tx.send((headers, body));
+        }
+    });
+    let config = format!(
+        "alerts:\n  stdout: false\n  webhooks:\n    - {{ name: ops, url: 'http://{addr}/reflex', bearer_token: s3cret, headers: {{ X-Team: ops }} }}\n"
+    );
+    let _agent = start(&scratch, &config);
+    fire(&tool);
+    let (headers, body) = rx.recv_timeout(WAIT).expect("the webhook is called");
+    let headers = headers.join("").to_ascii_lowercase();
+    assert!(
+        headers.contains("authorization: bearer s3cret"),
+        "{headers}"
+    );
+    assert!(headers.contains("x-team: ops"), "{headers}");
+    let alert: Value = serde_json::from_slice(&body).expect("JSON body");
+    assert_eq!(alert["policy"], "hooked");
+}
