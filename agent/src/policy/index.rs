@@ -2,20 +2,22 @@
 //! many policies cannot match it.
 use std::collections::HashMap;
 
-use globset::{GlobSet, GlobSetBuilder};
+use globset::GlobMatcher;
 
 use super::{
     model::{Policy, Trigger},
     value::{PathGlob, compile_glob},
 };
 
-/// Which `exec` policies a path can match: exact paths by hash, all globs in
-/// one automaton, and the policies that match every exec.
+/// Which policies a path can match: exact paths by hash; globs by the
+/// directory their literal part ends in (a path is tested only against the
+/// globs rooted in one of its ancestors); and the policies that match every
+/// path. The cost follows the depth of the path and the globs near it, not
+/// the number of policies.
 #[derive(Debug, Default)]
 pub struct PathIndex {
     literal: HashMap<String, Vec<usize>>,
-    globs: Option<GlobSet>,
-    glob_owner: Vec<usize>,
+    by_dir: HashMap<String, Vec<(GlobMatcher, usize)>>,
     any: Vec<usize>,
 }
 
@@ -38,7 +40,6 @@ impl PathIndex {
 
     fn build(policies: &[Policy], paths_of: impl Fn(&Trigger) -> Option<&Vec<PathGlob>>) -> Self {
         let mut index = Self::default();
-        let mut builder = GlobSetBuilder::new();
         for (i, policy) in policies.iter().enumerate() {
             let Some(paths) = paths_of(&policy.trigger) else {
                 continue;
@@ -50,13 +51,16 @@ impl PathIndex {
                 if path.is_literal() {
                     index.literal.entry(path.0.clone()).or_default().push(i);
                 } else {
-                    builder.add(compile_glob(&path.0).expect("validated glob"));
-                    index.glob_owner.push(i);
+                    let matcher = compile_glob(&path.0)
+                        .expect("validated glob")
+                        .compile_matcher();
+                    index
+                        .by_dir
+                        .entry(literal_dir(&path.0).to_string())
+                        .or_default()
+                        .push((matcher, i));
                 }
             }
-        }
-        if !index.glob_owner.is_empty() {
-            index.globs = builder.build().ok();
         }
         index
     }
@@ -67,11 +71,44 @@ impl PathIndex {
         if let Some(hits) = self.literal.get(path) {
             out.extend(hits);
         }
-        if let Some(globs) = &self.globs {
-            out.extend(globs.matches(path).into_iter().map(|g| self.glob_owner[g]));
+        if !self.by_dir.is_empty() {
+            for (end, _) in path.match_indices('/') {
+                let dir = if end == 0 { "/" } else { &path[..end] };
+                if let Some(globs) = self.by_dir.get(dir) {
+                    out.extend(
+                        globs
+                            .iter()
+                            .filter(|(m, _)| m.is_match(path))
+                            .map(|(_, i)| *i),
+                    );
+                }
+            }
         }
         out.sort_unstable();
         out.dedup();
         out
+    }
+}
+
+/// The directory a glob's literal part ends in: `/opt/app/bin` for
+/// `/opt/app/bin/*`, `/` for `/*/bin/nc`.
+fn literal_dir(glob: &str) -> &str {
+    let meta = glob.find(['*', '?', '[', '{']).unwrap_or(glob.len());
+    match glob[..meta].rfind('/') {
+        Some(0) | None => "/",
+        Some(slash) => &glob[..slash],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::literal_dir;
+
+    #[test]
+    fn literal_dirs() {
+        assert_eq!(literal_dir("/opt/app/bin/*"), "/opt/app/bin");
+        assert_eq!(literal_dir("/etc/nginx/**/*.conf"), "/etc/nginx");
+        assert_eq!(literal_dir("/*/bin/nc"), "/");
+        assert_eq!(literal_dir("/usr/bin/nc*"), "/usr/bin");
     }
 }
