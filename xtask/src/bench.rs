@@ -10,6 +10,8 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+
+use crate::peers;
 use nix::sched::{CpuSet, sched_setaffinity};
 use serde::Serialize;
 
@@ -63,7 +65,28 @@ struct Report {
     quick: bool,
     overhead: Vec<Overhead>,
     revert_latency_us: Percentiles,
+    inotify_restorer_latency_us: Option<Percentiles>,
+    throughput: Option<Throughput>,
+    policy_scaling: Vec<serde_json::Value>,
+    footprint: Vec<Footprint>,
+    kill_bytes_written: Option<u64>,
     cpu_sampling: Vec<SamplingCost>,
+}
+
+#[derive(Serialize)]
+struct Throughput {
+    /// (offered events/s, delivered events/s, lost) per round.
+    rounds: Vec<(f64, f64, u64)>,
+    highest_rate_without_loss: f64,
+    agent_cpu_us_per_event: f64,
+}
+
+#[derive(Serialize)]
+struct Footprint {
+    policies: usize,
+    seconds: u64,
+    rss_mib: f64,
+    cpu_percent_of_one_core: f64,
 }
 
 #[derive(Serialize)]
@@ -206,6 +229,45 @@ fn measure(bin: &Path, work: &Path, plan: &Plan, root: &Path, quick: bool) -> Re
         });
     }
 
+    pin(0)?;
+    let watched_files: Vec<PathBuf> = (0..1000)
+        .map(|i| watched.join(format!("w{i:04}.conf")))
+        .collect();
+    if peers::available("auditd") && peers::available("auditctl") {
+        eprintln!("bench: B1 peer auditd with 1000 watch rules");
+        let mut base = Vec::new();
+        let mut with = Vec::new();
+        for _ in 0..plan.runs {
+            base.push(file_loop(&loop_dir, plan.loop_iterations)?);
+            let peer = peers::Peer::auditd(&watched_files, work)?;
+            with.push(file_loop(&loop_dir, plan.loop_iterations)?);
+            peer.stop()?;
+        }
+        overhead.push(peer_row(
+            "auditd, 1000 watch rules",
+            plan.loop_iterations,
+            base,
+            with,
+        ));
+    }
+    if peers::available("bpftrace") {
+        eprintln!("bench: B1 peer bpftrace with a path filter");
+        let mut base = Vec::new();
+        let mut with = Vec::new();
+        for _ in 0..plan.runs {
+            base.push(file_loop(&loop_dir, plan.loop_iterations)?);
+            let peer = peers::Peer::bpftrace()?;
+            with.push(file_loop(&loop_dir, plan.loop_iterations)?);
+            peer.stop()?;
+        }
+        overhead.push(peer_row(
+            "bpftrace, openat path filter",
+            plan.loop_iterations,
+            base,
+            with,
+        ));
+    }
+
     eprintln!(
         "bench: B2 write to a watched file -> restored, {} changes",
         plan.reverts
@@ -217,39 +279,40 @@ fn measure(bin: &Path, work: &Path, plan: &Plan, root: &Path, quick: bool) -> Re
         &work.join("state"),
         if cpus > 1 { 1 } else { 0 },
     )?;
-    let mut latencies = Vec::with_capacity(plan.reverts);
-    for i in 0..plan.reverts {
-        fs::write(&target, format!("tampered {i}\n"))?;
-        let written = Instant::now();
-        let deadline = written + Duration::from_secs(5);
-        let mut buf = Vec::with_capacity(64);
-        loop {
-            buf.clear();
-            if fs::File::open(&target)
-                .and_then(|mut f| f.read_to_end(&mut buf))
-                .is_ok()
-                && buf == b"good content\n"
-            {
-                latencies.push(written.elapsed().as_secs_f64() * 1e6);
-                break;
-            }
-            if Instant::now() > deadline {
-                agent.stop()?;
-                bail!("change {i} was not restored within 5 s");
-            }
-            std::hint::spin_loop();
-        }
-    }
+    let latencies = restore_latencies(&target, plan.reverts);
     agent.stop()?;
-    latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
-    let revert = Percentiles {
-        samples: latencies.len(),
-        p50: pct(0.5),
-        p90: pct(0.9),
-        p99: pct(0.99),
-        max: latencies[latencies.len() - 1],
+    let latencies = latencies?;
+    let revert = percentiles(latencies.clone());
+    let reflex_latencies = latencies;
+
+    let inotify = if peers::available("inotifywait") {
+        eprintln!("bench: B2 peer inotify restorer");
+        let baseline = work.join("inotify-baseline");
+        let victim = work.join("inotify-target.conf");
+        fs::write(&baseline, "good content\n")?;
+        fs::write(&victim, "good content\n")?;
+        let peer = peers::Peer::inotify_restorer(&victim, &baseline)?;
+        let result = restore_latencies(&victim, plan.reverts);
+        peer.stop()?;
+        Some(percentiles(result?))
+    } else {
+        None
     };
+
+    eprintln!("bench: B3 throughput, offered load doubled until anything is lost");
+    let throughput = throughput(bin, &policies, work, quick)?;
+
+    eprintln!("bench: B4 evaluation cost per event with 10, 1 000 and 10 000 policies");
+    let scaling = policy_scaling(root)?;
+
+    eprintln!("bench: B5 idle footprint with 10 and 10 000 policies");
+    let mut footprint = Vec::new();
+    for n in [10usize, 10_000] {
+        footprint.push(idle_footprint(bin, work, n, if quick { 10 } else { 60 })?);
+    }
+
+    eprintln!("bench: B6 bytes written after an open a kill policy answers");
+    let kill_bytes = kill_bytes(bin, work)?;
 
     eprintln!("bench: B7 CPU sampling cost at 0 (sensor off), 99 and 999 Hz");
     let mut sampling: Vec<(u64, Spread)> = Vec::new();
@@ -303,6 +366,11 @@ fn measure(bin: &Path, work: &Path, plan: &Plan, root: &Path, quick: bool) -> Re
         quick,
         overhead,
         revert_latency_us: revert,
+        inotify_restorer_latency_us: inotify,
+        throughput,
+        policy_scaling: scaling,
+        footprint,
+        kill_bytes_written: kill_bytes,
         cpu_sampling,
     };
     print_table(&report);
@@ -310,7 +378,17 @@ fn measure(bin: &Path, work: &Path, plan: &Plan, root: &Path, quick: bool) -> Re
     fs::create_dir_all(&out)?;
     let path = out.join("report.json");
     fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-    println!("\nreport: {}", path.display());
+    let picture = out.join("report.svg");
+    crate::chart::draw(
+        &picture,
+        &reflex_latencies,
+        report.throughput.as_ref().map(|t| t.rounds.as_slice()),
+    )?;
+    println!(
+        "\nreport: {}\npicture: {}",
+        path.display(),
+        picture.display()
+    );
     Ok(())
 }
 
@@ -358,6 +436,40 @@ fn print_table(r: &Report) {
         "\nB2 write -> content restored ({} changes): p50 {:.0} us, p90 {:.0} us, p99 {:.0} us, max {:.0} us",
         l.samples, l.p50, l.p90, l.p99, l.max
     );
+    if let Some(l) = &r.inotify_restorer_latency_us {
+        println!(
+            "   inotify restorer (same method):    p50 {:.0} us, p90 {:.0} us, p99 {:.0} us, max {:.0} us",
+            l.p50, l.p90, l.p99, l.max
+        );
+    }
+    if let Some(t) = &r.throughput {
+        println!(
+            "\nB3 throughput: highest offered rate without loss {:.0} events/s; agent CPU {:.1} us/event",
+            t.highest_rate_without_loss, t.agent_cpu_us_per_event
+        );
+        for (offered, delivered, lost) in &t.rounds {
+            println!("   offered {offered:>9.0}/s  delivered {delivered:>9.0}/s  lost {lost}");
+        }
+    }
+    println!("\nB4 evaluation cost per event");
+    for row in &r.policy_scaling {
+        println!(
+            "   {:>6} policies: {} ns/event",
+            row["policies"], row["ns_per_event"]
+        );
+    }
+    println!("\nB5 idle footprint");
+    for f in &r.footprint {
+        println!(
+            "   {:>6} policies: RSS {:.1} MiB, CPU {:.2}% of one core over {} s",
+            f.policies, f.rss_mib, f.cpu_percent_of_one_core, f.seconds
+        );
+    }
+    if let Some(bytes) = r.kill_bytes_written {
+        println!(
+            "\nB6 bytes that reached a watched file after the open a kill policy answered: {bytes}"
+        );
+    }
     println!("\nB7 CPU sampling cost, idle agent (host busy, percent of one core)");
     for c in &r.cpu_sampling {
         println!(
@@ -426,6 +538,7 @@ fn tempdir() -> Result<PathBuf> {
 /// A `reflex run` started for a measurement, pinned to one CPU.
 struct Agent {
     child: Child,
+    metrics: Option<std::net::SocketAddr>,
 }
 
 impl Agent {
@@ -456,17 +569,46 @@ impl Agent {
             .context("starting reflex")?;
         let stderr = child.stderr.take().context("reflex stderr")?;
         let mut lines = BufReader::new(stderr).lines();
-        let ready = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|l| l.contains("reflex running"));
+        let mut metrics = None;
+        let mut ready = false;
+        for line in lines.by_ref().map_while(Result::ok) {
+            if let Some(at) = line.find("http://") {
+                let rest = &line[at + 7..];
+                metrics = rest.split('/').next().and_then(|a| a.parse().ok());
+            }
+            if line.contains("reflex running") {
+                ready = true;
+                break;
+            }
+        }
         if !ready {
             let _ = child.kill();
             bail!("reflex did not start");
         }
         // Keep draining its log so it never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Ok(Self { child })
+        Ok(Self { child, metrics })
+    }
+
+    /// (file events decoded, events lost) from the agent's `/metrics`.
+    fn counters(&self) -> Result<(u64, u64)> {
+        let body = http_get(self.metrics.context("no metrics address")?, "/metrics")?;
+        let mut events = 0.0;
+        let mut lost = 0.0;
+        for line in body.lines() {
+            let value = || {
+                line.rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            if line.starts_with("reflex_events_total{") && line.contains("family=\"file\"") {
+                events += value();
+            } else if line.starts_with("reflex_events_lost_total{") {
+                lost += value();
+            }
+        }
+        Ok((events as u64, lost as u64))
     }
 
     fn stop(mut self) -> Result<()> {
@@ -477,4 +619,241 @@ impl Agent {
         self.child.wait()?;
         Ok(())
     }
+}
+
+fn peer_row(name: &'static str, iterations: usize, base: Vec<f64>, with: Vec<f64>) -> Overhead {
+    let ratio = base.iter().zip(&with).map(|(b, w)| w / b).collect();
+    Overhead {
+        workload: name,
+        placement: "peer",
+        iterations,
+        baseline_ns_per_iter: spread(base),
+        reflex_ns_per_iter: spread(with),
+        ratio: spread(ratio),
+    }
+}
+
+fn percentiles(mut latencies: Vec<f64>) -> Percentiles {
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+    Percentiles {
+        samples: latencies.len(),
+        p50: pct(0.5),
+        p90: pct(0.9),
+        p99: pct(0.99),
+        max: latencies[latencies.len() - 1],
+    }
+}
+
+/// Microseconds from writing `target` to seeing its good content back, `n` times.
+fn restore_latencies(target: &Path, n: usize) -> Result<Vec<f64>> {
+    let mut latencies = Vec::with_capacity(n);
+    for i in 0..n {
+        fs::write(target, format!("tampered {i}\n"))?;
+        let written = Instant::now();
+        let deadline = written + Duration::from_secs(5);
+        let mut buf = Vec::with_capacity(64);
+        loop {
+            buf.clear();
+            if fs::File::open(target)
+                .and_then(|mut f| f.read_to_end(&mut buf))
+                .is_ok()
+                && buf == b"good content\n"
+            {
+                latencies.push(written.elapsed().as_secs_f64() * 1e6);
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("change {i} was not restored within 5 s");
+            }
+            std::hint::spin_loop();
+        }
+    }
+    Ok(latencies)
+}
+
+/// B3: file events offered at doubling rates to a monitor policy; the agent's
+/// own counters say what was delivered and lost.
+fn throughput(bin: &Path, shipped: &Path, work: &Path, quick: bool) -> Result<Option<Throughput>> {
+    let dir = work.join("throughput");
+    fs::create_dir_all(&dir)?;
+    let policies = work.join("throughput-policies");
+    fs::create_dir_all(&policies)?;
+    let _ = shipped;
+    write_policy(
+        &policies.join("all.yaml"),
+        &format!(
+            "name: every-write\nmode: monitor\non:\n  file: {{ paths: [\"{}/*\"] }}\ndo: [alert]\nthrottle: {{ per: policy, max: 1, every: 1h }}\n",
+            dir.display()
+        ),
+    )?;
+    let files: Vec<PathBuf> = (0..64).map(|i| dir.join(format!("t{i}"))).collect();
+    for f in &files {
+        fs::write(f, "x")?;
+    }
+    let agent = Agent::start_with(bin, &policies, &work.join("throughput-state"), 1, &[])?;
+    let pid = agent.child.id();
+    let mut rounds = Vec::new();
+    let mut best = 0.0;
+    let mut rate = 5_000.0;
+    let mut cpu_per_event = 0.0;
+    let max_rounds = if quick { 6 } else { 9 };
+    for _ in 0..max_rounds {
+        let (events0, lost0) = agent.counters()?;
+        let cpu0 = process_cpu_seconds(pid)?;
+        let offered = offer(&files, rate, Duration::from_secs(1))?;
+        std::thread::sleep(Duration::from_millis(500));
+        let (events1, lost1) = agent.counters()?;
+        let cpu1 = process_cpu_seconds(pid)?;
+        let delivered = events1 - events0;
+        let lost = lost1 - lost0;
+        rounds.push((offered, delivered as f64, lost));
+        if delivered > 0 {
+            cpu_per_event = (cpu1 - cpu0) * 1e6 / delivered as f64;
+        }
+        if lost > 0 || (delivered as f64) < offered * 0.95 {
+            break;
+        }
+        best = offered;
+        rate *= 2.0;
+    }
+    agent.stop()?;
+    Ok(Some(Throughput {
+        rounds,
+        highest_rate_without_loss: best,
+        agent_cpu_us_per_event: cpu_per_event,
+    }))
+}
+
+/// Opens for writing and closes files at `rate` events per second (each
+/// open and each close is one event) for `span`; returns the rate achieved.
+fn offer(files: &[PathBuf], rate: f64, span: Duration) -> Result<f64> {
+    let start = Instant::now();
+    let mut done = 0u64;
+    while start.elapsed() < span {
+        let due = (start.elapsed().as_secs_f64() * rate / 2.0) as u64;
+        while done < due {
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .open(&files[done as usize % files.len()])?;
+            drop(f);
+            done += 1;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(done as f64 * 2.0 / start.elapsed().as_secs_f64())
+}
+
+fn process_cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = &stat[stat.rfind(')').context("stat")? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(ticks as f64 / ticks_per_second())
+}
+
+fn policy_scaling(root: &Path) -> Result<Vec<serde_json::Value>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "--package",
+            "reflex",
+            "--example",
+            "eval_bench",
+        ])
+        .current_dir(root)
+        .stderr(Stdio::null())
+        .output()
+        .context("running the evaluation benchmark")?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+fn idle_footprint(bin: &Path, work: &Path, n: usize, seconds: u64) -> Result<Footprint> {
+    let dir = work.join(format!("footprint-{n}"));
+    fs::create_dir_all(&dir)?;
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&format!(
+            "---\nname: idle-{i}\nmode: monitor\non:\n  exec: {{ paths: [\"/opt/none{i}/bin/*\"] }}\ndo: [alert]\n"
+        ));
+    }
+    write_policy(&dir.join("policies.yaml"), &text)?;
+    let agent = Agent::start_with(
+        bin,
+        &dir,
+        &work.join(format!("footprint-state-{n}")),
+        1,
+        &[],
+    )?;
+    let pid = agent.child.id();
+    std::thread::sleep(Duration::from_secs(1));
+    let cpu0 = process_cpu_seconds(pid)?;
+    std::thread::sleep(Duration::from_secs(seconds));
+    let cpu1 = process_cpu_seconds(pid)?;
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    agent.stop()?;
+    Ok(Footprint {
+        policies: n,
+        seconds,
+        rss_mib: rss_kib / 1024.0,
+        cpu_percent_of_one_core: (cpu1 - cpu0) / seconds as f64 * 100.0,
+    })
+}
+
+/// B6: a writer opens a watched file under a kill policy (no revert) and
+/// writes 4 KiB; how many bytes of the file changed.
+fn kill_bytes(bin: &Path, work: &Path) -> Result<Option<u64>> {
+    let dir = work.join("kill");
+    fs::create_dir_all(&dir)?;
+    let file = dir.join("guarded.conf");
+    let original = vec![b'g'; 4096];
+    fs::write(&file, &original)?;
+    let policies = dir.join("policies");
+    fs::create_dir_all(&policies)?;
+    write_policy(
+        &policies.join("kill.yaml"),
+        &format!(
+            "name: kill-writer\nmode: enforce\non:\n  file: {{ paths: [\"{}\"] }}\ndo: [kill]\n",
+            file.display()
+        ),
+    )?;
+    let agent = Agent::start_with(bin, &policies, &dir.join("state"), 1, &[])?;
+    let script = format!(
+        "import os\nfd = os.open({:?}, os.O_WRONLY)\nos.write(fd, b'E' * 4096)\n",
+        file.display().to_string()
+    );
+    let status = Command::new("python3").args(["-c", &script]).status()?;
+    agent.stop()?;
+    let after = fs::read(&file)?;
+    let changed = after.iter().zip(&original).filter(|(a, b)| a != b).count()
+        + after.len().abs_diff(original.len());
+    if status.success() {
+        eprintln!("bench: B6 the writer was not killed");
+    }
+    Ok(Some(changed as u64))
+}
+
+/// A plain HTTP/1.0 GET on loopback.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<String> {
+    use std::io::Write as _;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
 }

@@ -3,7 +3,9 @@
 //! Every command that needs tools calls `setup` first, so a fresh machine
 //! needs nothing but a clone and `cargo xtask run` or `cargo xtask test`.
 mod bench;
+mod chart;
 mod cmd;
+mod peers;
 mod setup;
 
 use std::path::PathBuf;
@@ -65,6 +67,7 @@ fn main() -> Result<()> {
         Task::Test { unit_only } => test(unit_only),
         Task::Bench { quick } => {
             setup::run()?;
+            setup::bench_tools()?;
             cmd::cargo(&["build", "--release", "--package", "reflex"])?;
             bench::run(&root, quick)
         }

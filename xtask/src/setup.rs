@@ -142,3 +142,16 @@ pub fn protect_policies(dir: &std::path::Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// The peers `cargo xtask bench` measures against (Debian packages).
+const BENCH_PACKAGES: [&str; 3] = ["auditd", "bpftrace", "inotify-tools"];
+
+/// Installs the benchmark peers that are missing.
+pub fn bench_tools() -> Result<()> {
+    let missing = missing_debs(&BENCH_PACKAGES);
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+        eprintln!("xtask: setup: installed {} (apt)", missing.join(", "));
+    }
+    Ok(())
+}
