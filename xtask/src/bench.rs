@@ -26,7 +26,7 @@ impl Plan {
     fn new(quick: bool) -> Self {
         if quick {
             Self {
-                runs: 5,
+                runs: 3,
                 loop_iterations: 200_000,
                 reverts: 1_000,
             }
