@@ -110,8 +110,9 @@ pub fn encode_dev(dev: u64) -> u32 {
     (major << 20) | minor
 }
 
-/// SHA-256 of the content of `path`, read without following a final symlink.
-pub fn content_hash(path: &Path) -> Result<String, RevertError> {
+/// Opens `path` for reading, refusing symlinks in the directories and as
+/// the file itself.
+fn open_nofollow(path: &Path) -> Result<File, RevertError> {
     let (dir, name) = open_parent(path)?;
     let fd = openat(
         &dir,
@@ -120,7 +121,12 @@ pub fn content_hash(path: &Path) -> Result<String, RevertError> {
         Mode::empty(),
     )
     .map_err(io_err("opening", path))?;
-    hash_reader(File::from(fd)).map_err(|source| RevertError::Io {
+    Ok(File::from(fd))
+}
+
+/// SHA-256 of the content of `path`, read without following a final symlink.
+pub fn content_hash(path: &Path) -> Result<String, RevertError> {
+    hash_reader(open_nofollow(path)?).map_err(|source| RevertError::Io {
         what: "reading",
         path: path.display().to_string(),
         source,
@@ -130,16 +136,8 @@ pub fn content_hash(path: &Path) -> Result<String, RevertError> {
 /// The content of `path`, read without following a final symlink, up to
 /// `limit` bytes.
 pub fn read_content(path: &Path, limit: u64) -> Result<Vec<u8>, RevertError> {
-    let (dir, name) = open_parent(path)?;
-    let fd = openat(
-        &dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io_err("opening", path))?;
     let mut content = Vec::new();
-    File::from(fd)
+    open_nofollow(path)?
         .take(limit + 1)
         .read_to_end(&mut content)
         .map_err(|source| RevertError::Io {

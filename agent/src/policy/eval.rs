@@ -90,11 +90,7 @@ impl PolicySet {
 fn change_matches(policy: &Policy, body: &Body) -> bool {
     match (&policy.trigger, body) {
         (Trigger::File { changes, .. }, Body::File(file)) => {
-            changes.is_empty()
-                || file
-                    .changes
-                    .iter()
-                    .any(|c| changes.iter().any(|w| w.as_str() == c.as_str()))
+            changes.is_empty() || file.changes.iter().any(|c| changes.contains(c))
         }
         _ => true,
     }

@@ -8,6 +8,8 @@ use serde::{
     de::{self, MapAccess, Visitor},
 };
 
+pub use crate::events::file::FileChange;
+
 use super::{
     checked::Checked,
     value::{Cidr, DurationValue, NameGlob, PathGlob, Percent, PortRange, SignalValue, Template},
@@ -97,29 +99,6 @@ pub struct FileOn {
     /// Which changes count; empty means every change.
     #[serde(default)]
     pub events: Vec<Checked<FileChange>>,
-}
-
-/// Kinds of change to a watched file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FileChange {
-    /// Opened for writing (or created, or truncated at open).
-    Write,
-    /// The writer closed it after writing.
-    CloseWrite,
-    /// Truncated.
-    Truncate,
-    /// Renamed from or onto.
-    Rename,
-    /// Removed.
-    Unlink,
-    /// Mode changed.
-    Chmod,
-    /// Owner changed.
-    Chown,
-    /// A hard or symbolic link was made.
-    Link,
-    /// Created in a watched directory.
-    Create,
 }
 
 /// `on: connect`.
@@ -406,11 +385,11 @@ impl<'de> Visitor<'de> for ActionVisitor {
 crate::scalar_enum!(Mode, "`enforce` or `monitor`", {
     "enforce" => Mode::Enforce, "monitor" => Mode::Monitor,
 });
-crate::scalar_enum!(FileChange, "one of write, close_write, truncate, rename, unlink, chmod, chown, link, create", {
+crate::scalar_enum!(FileChange, "one of write, close_write, truncate, rename, unlink, chmod, chown, link, create, drift", {
     "write" => FileChange::Write, "close_write" => FileChange::CloseWrite,
     "truncate" => FileChange::Truncate, "rename" => FileChange::Rename,
     "unlink" => FileChange::Unlink, "chmod" => FileChange::Chmod, "chown" => FileChange::Chown,
-    "link" => FileChange::Link, "create" => FileChange::Create,
+    "link" => FileChange::Link, "create" => FileChange::Create, "drift" => FileChange::Drift,
 });
 crate::scalar_enum!(Direction, "one of outbound, inbound, listen", {
     "outbound" => Direction::Outbound, "inbound" => Direction::Inbound, "listen" => Direction::Listen,
@@ -475,22 +454,5 @@ impl<'de> Visitor<'de> for OnVisitor {
             )));
         }
         Ok(on)
-    }
-}
-
-impl FileChange {
-    /// The change's name, as in policies and events.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FileChange::Write => "write",
-            FileChange::CloseWrite => "close_write",
-            FileChange::Truncate => "truncate",
-            FileChange::Rename => "rename",
-            FileChange::Unlink => "unlink",
-            FileChange::Chmod => "chmod",
-            FileChange::Chown => "chown",
-            FileChange::Link => "link",
-            FileChange::Create => "create",
-        }
     }
 }
