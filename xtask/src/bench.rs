@@ -66,6 +66,7 @@ struct Report {
     overhead: Vec<Overhead>,
     revert_latency_us: Percentiles,
     inotify_restorer_latency_us: Option<Percentiles>,
+    event_delivery_us: Vec<(String, Percentiles)>,
     throughput: Option<Throughput>,
     policy_scaling: Vec<serde_json::Value>,
     footprint: Vec<Footprint>,
@@ -299,6 +300,20 @@ fn measure(bin: &Path, work: &Path, plan: &Plan, root: &Path, quick: bool) -> Re
         None
     };
 
+    eprintln!("bench: B2 write -> event delivered (reflex alert log, auditd log)");
+    let mut delivery = Vec::new();
+    let samples = if quick { 200 } else { 1000 };
+    delivery.push((
+        "reflex".to_string(),
+        percentiles(reflex_delivery(bin, work, samples)?),
+    ));
+    if peers::available("auditd") && peers::available("auditctl") {
+        delivery.push((
+            "auditd".to_string(),
+            percentiles(auditd_delivery(work, samples)?),
+        ));
+    }
+
     eprintln!("bench: B3 throughput, offered load doubled until anything is lost");
     let throughput = throughput(bin, &policies, work, quick)?;
 
@@ -367,6 +382,7 @@ fn measure(bin: &Path, work: &Path, plan: &Plan, root: &Path, quick: bool) -> Re
         overhead,
         revert_latency_us: revert,
         inotify_restorer_latency_us: inotify,
+        event_delivery_us: delivery,
         throughput,
         policy_scaling: scaling,
         footprint,
@@ -439,6 +455,12 @@ fn print_table(r: &Report) {
     if let Some(l) = &r.inotify_restorer_latency_us {
         println!(
             "   inotify restorer (same method):    p50 {:.0} us, p90 {:.0} us, p99 {:.0} us, max {:.0} us",
+            l.p50, l.p90, l.p99, l.max
+        );
+    }
+    for (who, l) in &r.event_delivery_us {
+        println!(
+            "   write -> event delivered, {who:<7} p50 {:.0} us, p90 {:.0} us, p99 {:.0} us, max {:.0} us",
             l.p50, l.p90, l.p99, l.max
         );
     }
@@ -856,4 +878,58 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<String> {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default())
+}
+
+/// Microseconds from a write to `file` until `log` grows, `n` times.
+fn log_growth_latencies(file: &Path, log: &Path, n: usize) -> Result<Vec<f64>> {
+    let mut latencies = Vec::with_capacity(n);
+    for i in 0..n {
+        let before = fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+        fs::write(file, format!("change {i}\n"))?;
+        let written = Instant::now();
+        let deadline = written + Duration::from_secs(5);
+        loop {
+            if fs::metadata(log).map(|m| m.len()).unwrap_or(0) > before {
+                latencies.push(written.elapsed().as_secs_f64() * 1e6);
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("change {i} was not logged within 5 s");
+            }
+            std::hint::spin_loop();
+        }
+        // Let the writer's events settle before the next change.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(latencies)
+}
+
+/// B2: write -> reflex's alert for it appears in STATE/alerts.jsonl.
+fn reflex_delivery(bin: &Path, work: &Path, n: usize) -> Result<Vec<f64>> {
+    let dir = work.join("delivery");
+    fs::create_dir_all(dir.join("policies"))?;
+    let file = dir.join("watched.conf");
+    fs::write(&file, "x\n")?;
+    write_policy(
+        &dir.join("policies/watch.yaml"),
+        &format!(
+            "name: delivery\nmode: monitor\non:\n  file: {{ paths: [\"{}\"] }}\ndo: [alert]\n",
+            file.display()
+        ),
+    )?;
+    let state = dir.join("state");
+    let agent = Agent::start_with(bin, &dir.join("policies"), &state, 1, &[])?;
+    let result = log_growth_latencies(&file, &state.join("alerts.jsonl"), n);
+    agent.stop()?;
+    result
+}
+
+/// B2: write -> auditd's record for it appears in its log.
+fn auditd_delivery(work: &Path, n: usize) -> Result<Vec<f64>> {
+    let file = work.join("audited.conf");
+    fs::write(&file, "x\n")?;
+    let peer = peers::Peer::auditd(std::slice::from_ref(&file), work)?;
+    let result = log_growth_latencies(&file, Path::new("/var/log/audit/audit.log"), n);
+    peer.stop()?;
+    result
 }
