@@ -26,8 +26,8 @@ impl Plan {
     fn new(quick: bool) -> Self {
         if quick {
             Self {
-                runs: 3,
-                loop_iterations: 200_000,
+                runs: 5,
+                loop_iterations: 100_000,
                 reverts: 1_000,
             }
         } else {
@@ -295,10 +295,12 @@ fn measure(bin: &Path, work: &Path, plan: &Plan, root: &Path, quick: bool) -> Re
         let peer = peers::Peer::inotify_restorer(&victim, &baseline)?;
         let result = restore_latencies(&victim, plan.reverts);
         peer.stop()?;
-        Some(percentiles(result?))
+        Some(result?)
     } else {
         None
     };
+    let inotify_latencies = inotify.clone();
+    let inotify = inotify.map(percentiles);
 
     eprintln!("bench: B2 write -> event delivered (reflex alert log, auditd log)");
     let mut delivery = Vec::new();
@@ -398,6 +400,7 @@ fn measure(bin: &Path, work: &Path, plan: &Plan, root: &Path, quick: bool) -> Re
     crate::chart::draw(
         &picture,
         &reflex_latencies,
+        inotify_latencies.as_deref(),
         report.throughput.as_ref().map(|t| t.rounds.as_slice()),
     )?;
     println!(

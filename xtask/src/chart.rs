@@ -5,31 +5,55 @@ use std::path::Path;
 use anyhow::{Result, anyhow};
 use plotters::prelude::*;
 
-/// Draws `latencies_us` (B2) as a histogram and `rounds` (B3: offered,
+/// Draws `latencies_us` (B2, reflex in blue, the inotify restorer in
+/// orange when measured) as histograms and `rounds` (B3: offered,
 /// delivered, lost) as offered against delivered.
-pub fn draw(path: &Path, latencies_us: &[f64], rounds: Option<&[(f64, f64, u64)]>) -> Result<()> {
+pub fn draw(
+    path: &Path,
+    latencies_us: &[f64],
+    inotify_us: Option<&[f64]>,
+    rounds: Option<&[(f64, f64, u64)]>,
+) -> Result<()> {
     let root = SVGBackend::new(path, (1000, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let (left, right) = root.split_horizontally(500);
 
-    let max = latencies_us.iter().copied().fold(0.0, f64::max).max(1.0);
+    let all: Vec<f64> = latencies_us
+        .iter()
+        .chain(inotify_us.unwrap_or_default())
+        .copied()
+        .collect();
+    let max = all.iter().copied().fold(0.0, f64::max).max(1.0);
     let p99 = {
-        let mut sorted = latencies_us.to_vec();
+        let mut sorted = all.clone();
         sorted.sort_by(f64::total_cmp);
         sorted
             .get(sorted.len().saturating_sub(1) * 99 / 100)
             .copied()
             .unwrap_or(max)
     };
-    let top = (p99 * 1.5).min(max).max(100.0);
-    let bucket = top / 40.0;
-    let mut counts = [0u32; 41];
-    for &l in latencies_us {
-        counts[((l / bucket) as usize).min(40)] += 1;
-    }
-    let highest = counts.iter().copied().max().unwrap_or(1);
+    let top = (p99 * 1.2).min(max).max(100.0);
+    let bucket = top / 60.0;
+    let histogram = |values: &[f64]| {
+        let mut counts = [0u32; 61];
+        for &l in values {
+            counts[((l / bucket) as usize).min(60)] += 1;
+        }
+        counts
+    };
+    let counts = histogram(latencies_us);
+    let other = inotify_us.map(histogram);
+    let highest = counts
+        .iter()
+        .chain(other.iter().flatten())
+        .copied()
+        .max()
+        .unwrap_or(1);
     let mut chart = ChartBuilder::on(&left)
-        .caption("B2 write -> restored (us)", ("sans-serif", 18))
+        .caption(
+            "B2 write -> restored (us): reflex blue, inotify orange",
+            ("sans-serif", 16),
+        )
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(40)
@@ -42,6 +66,17 @@ pub fn draw(path: &Path, latencies_us: &[f64], rounds: Option<&[(f64, f64, u64)]
             Rectangle::new([(x, 0), (x + bucket, c)], BLUE.filled())
         }))
         .map_err(|e| anyhow!("{e}"))?;
+    if let Some(other) = other {
+        chart
+            .draw_series(other.iter().enumerate().map(|(i, &c)| {
+                let x = i as f64 * bucket;
+                Rectangle::new(
+                    [(x, 0), (x + bucket, c)],
+                    RGBColor(255, 140, 0).mix(0.6).filled(),
+                )
+            }))
+            .map_err(|e| anyhow!("{e}"))?;
+    }
 
     if let Some(rounds) = rounds.filter(|r| !r.is_empty()) {
         let most = rounds.iter().map(|r| r.0.max(r.1)).fold(1.0, f64::max);
