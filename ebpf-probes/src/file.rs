@@ -353,18 +353,24 @@ pub fn enter_close(ctx: RawTracePointContext) -> i32 {
     };
     let _ = WRITE_FDS.remove(&slot);
     let Some(op) = scratch() else { return 0 };
-    op.change = change::CLOSE_WRITE;
-    op.flags = flag::BY_INODE;
+    inode_op(op, change::CLOSE_WRITE, flag::BY_INODE, key, fd);
+    if let Err(reason) = emit(op, 0) {
+        count_loss(reason);
+    }
+    0
+}
+
+/// Fills `op` for a change to the file `key` made through descriptor `fd`.
+#[inline(always)]
+fn inode_op(op: &mut FileOp, change: u32, flags: u32, key: FileKey, fd: u64) {
+    op.change = change;
+    op.flags = flags;
     op.file.dev = key.dev;
     zero(addr_of_mut!(op.file._pad));
     op.file.ino = key.ino;
     op.fd = fd as i32;
     op.path_len = 0;
     op.path2_len = 0;
-    if let Err(reason) = emit(op, 0) {
-        count_loss(reason);
-    }
-    0
 }
 
 // ---- fd-based changes --------------------------------------------------
@@ -385,17 +391,12 @@ fn on_fd_op(ctx: &RawTracePointContext, change: u32) -> i32 {
         return 0;
     };
     let Some(op) = scratch() else { return 0 };
-    op.change = change;
-    op.flags = flag::BY_INODE;
-    if bits & watch::KILL != 0 {
-        op.flags |= kill_current();
-    }
-    op.file.dev = key.dev;
-    zero(addr_of_mut!(op.file._pad));
-    op.file.ino = key.ino;
-    op.fd = fd as i32;
-    op.path_len = 0;
-    op.path2_len = 0;
+    let killed = if bits & watch::KILL != 0 {
+        kill_current()
+    } else {
+        0
+    };
+    inode_op(op, change, flag::BY_INODE | killed, key, fd);
     let _ = PENDING.insert(tid, &*op, 0);
     0
 }

@@ -70,10 +70,11 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("serving /metrics on {}", args.metrics_addr))?;
     tracing::info!(addr = %served, "metrics at http://{served}/metrics");
     let mut options = SensorOptions::default();
-    options.load.cpu_hz = (args.cpu_hz > 0).then_some(args.cpu_hz);
+    let cpu_hz = (args.cpu_hz > 0).then_some(args.cpu_hz);
+    options.load.cpu_hz = cpu_hz;
     let (mut sensor, records) =
         Sensor::start(options, metrics.clone()).context("starting the sensor")?;
-    let cpu = match options_cpu(args) {
+    let cpu = match cpu_hz {
         Some(hz) => {
             let cpus = aya::util::online_cpus().map(|c| c.len()).unwrap_or(1);
             Some(CpuSensor {
@@ -140,9 +141,4 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     evaluator.abort();
     tracing::info!("probes detached");
     Ok(ExitCode::SUCCESS)
-}
-
-/// The CPU sampling frequency, if the CPU sensor is on.
-fn options_cpu(args: &Settings) -> Option<u64> {
-    (args.cpu_hz > 0).then_some(args.cpu_hz)
 }
