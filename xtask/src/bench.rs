@@ -15,6 +15,13 @@ use crate::peers;
 use nix::sched::{CpuSet, sched_setaffinity};
 use serde::Serialize;
 
+/// Prints a progress line with the seconds since the benchmark started.
+fn step(what: std::fmt::Arguments) {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(Instant::now);
+    eprintln!("bench [{:>4.0} s]: {what}", start.elapsed().as_secs_f64());
+}
+
 /// Sizes of one benchmark run.
 struct Plan {
     runs: usize,
@@ -124,6 +131,7 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
         bail!("the benchmarks load eBPF programs and need root");
     }
     let plan = Plan::new(quick);
+    step(format_args!("starting"));
     let bin = root.join("target/release/reflex");
     let work = tempdir()?;
     let result = measure(&bin, &work, &plan, root, quick);
@@ -185,7 +193,7 @@ fn measure(bin: &Path, work: &Path, plan: &Plan, root: &Path, quick: bool) -> Re
     };
     for &(placement, load_cpu, agent_cpu) in placements {
         pin(load_cpu)?;
-        eprintln!("bench: B1 open/write/close loop, {placement}");
+        step(format_args!("B1 open/write/close loop, {placement}"));
         let mut base = Vec::new();
         let mut with = Vec::new();
         // Warm-up, then alternate so drift hits both sides alike.
@@ -207,8 +215,11 @@ fn measure(bin: &Path, work: &Path, plan: &Plan, root: &Path, quick: bool) -> Re
             ratio: spread(ratio),
         });
 
-        eprintln!("bench: B1 connect/accept loop on loopback, {placement}");
-        let rounds = plan.loop_iterations / 20;
+        step(format_args!(
+            "B1 connect/accept loop on loopback, {placement}"
+        ));
+        // A connect round costs about ten open/write/close iterations.
+        let rounds = plan.loop_iterations / 10;
         let mut base = Vec::new();
         let mut with = Vec::new();
         connect_loop(rounds / 4)?;
@@ -231,19 +242,15 @@ fn measure(bin: &Path, work: &Path, plan: &Plan, root: &Path, quick: bool) -> Re
     }
 
     pin(0)?;
+    let peer_cpu = if cpus > 1 { 1 } else { 0 };
     let watched_files: Vec<PathBuf> = (0..1000)
         .map(|i| watched.join(format!("w{i:04}.conf")))
         .collect();
     if peers::available("auditd") && peers::available("auditctl") {
-        eprintln!("bench: B1 peer auditd with 1000 watch rules");
-        let mut base = Vec::new();
-        let mut with = Vec::new();
-        for _ in 0..plan.runs {
-            base.push(file_loop(&loop_dir, plan.loop_iterations)?);
-            let peer = peers::Peer::auditd(&watched_files, work)?;
-            with.push(file_loop(&loop_dir, plan.loop_iterations)?);
-            peer.stop()?;
-        }
+        step(format_args!("B1 peer auditd with 1000 watch rules"));
+        let (base, with) = peer_runs(plan, quick, &loop_dir, || {
+            peers::Peer::auditd(&watched_files, work, peer_cpu)
+        })?;
         overhead.push(peer_row(
             "auditd, 1000 watch rules",
             plan.loop_iterations,
@@ -252,15 +259,8 @@ fn measure(bin: &Path, work: &Path, plan: &Plan, root: &Path, quick: bool) -> Re
         ));
     }
     if peers::available("bpftrace") {
-        eprintln!("bench: B1 peer bpftrace with a path filter");
-        let mut base = Vec::new();
-        let mut with = Vec::new();
-        for _ in 0..plan.runs {
-            base.push(file_loop(&loop_dir, plan.loop_iterations)?);
-            let peer = peers::Peer::bpftrace()?;
-            with.push(file_loop(&loop_dir, plan.loop_iterations)?);
-            peer.stop()?;
-        }
+        step(format_args!("B1 peer bpftrace with a path filter"));
+        let (base, with) = peer_runs(plan, quick, &loop_dir, || peers::Peer::bpftrace(peer_cpu))?;
         overhead.push(peer_row(
             "bpftrace, openat path filter",
             plan.loop_iterations,
@@ -287,12 +287,12 @@ fn measure(bin: &Path, work: &Path, plan: &Plan, root: &Path, quick: bool) -> Re
     let reflex_latencies = latencies;
 
     let inotify = if peers::available("inotifywait") {
-        eprintln!("bench: B2 peer inotify restorer");
+        step(format_args!("B2 peer inotify restorer"));
         let baseline = work.join("inotify-baseline");
         let victim = work.join("inotify-target.conf");
         fs::write(&baseline, "good content\n")?;
         fs::write(&victim, "good content\n")?;
-        let peer = peers::Peer::inotify_restorer(&victim, &baseline)?;
+        let peer = peers::Peer::inotify_restorer(&victim, &baseline, peer_cpu)?;
         let result = restore_latencies(&victim, plan.reverts);
         peer.stop()?;
         Some(result?)
@@ -302,36 +302,48 @@ fn measure(bin: &Path, work: &Path, plan: &Plan, root: &Path, quick: bool) -> Re
     let inotify_latencies = inotify.clone();
     let inotify = inotify.map(percentiles);
 
-    eprintln!("bench: B2 write -> event delivered (reflex alert log, auditd log)");
+    step(format_args!(
+        "B2 write -> event delivered (reflex alert log, auditd log)"
+    ));
     let mut delivery = Vec::new();
     let samples = if quick { 200 } else { 1000 };
     delivery.push((
         "reflex".to_string(),
-        percentiles(reflex_delivery(bin, work, samples)?),
+        percentiles(reflex_delivery(bin, work, samples, peer_cpu)?),
     ));
     if peers::available("auditd") && peers::available("auditctl") {
         delivery.push((
             "auditd".to_string(),
-            percentiles(auditd_delivery(work, samples)?),
+            percentiles(auditd_delivery(work, samples, peer_cpu)?),
         ));
     }
 
-    eprintln!("bench: B3 throughput, offered load doubled until anything is lost");
+    step(format_args!(
+        "B3 throughput, offered load doubled until anything is lost"
+    ));
     let throughput = throughput(bin, &policies, work, quick)?;
 
-    eprintln!("bench: B4 evaluation cost per event with 10, 1 000 and 10 000 policies");
+    step(format_args!(
+        "B4 evaluation cost per event with 10, 1 000 and 10 000 policies"
+    ));
     let scaling = policy_scaling(root)?;
 
-    eprintln!("bench: B5 idle footprint with 10 and 10 000 policies");
+    step(format_args!(
+        "B5 idle footprint with 10 and 10 000 policies"
+    ));
     let mut footprint = Vec::new();
     for n in [10usize, 10_000] {
         footprint.push(idle_footprint(bin, work, n, if quick { 10 } else { 60 })?);
     }
 
-    eprintln!("bench: B6 bytes written after an open a kill policy answers");
+    step(format_args!(
+        "B6 bytes written after an open a kill policy answers"
+    ));
     let kill_bytes = kill_bytes(bin, work)?;
 
-    eprintln!("bench: B7 CPU sampling cost at 0 (sensor off), 99 and 999 Hz");
+    step(format_args!(
+        "B7 CPU sampling cost at 0 (sensor off), 99 and 999 Hz"
+    ));
     let mut sampling: Vec<(u64, Spread)> = Vec::new();
     for hz in [0u64, 99, 999] {
         let mut busy = Vec::new();
@@ -646,6 +658,41 @@ impl Agent {
     }
 }
 
+/// The file loop without and with a peer: alternating runs, each with its
+/// own peer start; in a quick run the peer starts once (auditd removes its
+/// 1000 rules one RCU grace period at a time, ~10 s per stop) and the
+/// baseline runs come first.
+fn peer_runs(
+    plan: &Plan,
+    quick: bool,
+    loop_dir: &Path,
+    start: impl Fn() -> Result<peers::Peer>,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let mut base = Vec::new();
+    let mut with = Vec::new();
+    file_loop(loop_dir, plan.loop_iterations / 4)?;
+    if quick {
+        for _ in 0..plan.runs {
+            base.push(file_loop(loop_dir, plan.loop_iterations)?);
+        }
+        let peer = start()?;
+        file_loop(loop_dir, plan.loop_iterations / 10)?;
+        for _ in 0..plan.runs {
+            with.push(file_loop(loop_dir, plan.loop_iterations)?);
+        }
+        peer.stop()?;
+    } else {
+        for _ in 0..plan.runs {
+            base.push(file_loop(loop_dir, plan.loop_iterations)?);
+            let peer = start()?;
+            file_loop(loop_dir, plan.loop_iterations / 10)?;
+            with.push(file_loop(loop_dir, plan.loop_iterations)?);
+            peer.stop()?;
+        }
+    }
+    Ok((base, with))
+}
+
 fn peer_row(name: &'static str, iterations: usize, base: Vec<f64>, with: Vec<f64>) -> Overhead {
     let ratio = base.iter().zip(&with).map(|(b, w)| w / b).collect();
     Overhead {
@@ -790,9 +837,14 @@ fn policy_scaling(root: &Path) -> Result<Vec<serde_json::Value>> {
             "eval_bench",
         ])
         .current_dir(root)
-        .stderr(Stdio::null())
         .output()
         .context("running the evaluation benchmark")?;
+    if !out.status.success() {
+        bail!(
+            "the evaluation benchmark failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
@@ -865,7 +917,7 @@ fn kill_bytes(bin: &Path, work: &Path) -> Result<Option<u64>> {
     let changed = after.iter().zip(&original).filter(|(a, b)| a != b).count()
         + after.len().abs_diff(original.len());
     if status.success() {
-        eprintln!("bench: B6 the writer was not killed");
+        step(format_args!("B6 the writer was not killed"));
     }
     Ok(Some(changed as u64))
 }
@@ -908,7 +960,7 @@ fn log_growth_latencies(file: &Path, log: &Path, n: usize) -> Result<Vec<f64>> {
 }
 
 /// B2: write -> reflex's alert for it appears in STATE/alerts.jsonl.
-fn reflex_delivery(bin: &Path, work: &Path, n: usize) -> Result<Vec<f64>> {
+fn reflex_delivery(bin: &Path, work: &Path, n: usize, cpu: usize) -> Result<Vec<f64>> {
     let dir = work.join("delivery");
     fs::create_dir_all(dir.join("policies"))?;
     let file = dir.join("watched.conf");
@@ -921,17 +973,17 @@ fn reflex_delivery(bin: &Path, work: &Path, n: usize) -> Result<Vec<f64>> {
         ),
     )?;
     let state = dir.join("state");
-    let agent = Agent::start_with(bin, &dir.join("policies"), &state, 1, &[])?;
+    let agent = Agent::start_with(bin, &dir.join("policies"), &state, cpu, &[])?;
     let result = log_growth_latencies(&file, &state.join("alerts.jsonl"), n);
     agent.stop()?;
     result
 }
 
 /// B2: write -> auditd's record for it appears in its log.
-fn auditd_delivery(work: &Path, n: usize) -> Result<Vec<f64>> {
+fn auditd_delivery(work: &Path, n: usize, cpu: usize) -> Result<Vec<f64>> {
     let file = work.join("audited.conf");
     fs::write(&file, "x\n")?;
-    let peer = peers::Peer::auditd(std::slice::from_ref(&file), work)?;
+    let peer = peers::Peer::auditd(std::slice::from_ref(&file), work, cpu)?;
     let result = log_growth_latencies(&file, Path::new("/var/log/audit/audit.log"), n);
     peer.stop()?;
     result

@@ -18,15 +18,15 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// auditd with a `-w FILE -p wa` rule per file.
-    pub fn auditd(files: &[std::path::PathBuf], work: &Path) -> Result<Self> {
+    /// auditd with a `-w FILE -p wa` rule per file, its daemon on `cpu`.
+    pub fn auditd(files: &[std::path::PathBuf], work: &Path, cpu: usize) -> Result<Self> {
         let rules = work.join("audit.rules");
         let mut text = String::from("-D\n");
         for f in files {
             text.push_str(&format!("-w {} -p wa -k reflex-bench\n", f.display()));
         }
         fs::write(&rules, text)?;
-        let child = Command::new("auditd")
+        let child = pinned(cpu, "auditd")
             .arg("-n")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -44,9 +44,9 @@ impl Peer {
         })
     }
 
-    /// bpftrace with a path filter on `sys_enter_openat`.
-    pub fn bpftrace() -> Result<Self> {
-        let mut child = Command::new("bpftrace")
+    /// bpftrace with a path filter on `sys_enter_openat`, its reader on `cpu`.
+    pub fn bpftrace(cpu: usize) -> Result<Self> {
+        let mut child = pinned(cpu, "bpftrace")
             .args([
                 "-e",
                 "tracepoint:syscalls:sys_enter_openat /str(args->filename) == \"/etc/reflex-bench-none\"/ { @n = count(); }",
@@ -73,14 +73,14 @@ impl Peer {
     }
 
     /// An inotifywait loop that copies `baseline` back over `target` on any
-    /// change: what a beacon plus a reactor does at best.
-    pub fn inotify_restorer(target: &Path, baseline: &Path) -> Result<Self> {
+    /// change: what a beacon plus a reactor does at best. It runs on `cpu`.
+    pub fn inotify_restorer(target: &Path, baseline: &Path, cpu: usize) -> Result<Self> {
         let script = format!(
             "inotifywait -q -m -e close_write,attrib,move_self,delete_self {t} | while read -r _; do cmp -s {b} {t} || cp {b} {t}; done",
             t = target.display(),
             b = baseline.display()
         );
-        let child = Command::new("setsid")
+        let child = pinned(cpu, "setsid")
             .args(["/bin/sh", "-c", &script])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -108,6 +108,14 @@ impl Peer {
         }
         Ok(())
     }
+}
+
+/// `program` started on one CPU, as the reflex agent is, so that the peers
+/// and reflex are measured in the same placement.
+fn pinned(cpu: usize, program: &str) -> Command {
+    let mut command = Command::new("taskset");
+    command.args(["-c", &cpu.to_string(), program]);
+    command
 }
 
 fn run(argv: &[&str]) -> Result<()> {
