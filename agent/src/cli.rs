@@ -69,7 +69,7 @@ pub enum Command {
 
 /// Options of `reflex run`. Each overrides the configuration file, whose
 /// values override the defaults shown.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Default, clap::Args)]
 pub struct RunArgs {
     /// The agent's configuration file [default: /etc/reflex/reflex.yaml, if present].
     #[arg(long)]

@@ -255,4 +255,20 @@ mod tests {
         assert_eq!(config.alerts.webhooks[0].name, "ops");
         assert!(config.alerts.alertmanager.is_some());
     }
+
+    #[test]
+    fn the_packaged_file_states_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.yaml");
+        std::fs::write(&empty, "").unwrap();
+        let packaged = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/reflex.yaml");
+        let resolve = |config: &Path| {
+            let args = RunArgs {
+                config: Some(config.to_owned()),
+                ..RunArgs::default()
+            };
+            format!("{:?}", Settings::resolve(&args).unwrap())
+        };
+        assert_eq!(resolve(&packaged), resolve(&empty));
+    }
 }

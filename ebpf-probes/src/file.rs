@@ -170,9 +170,14 @@ fn dir_key(file: u64) -> Option<(u64, FileKey)> {
     Some((dentry, inode_key(inode)?))
 }
 
-/// Sends SIGKILL to the current task and says so.
+/// Sends SIGKILL to the current task and says so; never to init (pid 1)
+/// nor to the agent or its hooks (excluded), whatever a policy says.
 #[inline(always)]
 fn kill_current() -> u32 {
+    let (_, tgid) = current_ids();
+    if tgid <= 1 || is_excluded(tgid) {
+        return 0;
+    }
     // SAFETY: the helper signals the current task only.
     let sent = unsafe { bpf_send_signal(SIGKILL) };
     if sent == 0 { flag::KILLED } else { 0 }

@@ -243,6 +243,26 @@ impl Scratch {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod policy");
     }
 
+    /// Starts `reflex run` with `config` as its configuration file.
+    pub fn start_with_config(&self, config: &str) -> Agent {
+        let path = self.path("reflex.yaml");
+        fs::write(&path, config).expect("agent config");
+        start_agent(
+            &[
+                "run",
+                "--config",
+                path.to_str().expect("utf-8"),
+                "--policies",
+                self.path("policies").to_str().expect("utf-8"),
+                "--state-dir",
+                self.path("state").to_str().expect("utf-8"),
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ],
+            "reflex running",
+        )
+    }
+
     /// Starts `reflex run` on the scratch policies and state directory.
     pub fn start(&self) -> Agent {
         start_agent(
@@ -314,4 +334,42 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
+}
+
+/// One HTTP request a [`webhook_receiver`] took: header lines and body.
+pub type Request = (Vec<String>, Vec<u8>);
+
+/// Answers up to `max` HTTP requests on `server` with 200 and hands each
+/// to the returned channel; then stops.
+pub fn webhook_receiver(server: std::net::TcpListener, max: usize) -> mpsc::Receiver<Request> {
+    use std::io::{Read as _, Write as _};
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for stream in server.incoming().take(max) {
+            let Ok(mut stream) = stream else { continue };
+            let Ok(read_half) = stream.try_clone() else {
+                continue;
+            };
+            let mut reader = BufReader::new(read_half);
+            let mut headers = Vec::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                headers.push(line);
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).ok();
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .ok();
+            let _ = tx.send((headers, body));
+        }
+    });
+    rx
 }

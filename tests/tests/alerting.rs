@@ -2,37 +2,16 @@
 //! lost while the receiver is down; every server listens on loopback.
 use std::{
     fs,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
     net::TcpListener,
     process::{Command, Stdio},
-    sync::mpsc,
     time::{Duration, Instant},
 };
 
 use nix::sys::signal::Signal;
-use reflex_tests::{Agent, ChildGuard, Scratch, free_port, http_get, require_root, start_agent};
+use reflex_tests::{ChildGuard, Scratch, free_port, http_get, require_root, webhook_receiver};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn start(scratch: &Scratch, config: &str) -> Agent {
-    let path = scratch.path("reflex.yaml");
-    fs::write(&path, config).expect("agent config");
-    start_agent(
-        &[
-            "run",
-            "--config",
-            path.to_str().unwrap(),
-            "--policies",
-            scratch.path("policies").to_str().unwrap(),
-            "--state-dir",
-            scratch.path("state").to_str().unwrap(),
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ],
-        "reflex running",
-    )
-}
 
 fn alertmanager(scratch: &Scratch, port: u16) -> ChildGuard {
     let config = scratch.path("alertmanager.yml");
@@ -96,7 +75,7 @@ fn alertmanager_gets_every_alert_even_across_its_downtime_and_an_agent_restart()
         "alerts:\n  stdout: false\n  alertmanager: {{ url: 'http://127.0.0.1:{port}', resolve_after: 10m }}\n"
     );
     let mut am = alertmanager(&scratch, port);
-    let mut agent = start(&scratch, &config);
+    let mut agent = scratch.start_with_config(&config);
 
     fire(&tool);
     let deadline = Instant::now() + WAIT;
@@ -136,7 +115,7 @@ fn alertmanager_gets_every_alert_even_across_its_downtime_and_an_agent_restart()
         .guard
         .wait_for(Duration::from_secs(5))
         .expect("agent stops");
-    let _agent = start(&scratch, &config);
+    let _agent = scratch.start_with_config(&config);
     let _am = alertmanager(&scratch, port);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -175,36 +154,11 @@ fn a_webhook_gets_the_alert_with_its_token() {
     );
     let server = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        // Serve a bounded number of requests, then stop.
-        for stream in server.incoming().take(5) {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut headers = Vec::new();
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                headers.push(line);
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).ok();
-            stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                .ok();
-            let _ = tx.send((headers, body));
-        }
-    });
+    let rx = webhook_receiver(server, 5);
     let config = format!(
         "alerts:\n  stdout: false\n  webhooks:\n    - {{ name: ops, url: 'http://{addr}/reflex', bearer_token: s3cret, headers: {{ X-Team: ops }} }}\n"
     );
-    let _agent = start(&scratch, &config);
+    let _agent = scratch.start_with_config(&config);
     fire(&tool);
     let (headers, body) = rx.recv_timeout(WAIT).expect("the webhook is called");
     let headers = headers.join("").to_ascii_lowercase();

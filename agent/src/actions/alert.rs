@@ -32,6 +32,15 @@ pub struct Alert {
     pub event: Record,
 }
 
+/// Appends one whole line: a write cut short (no space left) is cut back
+/// off so that the next alert starts on a line of its own.
+fn append_line(file: &mut File, line: &[u8]) -> io::Result<()> {
+    let before = file.metadata()?.len();
+    file.write_all(line).inspect_err(|_| {
+        let _ = file.set_len(before);
+    })
+}
+
 /// The outcome of one action.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionResult {
@@ -48,6 +57,7 @@ pub struct AlertLog {
     stdout: bool,
     file: Option<(PathBuf, File)>,
     remote: Vec<crate::sinks::RemoteSink>,
+    dropped: Option<prometheus::IntCounter>,
 }
 
 impl AlertLog {
@@ -60,6 +70,7 @@ impl AlertLog {
             stdout,
             file: Some((path, file)),
             remote: Vec::new(),
+            dropped: None,
         })
     }
 
@@ -69,12 +80,23 @@ impl AlertLog {
         self
     }
 
+    /// Counts alerts the local file could not take (a full disk, say) in
+    /// `reflex_alerts_dropped_total{sink="alert_log",reason="write"}`.
+    pub fn with_metrics(mut self, metrics: &crate::telemetry::Metrics) -> Self {
+        let counter = metrics
+            .alerts_dropped
+            .with_label_values(&["alert_log", "write"]);
+        self.dropped = Some(counter);
+        self
+    }
+
     /// A log that writes nowhere (replay, tests).
     pub fn discard() -> Self {
         Self {
             stdout: false,
             file: None,
             remote: Vec::new(),
+            dropped: None,
         }
     }
 
@@ -95,9 +117,12 @@ impl AlertLog {
             }
         }
         if let Some((path, file)) = &mut self.file
-            && let Err(err) = file.write_all(&line)
+            && let Err(err) = append_line(file, &line)
         {
-            tracing::error!(%err, path = %path.display(), "writing an alert");
+            if let Some(dropped) = &self.dropped {
+                dropped.inc();
+            }
+            tracing::error!(%err, path = %path.display(), "writing an alert; it is not in the alert log");
         }
         for sink in &self.remote {
             sink.push(&line[..line.len() - 1]);

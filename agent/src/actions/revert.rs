@@ -189,17 +189,62 @@ pub fn matches(path: &Path, baseline: &Baseline) -> Result<bool, RevertError> {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The temporary name a restore of `name` by this process uses.
+fn temp_name(name: &std::ffi::OsStr) -> String {
+    format!(
+        ".{}.reflex-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Whether `entry` is a restore's temporary file for `name` left by another
+/// process (an agent killed mid-revert): `.NAME.reflex-PID-N`.
+fn is_stale_temp(entry: &str, name: &str) -> bool {
+    let Some(rest) = entry
+        .strip_prefix('.')
+        .and_then(|e| e.strip_prefix(name))
+        .and_then(|e| e.strip_prefix(".reflex-"))
+    else {
+        return false;
+    };
+    let Some((pid, n)) = rest.split_once('-') else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    digits(pid) && digits(n) && pid != std::process::id().to_string()
+}
+
+/// Removes the temporary files a killed agent left beside `path` while
+/// restoring it; the target itself was never half-written (restores rename
+/// a complete file over it). Returns how many were removed.
+pub fn remove_stale_temps(path: &Path) -> Result<usize, RevertError> {
+    let (dir, name) = open_parent(path)?;
+    let name = name.to_string_lossy();
+    let entries =
+        rustix::fs::Dir::read_from(&dir).map_err(io_err("listing the directory of", path))?;
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(io_err("listing the directory of", path))?;
+        let Ok(entry) = entry.file_name().to_str() else {
+            continue;
+        };
+        if is_stale_temp(entry, &name) {
+            unlinkat(&dir, entry, AtFlags::empty())
+                .map_err(io_err("removing a stale temporary file beside", path))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Replaces `path` by the baseline's content, mode and owner: a temporary
 /// file in the same directory, fsync, rename over, fsync of the directory.
 /// Returns the identity of the restored file (a new inode).
 pub fn restore(path: &Path, baseline: &Baseline, content: &Path) -> Result<FileKey, RevertError> {
     let (dir, name) = open_parent(path)?;
-    let temp = format!(
-        ".{}.reflex-{}-{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
+    let temp = temp_name(name);
     let fd = openat(
         &dir,
         temp.as_str(),
@@ -246,4 +291,36 @@ pub fn restore(path: &Path, baseline: &Baseline, content: &Path) -> Result<FileK
         let _ = unlinkat(&dir, temp.as_str(), AtFlags::empty());
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_temps_are_another_process_restore_of_the_same_file() {
+        let me = std::process::id();
+        assert!(is_stale_temp(".hosts.reflex-4242-7", "hosts"));
+        assert!(!is_stale_temp(&format!(".hosts.reflex-{me}-7"), "hosts"));
+        assert!(!is_stale_temp(".hosts.reflex-4242-", "hosts"));
+        assert!(!is_stale_temp(".hosts.reflex-42x-1", "hosts"));
+        assert!(!is_stale_temp(".other.reflex-4242-1", "hosts"));
+        assert!(!is_stale_temp("hosts", "hosts"));
+    }
+
+    #[test]
+    fn removes_only_stale_temps_beside_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("app.conf");
+        std::fs::write(&target, "good").unwrap();
+        std::fs::write(dir.path().join(".app.conf.reflex-4242-0"), "half").unwrap();
+        std::fs::write(dir.path().join(".app.conf.bak"), "keep").unwrap();
+        assert_eq!(remove_stale_temps(&target).unwrap(), 1);
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".app.conf.bak", "app.conf"]);
+    }
 }

@@ -43,6 +43,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
 
     let mut shutdown = super::shutdown::Shutdown::install()?;
     let metrics = Metrics::new();
+    alerts = alerts.with_metrics(&metrics);
     let remote = args
         .webhooks
         .iter()
@@ -133,9 +134,11 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         pid = std::process::id(),
         "reflex running"
     );
+    crate::telemetry::notify::ready(&format!("{policy_count} policies in force"));
 
     let signal = shutdown.wait().await;
     tracing::info!(signal, "shutting down");
+    crate::telemetry::notify::stopping();
     drop(sensor);
     reloader.abort();
     evaluator.abort();

@@ -14,7 +14,7 @@ use tokio::{
 
 use crate::{
     policy::{self, PolicySet},
-    telemetry::Metrics,
+    telemetry::{Metrics, notify as service},
 };
 
 /// Changes closer together than this are loaded once.
@@ -33,12 +33,16 @@ pub fn load_logged(dir: &Path) -> Option<PolicySet> {
     }
 }
 
+/// How often a vanished policy directory is looked for again.
+const REAPPEAR_POLL: Duration = Duration::from_secs(1);
+
 /// Watches a policy directory and SIGHUP. Built before the agent says it is
 /// running, so no change made after that is missed.
 pub struct Reloader {
     dir: PathBuf,
+    tx: mpsc::Sender<()>,
     changes: mpsc::Receiver<()>,
-    _watcher: Option<notify::RecommendedWatcher>,
+    watcher: Option<notify::RecommendedWatcher>,
     hup: Option<tokio::signal::unix::Signal>,
 }
 
@@ -47,13 +51,7 @@ impl Reloader {
     /// leaves the other working.
     pub fn new(dir: PathBuf) -> Self {
         let (tx, changes) = mpsc::channel::<()>(16);
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok_and(|e| !e.kind.is_access()) {
-                let _ = tx.try_send(());
-            }
-        })
-        .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
-        let watcher = match watcher {
+        let watcher = match watch_dir(&dir, tx.clone()) {
             Ok(w) => Some(w),
             Err(err) => {
                 tracing::warn!(%err, dir = %dir.display(), "cannot watch the policy directory; reload with SIGHUP");
@@ -69,14 +67,19 @@ impl Reloader {
         };
         Self {
             dir,
+            tx,
             changes,
-            _watcher: watcher,
+            watcher,
             hup,
         }
     }
 
     /// Publishes each valid new set on `out` until `out` has no receivers.
+    /// A directory that disappears keeps the running set; when it comes
+    /// back it is watched again and loaded.
     pub async fn run(mut self, out: watch::Sender<Arc<PolicySet>>, metrics: Metrics) {
+        let mut poll = tokio::time::interval(REAPPEAR_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 Some(()) = self.changes.recv() => {
@@ -93,8 +96,26 @@ impl Reloader {
                 } => {
                     tracing::info!("SIGHUP: reloading policies");
                 }
+                _ = poll.tick(), if self.watcher.is_none() => {
+                    if !self.dir.is_dir() {
+                        continue;
+                    }
+                    match watch_dir(&self.dir, self.tx.clone()) {
+                        Ok(w) => self.watcher = Some(w),
+                        Err(_) => continue,
+                    }
+                    tracing::info!(dir = %self.dir.display(), "policy directory is back; watching it again");
+                }
                 () = out.closed() => return,
             }
+            if !self.dir.is_dir() {
+                // The watch went with the directory; look for it again.
+                self.watcher = None;
+                metrics.reloads.with_label_values(&["rejected"]).inc();
+                tracing::error!(dir = %self.dir.display(), "the policy directory is gone; the running policies stay in force");
+                continue;
+            }
+            service::reloading();
             let dir = self.dir.clone();
             let loaded = tokio::task::spawn_blocking(move || load_logged(&dir))
                 .await
@@ -108,12 +129,25 @@ impl Reloader {
                     metrics.reloads.with_label_values(&["ok"]).inc();
                     metrics.policies_loaded.set(count as i64);
                     tracing::info!(policies = count, "policies reloaded");
+                    service::ready(&format!("{count} policies in force"));
                 }
                 None => {
                     metrics.reloads.with_label_values(&["rejected"]).inc();
                     tracing::error!("policy reload rejected; the running policies stay in force");
+                    service::ready("policy reload rejected; the previous policies stay in force");
                 }
             }
         }
     }
+}
+
+/// A non-recursive watch of `dir` that sends on `tx` for anything but reads.
+fn watch_dir(dir: &Path, tx: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = tx.try_send(());
+        }
+    })?;
+    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
 }

@@ -105,6 +105,17 @@ impl Files {
                 .collect();
             for path in covered {
                 let file = Path::new(&path);
+                match revert::remove_stale_temps(file) {
+                    Ok(0) => {}
+                    Ok(removed) => tracing::warn!(
+                        path,
+                        removed,
+                        "removed temporary files an interrupted revert left"
+                    ),
+                    Err(err) => {
+                        tracing::debug!(path, error = %error_chain(&err), "looking for interrupted reverts")
+                    }
+                }
                 match self.baselines.get(&policy.name, &path) {
                     Some(b) => {
                         if !revert::matches(file, b).unwrap_or(false)

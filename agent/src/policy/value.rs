@@ -111,6 +111,13 @@ impl Scalar for PathGlob {
         if !text.starts_with('/') {
             return Err(format!("path {text:?} is not absolute"));
         }
+        // Events carry real paths: a `.` or `..` step could never match,
+        // and a revert must name its file directly.
+        if text.split('/').skip(1).any(|c| c == "." || c == "..") {
+            return Err(format!(
+                "path {text:?} has a `.` or `..` component; name the file by its real path"
+            ));
+        }
         compile_glob(text)?;
         Ok(Self(text.to_string()))
     }
