@@ -50,6 +50,17 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Report what this host offers the probes (BTF, tracefs, program and
+    /// map types, cgroup v2, LSM, fentry), load and attach them once, and
+    /// say which policies would load and what they lack.
+    Doctor {
+        /// Configuration file (default /etc/reflex/reflex.yaml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Policy directory (default from the configuration, else /etc/reflex/policies).
+        #[arg(long)]
+        policies: Option<PathBuf>,
+    },
     /// Show or accept the baselines `revert` policies restore from.
     Baseline {
         /// What to do.

@@ -164,9 +164,15 @@ fn forward_lines(
 /// Starts `reflex ARGS` with piped stdout and stderr, and waits (bounded)
 /// until its log says `ready`.
 pub fn start_agent(args: &[&str], ready: &str) -> Agent {
+    start_agent_with(Command::new(reflex_bin()).args(args), ready)
+}
+
+/// Like [`start_agent`] for a prepared command (a wrapper such as `setpriv`,
+/// extra environment); stdin, stdout and stderr are set here.
+pub fn start_agent_with(command: &mut Command, ready: &str) -> Agent {
+    let args = format!("{command:?}");
     let mut guard = ChildGuard::spawn(
-        Command::new(reflex_bin())
-            .args(args)
+        command
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -188,7 +194,7 @@ pub fn start_agent(args: &[&str], ready: &str) -> Agent {
     let mut agent = agent;
     if agent.log_line(Duration::from_secs(30), ready).is_none() {
         let status = agent.guard.wait_for(Duration::from_millis(500));
-        panic!("reflex {args:?} did not log {ready:?} within 30 s (exit status: {status:?})");
+        panic!("{args} did not log {ready:?} within 30 s (exit status: {status:?})");
     }
     agent
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand; `dispatch` runs the chosen one.
 pub mod baseline;
 pub mod check;
+pub mod doctor;
 pub mod events;
 pub mod replay;
 pub mod run;
@@ -10,12 +11,20 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use crate::cli::{BaselineAction, Command};
+use crate::cli::{BaselineAction, Command, RunArgs};
 
 /// Runs `command` on a fresh tokio runtime and returns the process exit code.
 pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match &command {
         Command::Check { paths } => return Ok(check::check(paths)),
+        Command::Doctor { config, policies } => {
+            let args = RunArgs {
+                config: config.clone(),
+                policies: policies.clone(),
+                ..RunArgs::default()
+            };
+            return doctor::doctor(&args);
+        }
         Command::Replay { events, policies } => return replay::replay(events, policies),
         Command::Baseline { action, state_dir } => {
             return match action {
@@ -36,7 +45,10 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         match command {
             Command::Run(args) => run::run(&args).await,
             Command::Events { kind } => events::events(&kind).await,
-            Command::Check { .. } | Command::Replay { .. } | Command::Baseline { .. } => {
+            Command::Check { .. }
+            | Command::Doctor { .. }
+            | Command::Replay { .. }
+            | Command::Baseline { .. } => {
                 unreachable!("handled without a runtime")
             }
         }

@@ -2,6 +2,7 @@
 //! report what attached.
 pub mod btf;
 pub mod cgroup;
+pub mod features;
 pub mod syscalls;
 pub mod tracefs;
 

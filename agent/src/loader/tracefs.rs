@@ -4,8 +4,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-/// Places tracefs is usually found, in the order aya looks.
-const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+/// Places tracefs is usually found, in the order aya looks; the agent
+/// mounts it at the first when it is absent.
+pub const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
 /// Why tracefs could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -38,15 +39,20 @@ pub enum TracefsError {
     },
 }
 
-/// Returns the tracefs root, mounting it at `/sys/kernel/tracing` when no
-/// mounted tracefs is found. Returns whether this call mounted it.
-pub fn ensure_mounted() -> Result<(PathBuf, bool), TracefsError> {
-    if let Some(root) = CANDIDATES
+/// The mounted tracefs root, if any.
+pub fn mounted() -> Option<PathBuf> {
+    CANDIDATES
         .iter()
         .map(Path::new)
         .find(|p| p.join("events").is_dir())
-    {
-        return Ok((root.to_owned(), false));
+        .map(Path::to_owned)
+}
+
+/// Returns the tracefs root, mounting it at `/sys/kernel/tracing` when no
+/// mounted tracefs is found. Returns whether this call mounted it.
+pub fn ensure_mounted() -> Result<(PathBuf, bool), TracefsError> {
+    if let Some(root) = mounted() {
+        return Ok((root, false));
     }
     let path = PathBuf::from(CANDIDATES[0]);
     nix::mount::mount(

@@ -1,0 +1,106 @@
+//! `reflex doctor`: what this host offers the probes, whether they load and
+//! attach here, and whether the policies would load, each with the reason
+//! when not. Exit 0 when the agent can run with these policies, 1 if not.
+use std::{path::Path, process::ExitCode};
+
+use crate::{
+    actions::error_chain,
+    cli::RunArgs,
+    config::Settings,
+    loader::{LoadOptions, Probes, features},
+    policy::{self, model::Trigger, spec::Mode},
+};
+
+/// Prints the report.
+pub fn doctor(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let settings = Settings::resolve(args)?;
+    let mut fatal = 0;
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!(
+        "kernel: Linux {} ({})",
+        release.trim(),
+        std::env::consts::ARCH
+    );
+
+    println!("\nkernel features");
+    let found = features::probe();
+    for feature in &found {
+        let mark = match (feature.available, feature.required) {
+            (true, _) => "ok  ",
+            (false, true) => "FAIL",
+            (false, false) => "no  ",
+        };
+        fatal += usize::from(!feature.available && feature.required);
+        println!("  {mark}  {:<32} {}", feature.name, feature.detail);
+    }
+    let cgroup = found.iter().any(|f| f.name == "cgroup v2" && f.available);
+
+    println!("\nprobes (loaded, attached and detached again)");
+    let cpu_hz = (settings.cpu_hz > 0).then_some(settings.cpu_hz);
+    match Probes::load(&LoadOptions {
+        cpu_hz,
+        ..LoadOptions::default()
+    }) {
+        Ok(probes) => {
+            for hook in probes.attached() {
+                println!("  ok    {hook}");
+            }
+            if cpu_hz.is_none() {
+                println!("  off   perf_event/cpu-clock (cpu.hz is 0)");
+            }
+        }
+        Err(err) => {
+            fatal += 1;
+            println!("  FAIL  {}", error_chain(&err));
+        }
+    }
+
+    println!("\npolicies in {}", settings.policies.display());
+    fatal += report_policies(&settings.policies, cgroup, cpu_hz.is_some());
+
+    println!();
+    if fatal == 0 {
+        println!("reflex can run here with these policies");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{fatal} problem(s) stop reflex from running here as configured");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Prints each policy and what it needs that is missing; returns 1 if the
+/// set does not load.
+fn report_policies(dir: &Path, cgroup: bool, cpu: bool) -> usize {
+    let set = match policy::load_set(&[dir.to_owned()]) {
+        Ok(set) => set,
+        Err(errors) => {
+            for error in &errors {
+                println!("  FAIL  {error}");
+            }
+            println!("  the set would not load: {} error(s)", errors.len());
+            return 1;
+        }
+    };
+    for policy in set.policies() {
+        let mode = match policy.mode {
+            Mode::Enforce => "enforce",
+            Mode::Monitor => "monitor",
+        };
+        let limit = match &policy.trigger {
+            Trigger::Connect(_) if !cgroup => {
+                Some("no cgroup v2: its connects are not seen and nothing is blocked")
+            }
+            Trigger::Cpu { .. } if !cpu => Some("the CPU sensor is off (cpu.hz: 0)"),
+            _ => None,
+        };
+        let mark = if limit.is_some() { "warn" } else { "ok  " };
+        println!(
+            "  {mark}  {:<32} {} {mode}{}",
+            policy.name,
+            policy.trigger.family(),
+            limit.map(|l| format!(": {l}")).unwrap_or_default()
+        );
+    }
+    println!("  {} policies would load", set.len());
+    0
+}
