@@ -2,7 +2,7 @@
 //! a bounded channel of [`Record`]s for whoever consumes them.
 use std::{collections::HashSet, io, sync::Arc, time::Duration};
 
-use reflex_wire::LossReason;
+use reflex_wire::{LOSS_SLOTS, LossFamily, LossReason, loss_slot};
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use crate::{
@@ -128,8 +128,8 @@ impl Sensor {
         self.probes.attached()
     }
 
-    /// Events lost in the kernel so far, per reason, read now.
-    pub fn kernel_losses(&self) -> Result<Vec<(LossReason, u64)>, aya::maps::MapError> {
+    /// Events lost in the kernel so far, per reason and family, read now.
+    pub fn kernel_losses(&self) -> Result<Vec<(LossReason, LossFamily, u64)>, aya::maps::MapError> {
         self.losses.read()
     }
 }
@@ -198,6 +198,10 @@ impl Pipeline {
     }
 }
 
+/// The `family` label of losses whose family cannot be trusted (a record
+/// that does not decode).
+pub const UNKNOWN_FAMILY: &str = "unknown";
+
 /// Decodes `bytes`, counting a failure under `reflex_events_lost_total{place="decode"}`.
 pub fn decode_counted(bytes: &[u8], metrics: &Metrics) -> Option<Event> {
     match decode(bytes) {
@@ -205,7 +209,7 @@ pub fn decode_counted(bytes: &[u8], metrics: &Metrics) -> Option<Event> {
         Err(err) => {
             metrics
                 .lost
-                .with_label_values(&["decode", err.reason()])
+                .with_label_values(&["decode", err.reason(), UNKNOWN_FAMILY])
                 .inc();
             tracing::warn!(%err, "dropped an undecodable event record");
             None
@@ -215,21 +219,22 @@ pub fn decode_counted(bytes: &[u8], metrics: &Metrics) -> Option<Event> {
 
 /// Copies the kernel's per-CPU loss counters into the metrics, as deltas.
 async fn sync_kernel_losses(losses: Arc<KernelLosses>, metrics: Metrics) {
-    let mut seen = [0u64; LossReason::COUNT as usize];
+    let mut seen = [0u64; LOSS_SLOTS as usize];
     let mut tick = tokio::time::interval(LOSS_POLL);
     loop {
         tick.tick().await;
         match losses.read() {
             Ok(now) => {
-                for (reason, total) in now {
-                    let slot = &mut seen[reason as usize];
+                for (reason, family, total) in now {
+                    let slot = &mut seen[loss_slot(reason, family) as usize];
                     if total > *slot {
                         metrics
                             .lost
-                            .with_label_values(&["kernel", reason.label()])
+                            .with_label_values(&["kernel", reason.label(), family.label()])
                             .inc_by(total - *slot);
                         tracing::warn!(
                             reason = reason.label(),
+                            family = family.label(),
                             lost = total - *slot,
                             "kernel dropped events"
                         );
@@ -253,8 +258,11 @@ mod tests {
         let mut unknown = vec![0u8; 64];
         unknown[..4].copy_from_slice(&0xbeefu32.to_ne_bytes());
         assert!(decode_counted(&unknown, &metrics).is_none());
-        assert_eq!(metrics.lost_count("decode", "truncated"), 1);
-        assert_eq!(metrics.lost_count("decode", "unknown_kind"), 1);
+        assert_eq!(metrics.lost_count("decode", "truncated", UNKNOWN_FAMILY), 1);
+        assert_eq!(
+            metrics.lost_count("decode", "unknown_kind", UNKNOWN_FAMILY),
+            1
+        );
         assert!(metrics.render().contains("reflex_events_lost_total"));
     }
 }

@@ -25,7 +25,7 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use reflex_wire::{
-    EventKind, FileEvent, FileKey, LossReason,
+    EventKind, FileEvent, FileKey, LossFamily, LossReason,
     file::{NAME_HASH_START, NAME_MAX, PATH_MAX, change, flag, name_hash_step, watch},
     syscalls,
 };
@@ -235,7 +235,7 @@ pub fn enter_openat2(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint]
 pub fn exit_open(ctx: RawTracePointContext) -> i32 {
     if let Err(reason) = try_exit_open(&ctx) {
-        count_loss(reason);
+        count_loss(reason, LossFamily::File);
     }
     0
 }
@@ -360,7 +360,7 @@ pub fn enter_close(ctx: RawTracePointContext) -> i32 {
     let Some(op) = scratch() else { return 0 };
     inode_op(op, change::CLOSE_WRITE, flag::BY_INODE, key, fd);
     if let Err(reason) = emit(op, 0) {
-        count_loss(reason);
+        count_loss(reason, LossFamily::File);
     }
     0
 }
@@ -537,7 +537,7 @@ pub fn exit_file_op(ctx: RawTracePointContext) -> i32 {
         // SAFETY: the pointer comes from a successful lookup and stays valid
         // until the entry is removed below.
         if let Err(reason) = emit(unsafe { &*op }, ret) {
-            count_loss(reason);
+            count_loss(reason, LossFamily::File);
         }
     }
     let _ = PENDING.remove(&tid);

@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use reflex_wire::{FileKey, KernelOffsets, LossReason};
+use reflex_wire::{FileKey, KernelOffsets, LOSS_SLOTS, LossFamily, LossReason, loss_slot};
 
 use crate::file::FileOp;
 
@@ -13,9 +13,10 @@ use crate::file::FileOp;
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
-/// Events the kernel side could not deliver, per CPU, indexed by [`LossReason`].
+/// Events the kernel side could not deliver, per CPU, indexed by
+/// [`loss_slot`] of reason and family.
 #[map]
-pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LossReason::COUNT, 0);
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_SLOTS, 0);
 
 /// Kernel struct offsets resolved by the agent from BTF before load.
 #[unsafe(no_mangle)]
@@ -33,10 +34,10 @@ pub fn is_excluded(tgid: u32) -> bool {
     EXCLUDED.get_ptr(tgid).is_some()
 }
 
-/// Counts one lost event.
+/// Counts one lost event of `family`.
 #[inline(always)]
-pub fn count_loss(reason: LossReason) {
-    if let Some(slot) = LOST.get_ptr_mut(reason as u32) {
+pub fn count_loss(reason: LossReason, family: LossFamily) {
+    if let Some(slot) = LOST.get_ptr_mut(loss_slot(reason, family)) {
         // SAFETY: the pointer comes from a successful per-CPU map lookup, so it
         // is valid and only this CPU touches it while the program runs.
         unsafe { *slot += 1 };

@@ -16,7 +16,7 @@ use aya_ebpf::{
     programs::{RawTracePointContext, SockAddrContext},
 };
 use reflex_wire::{
-    BlockRule, EventKind, LossReason, NetEvent,
+    BlockRule, EventKind, LossFamily, LossReason, NetEvent,
     net::{MAX_RANGES, direction, family, proto},
 };
 
@@ -78,7 +78,7 @@ fn on_connect(
     }
     let blocked = rule.is_some_and(|r| refuses(&r, port, protocol));
     let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) else {
-        count_loss(LossReason::RingbufFull);
+        count_loss(LossReason::RingbufFull, LossFamily::Connect);
         return if blocked { DENY } else { ALLOW };
     };
     let event = entry.as_mut_ptr();
@@ -157,7 +157,7 @@ pub fn exit_accept(ctx: RawTracePointContext) -> i32 {
     if fd >= 0
         && let Err(reason) = report_socket(fd as u64, direction::INBOUND)
     {
-        count_loss(reason);
+        count_loss(reason, LossFamily::Connect);
     }
     0
 }
@@ -168,7 +168,7 @@ pub fn exit_listen(ctx: RawTracePointContext) -> i32 {
     if ret(&ctx) == 0
         && let Err(reason) = report_socket(read_arg(&ctx, 0), direction::LISTEN)
     {
-        count_loss(reason);
+        count_loss(reason, LossFamily::Connect);
     }
     0
 }

@@ -12,7 +12,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use reflex_wire::{
-    EventKind, ExecEvent, ExitEvent, LossReason,
+    EventKind, ExecEvent, ExitEvent, LossFamily, LossReason,
     process::{ARGS_MAX, EXE_MAX},
 };
 
@@ -28,7 +28,7 @@ use crate::{
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     if let Err(reason) = try_sched_process_exec(&ctx) {
-        count_loss(reason);
+        count_loss(reason, LossFamily::Process);
     }
     0
 }
@@ -99,7 +99,7 @@ unsafe fn read_args(dst: *mut u8) -> (u32, bool) {
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if let Err(reason) = try_sched_process_exit(&ctx) {
-        count_loss(reason);
+        count_loss(reason, LossFamily::Process);
     }
     0
 }

@@ -22,7 +22,7 @@ use aya::{
         trace_point::TracePointLink,
     },
 };
-use reflex_wire::{FileKey, LossReason};
+use reflex_wire::{FileKey, LossFamily, LossReason, loss_slot};
 
 /// The compiled kernel programs, built by `build.rs`.
 static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/reflex-probes"));
@@ -499,13 +499,14 @@ pub struct KernelLosses {
 }
 
 impl KernelLosses {
-    /// Events lost in the kernel so far, per reason, summed over CPUs.
-    pub fn read(&self) -> Result<Vec<(LossReason, u64)>, MapError> {
+    /// Events lost in the kernel so far, per reason and family, summed over CPUs.
+    pub fn read(&self) -> Result<Vec<(LossReason, LossFamily, u64)>, MapError> {
         LossReason::ALL
             .iter()
-            .map(|&reason| {
-                let per_cpu = self.map.get(&(reason as u32), 0)?;
-                Ok((reason, per_cpu.iter().sum()))
+            .flat_map(|&reason| LossFamily::ALL.iter().map(move |&family| (reason, family)))
+            .map(|(reason, family)| {
+                let per_cpu = self.map.get(&loss_slot(reason, family), 0)?;
+                Ok((reason, family, per_cpu.iter().sum()))
             })
             .collect()
     }

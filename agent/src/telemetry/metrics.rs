@@ -11,7 +11,7 @@ pub struct Metrics {
     pub registry: Registry,
     /// `reflex_events_total{family,kind}`: events decoded.
     pub events: IntCounterVec,
-    /// `reflex_events_lost_total{place,reason}`: events that never reached a policy.
+    /// `reflex_events_lost_total{place,reason,family}`: events that never reached a policy.
     pub lost: IntCounterVec,
     /// `reflex_process_table_entries`: processes held in the process table.
     pub process_table: IntGauge,
@@ -52,9 +52,9 @@ impl Metrics {
         let lost = IntCounterVec::new(
             Opts::new(
                 "reflex_events_lost_total",
-                "Events lost before evaluation, by place (kernel, decode, queue) and reason.",
+                "Events lost before evaluation, by place (kernel, decode), reason and event family.",
             ),
-            &["place", "reason"],
+            &["place", "reason", "family"],
         )
         .expect("valid metric");
         let process_table = IntGauge::new(
@@ -146,15 +146,13 @@ impl Metrics {
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         // Every place an event can be lost shows up at 0 from the start, so
         // an alert rule on it works before the first loss.
-        for (place, reason) in [
-            ("kernel", "ringbuf_full"),
-            ("kernel", "kernel_read_failed"),
-            ("decode", "truncated"),
-            ("decode", "unknown_kind"),
-            ("decode", "size_mismatch"),
-            ("decode", "bad_field"),
-        ] {
-            lost.with_label_values(&[place, reason]);
+        for reason in reflex_wire::LossReason::ALL {
+            for family in reflex_wire::LossFamily::ALL {
+                lost.with_label_values(&["kernel", reason.label(), family.label()]);
+            }
+        }
+        for reason in ["truncated", "unknown_kind", "size_mismatch", "bad_field"] {
+            lost.with_label_values(&["decode", reason, crate::sensor::UNKNOWN_FAMILY]);
         }
         for result in ["ok", "rejected"] {
             reloads.with_label_values(&[result]);
@@ -200,9 +198,9 @@ impl Metrics {
         }
     }
 
-    /// Total events lost at `place` for `reason`.
-    pub fn lost_count(&self, place: &str, reason: &str) -> u64 {
-        self.lost.with_label_values(&[place, reason]).get()
+    /// Total events of `family` lost at `place` for `reason`.
+    pub fn lost_count(&self, place: &str, reason: &str, family: &str) -> u64 {
+        self.lost.with_label_values(&[place, reason, family]).get()
     }
 
     /// The exposition-format text of every family.

@@ -18,7 +18,7 @@ pub mod syscalls;
 pub use file::{FileEvent, FileKey};
 pub use header::EventHeader;
 pub use kind::EventKind;
-pub use loss::LossReason;
+pub use loss::{LOSS_SLOTS, LossFamily, LossReason, loss_slot};
 pub use net::{BlockRule, NetEvent};
 pub use offsets::KernelOffsets;
 pub use process::{ExecEvent, ExitEvent};

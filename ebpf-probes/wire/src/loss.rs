@@ -1,4 +1,5 @@
-//! Why the kernel side could not deliver an event; indexes the `LOST` per-CPU map.
+//! Why the kernel side could not deliver an event, and of which family;
+//! together they index the `LOST` per-CPU map.
 
 /// Index into the probes' per-CPU `LOST` counter array.
 #[repr(u32)]
@@ -23,4 +24,40 @@ impl LossReason {
             LossReason::ReadFailed => "kernel_read_failed",
         }
     }
+}
+
+/// The event family a lost event belonged to.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossFamily {
+    /// exec, exit, fork.
+    Process = 0,
+    /// File changes.
+    File = 1,
+    /// Connects, accepts, listens.
+    Connect = 2,
+}
+
+impl LossFamily {
+    /// Every family, in index order.
+    pub const ALL: [LossFamily; 3] = [LossFamily::Process, LossFamily::File, LossFamily::Connect];
+    /// Number of families.
+    pub const COUNT: u32 = Self::ALL.len() as u32;
+
+    /// Label used for this family in metrics (as in `reflex_events_total`).
+    pub const fn label(self) -> &'static str {
+        match self {
+            LossFamily::Process => "process",
+            LossFamily::File => "file",
+            LossFamily::Connect => "connect",
+        }
+    }
+}
+
+/// Slots of the `LOST` map: one per (reason, family).
+pub const LOSS_SLOTS: u32 = LossReason::COUNT * LossFamily::COUNT;
+
+/// The `LOST` slot of `reason` for `family`.
+pub const fn loss_slot(reason: LossReason, family: LossFamily) -> u32 {
+    reason as u32 * LossFamily::COUNT + family as u32
 }
