@@ -88,7 +88,8 @@ fn readiness_reloads_and_stopping_are_told_to_the_service_manager() {
 
 /// The unit's `CapabilityBoundingSet=` as a setpriv `--bounding-set` value.
 fn unit_capabilities() -> String {
-    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/packaging/reflex.service");
+    let unit =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/packaging/debian/reflex.service");
     let text = fs::read_to_string(&unit).expect("the unit file");
     let line = text
         .lines()

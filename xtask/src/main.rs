@@ -1,10 +1,12 @@
-//! Developer commands: `cargo xtask setup | build | run | test`.
+//! Developer commands: `cargo xtask setup | build | run | test | bench | fuzz | package`.
 //!
 //! Every command that needs tools calls `setup` first, so a fresh machine
 //! needs nothing but a clone and `cargo xtask run` or `cargo xtask test`.
 mod bench;
 mod chart;
 mod cmd;
+mod fuzz;
+mod package;
 mod peers;
 mod setup;
 
@@ -38,6 +40,18 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
+    /// Fuzz the policy compiler and the record decoder with cargo fuzz
+    /// (nightly); a crash or hang fails the command and keeps its input.
+    Fuzz {
+        /// Seconds per target (the targets run side by side).
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// Targets to run (default: all).
+        targets: Vec<String>,
+    },
+    /// Build the Debian package: binary, systemd unit, /etc/reflex/reflex.yaml
+    /// and the example policies in monitor mode (target/debian/).
+    Package,
     /// Set up, then fmt check, clippy, unit tests and the root integration tests.
     Test {
         /// Skip the root integration tests.
@@ -65,6 +79,19 @@ fn main() -> Result<()> {
             cmd::exec(root.join("target/release/reflex"), &argv)
         }
         Task::Test { unit_only } => test(unit_only),
+        Task::Package => {
+            setup::run()?;
+            package::run(&root)
+        }
+        Task::Fuzz { seconds, targets } => {
+            setup::run()?;
+            let targets = if targets.is_empty() {
+                fuzz::TARGETS.iter().map(|t| t.to_string()).collect()
+            } else {
+                targets
+            };
+            fuzz::run(&root, &targets, seconds)
+        }
         Task::Bench { quick } => {
             setup::run()?;
             setup::bench_tools()?;
