@@ -185,12 +185,16 @@ fn kill_current() -> u32 {
 
 // ---- opens -------------------------------------------------------------
 
-/// Remembers the flags of an open for writing until the syscall returns.
+/// Whether open flags can change a file.
+#[inline(always)]
+fn writes(flags: u64) -> bool {
+    flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC) != 0
+}
+
+/// Remembers the flags of every open until the syscall returns, so that the
+/// exit of a read-only open costs no kernel reads.
 #[inline(always)]
 fn stash_open(flags: u64) -> i32 {
-    if flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC) == 0 {
-        return 0;
-    }
     if let Some(slot) = OPEN_SLOT.get_ptr_mut(0) {
         let (tid, _) = current_ids();
         // SAFETY: this CPU's slot; programs do not preempt each other here.
@@ -230,6 +234,12 @@ pub fn enter_openat2(ctx: RawTracePointContext) -> i32 {
     stash_open(flags)
 }
 
+/// Whether this open created `file` (O_CREAT on a file that existed does not).
+#[inline(always)]
+fn created(file: u64) -> bool {
+    task::read::<u32>(file, OFFSETS.load().file_mode).is_ok_and(|m| m & FMODE_CREATED != 0)
+}
+
 /// Exit of the `open` family: a write-open of a watched file, or of a file in
 /// a watched directory, is reported (and killed if the policy says so).
 #[raw_tracepoint]
@@ -243,29 +253,31 @@ pub fn exit_open(ctx: RawTracePointContext) -> i32 {
 fn try_exit_open(ctx: &RawTracePointContext) -> Result<(), LossReason> {
     let (tid, tgid) = current_ids();
     let ret = ret(ctx);
-    // The flags stashed at entry on this CPU, or `None` when this thread's
-    // entry was elsewhere (or it opened nothing for writing).
-    let stashed = OPEN_SLOT.get_ptr_mut(0).and_then(|slot| {
+    // The flags stashed at entry on this CPU; `hit` is false when this
+    // thread's entry ran elsewhere.
+    let mut hit = false;
+    let mut stashed = 0u32;
+    if let Some(slot) = OPEN_SLOT.get_ptr_mut(0) {
         // SAFETY: this CPU's slot, read and cleared by this program only.
         unsafe {
-            let hit = (*slot).tid == tid;
-            let flags = (*slot).flags;
-            if hit {
+            if (*slot).tid == tid {
+                hit = true;
+                stashed = (*slot).flags;
                 (*slot).tid = 0;
             }
-            hit.then_some(flags)
         }
-    });
-    if ret < 0 {
+    }
+    if ret < 0 || (hit && !writes(stashed as u64)) {
         return Ok(());
     }
     let Some(file) = fd_file(ret as u64) else {
         return Ok(());
     };
-    let open_flags = match stashed {
-        Some(flags) => flags,
+    let open_flags = if hit {
+        stashed
+    } else {
         // Entered on another CPU: read whether the file is open for writing.
-        None => match task::read::<u32>(file, OFFSETS.load().file_mode) {
+        match task::read::<u32>(file, OFFSETS.load().file_mode) {
             Ok(mode) if mode & FMODE_WRITE != 0 => {
                 O_WRONLY as u32
                     | if mode & FMODE_CREATED != 0 {
@@ -275,7 +287,7 @@ fn try_exit_open(ctx: &RawTracePointContext) -> Result<(), LossReason> {
                     }
             }
             _ => return Ok(()),
-        },
+        }
     };
     let Some(key) = file_key(file) else {
         return Ok(());
@@ -294,12 +306,14 @@ fn try_exit_open(ctx: &RawTracePointContext) -> Result<(), LossReason> {
             flags |= kill_current();
         }
     } else if open_flags as u64 & O_CREAT != 0
+        && created(file)
         && let Some((d, parent)) = dir_key(file)
         // SAFETY: as above.
         && unsafe { WATCHED_DIRS.get(&parent) }.is_some()
     {
-        // Only creating opens count: a watched directory is for files that
-        // appear (uploads, a deleted watched file made again).
+        // Only opens that created the file count: a watched directory is
+        // for files that appear (uploads, a deleted watched file made
+        // again); a shell's `>` on an existing file costs one read.
         flags |= flag::BY_DIR;
         dentry = d;
         dir = parent;
