@@ -85,13 +85,17 @@ impl<T: Scalar> CheckedVisitor<T> {
             .map_err(|msg| E::custom(format!("{msg}; expected {}", T::EXPECTED)))
     }
 
-    /// The value was read whole, so failing here leaves the parser ready for
-    /// what follows; [`Checked`] records the error with its place.
+    /// Records a container found in a scalar's place. The container was read
+    /// whole, but serde_yaml consumes its closing event only when the
+    /// visitor succeeds, so this must not fail (a fuzzed input showed the
+    /// parser panicking on the stray end otherwise).
     fn misplaced<E: de::Error>(found: &str) -> Result<Checked<T>, E> {
-        Err(E::custom(format!(
-            "found {found}, expected {}",
-            T::EXPECTED
-        )))
+        let message = format!("found {found}, expected {}", T::EXPECTED);
+        if record(message.clone()) {
+            Ok(Checked::Invalid)
+        } else {
+            Err(E::custom(message))
+        }
     }
 }
 
@@ -145,7 +149,12 @@ impl<'de, T: Scalar> Visitor<'de> for CheckedVisitor<T> {
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Self::Value, A::Error> {
         let (tag, variant) = data.variant::<String>()?;
         variant.newtype_variant::<IgnoredAny>()?;
-        Self::misplaced(&format!("a value tagged !{tag}"))
+        // Nothing of it is left to consume, so failing is safe here and lets
+        // serde_yaml add the place.
+        Err(de::Error::custom(format!(
+            "found a value tagged !{tag}, expected {}",
+            T::EXPECTED
+        )))
     }
 }
 
@@ -215,6 +224,14 @@ mod tests {
         let list = list.expect("the document still parses");
         assert_eq!(list.paths, [Checked::Invalid, Checked::Valid(2)]);
         assert!(errors[0].contains("tagged !x"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_misplaced_list_or_mapping_leaves_the_document_readable() {
+        let (pair, errors) = collect(|| serde_yaml::from_str::<Pair>("a: [x: 1, 2]\nb: {c: [3]}\n"));
+        let pair = pair.expect("the document still parses");
+        assert_eq!((pair.a, pair.b), (Checked::Invalid, Checked::Invalid));
+        assert_eq!(errors.len(), 2, "{errors:?}");
     }
 
     #[test]
