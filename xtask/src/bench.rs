@@ -93,7 +93,10 @@ struct Throughput {
 struct Footprint {
     policies: usize,
     seconds: u64,
+    /// At the end of the idle period.
     rss_mib: f64,
+    /// The highest since start (start-up parses kernel BTF).
+    peak_rss_mib: f64,
     cpu_percent_of_one_core: f64,
 }
 
@@ -498,8 +501,8 @@ fn print_table(r: &Report) {
     println!("\nB5 idle footprint");
     for f in &r.footprint {
         println!(
-            "   {:>6} policies: RSS {:.1} MiB, CPU {:.2}% of one core over {} s",
-            f.policies, f.rss_mib, f.cpu_percent_of_one_core, f.seconds
+            "   {:>6} policies: RSS {:.1} MiB (peak {:.1}), CPU {:.2}% of one core over {} s",
+            f.policies, f.rss_mib, f.peak_rss_mib, f.cpu_percent_of_one_core, f.seconds
         );
     }
     if let Some(bytes) = r.kill_bytes_written {
@@ -874,17 +877,21 @@ fn idle_footprint(bin: &Path, work: &Path, n: usize, seconds: u64) -> Result<Foo
     std::thread::sleep(Duration::from_secs(seconds));
     let cpu1 = process_cpu_seconds(pid)?;
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let rss_kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
+    let kib = |field: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (rss_kib, peak_kib) = (kib("VmRSS:"), kib("VmHWM:"));
     agent.stop()?;
     Ok(Footprint {
         policies: n,
         seconds,
         rss_mib: rss_kib / 1024.0,
+        peak_rss_mib: peak_kib / 1024.0,
         cpu_percent_of_one_core: (cpu1 - cpu0) / seconds as f64 * 100.0,
     })
 }

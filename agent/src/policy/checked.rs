@@ -228,7 +228,8 @@ mod tests {
 
     #[test]
     fn a_misplaced_list_or_mapping_leaves_the_document_readable() {
-        let (pair, errors) = collect(|| serde_yaml::from_str::<Pair>("a: [x: 1, 2]\nb: {c: [3]}\n"));
+        let (pair, errors) =
+            collect(|| serde_yaml::from_str::<Pair>("a: [x: 1, 2]\nb: {c: [3]}\n"));
         let pair = pair.expect("the document still parses");
         assert_eq!((pair.a, pair.b), (Checked::Invalid, Checked::Invalid));
         assert_eq!(errors.len(), 2, "{errors:?}");
