@@ -1,8 +1,9 @@
 //! `cargo xtask fuzz`: libFuzzer (cargo fuzz, nightly) on the policy parser
 //! and compiler and on the kernel record decoder, both targets at once (one
 //! per CPU). The corpus lives in `agent/fuzz/corpus/` and is kept minimal;
-//! a crash or a hang leaves its input under `agent/fuzz/artifacts/` and
-//! fails the command.
+//! inputs that once crashed or hung stay in `agent/fuzz/regressions/` and
+//! are replayed on every run. A crash or a hang leaves its input under
+//! `agent/fuzz/artifacts/` and fails the command.
 use std::{
     fs,
     path::Path,
@@ -55,8 +56,18 @@ pub fn run(root: &Path, targets: &[String], seconds: u64) -> Result<()> {
             "xtask: fuzzing {target} for {seconds} s (log: {})",
             log.display()
         );
+        // Inputs that once crashed or hung are replayed first, every run.
+        let corpus = format!("fuzz/corpus/{target}");
+        let regressions = format!("fuzz/regressions/{target}");
+        let mut inputs = vec![corpus.clone()];
+        if crate_dir.join(&regressions).is_dir() {
+            inputs.push(regressions);
+        }
+        fs::create_dir_all(crate_dir.join(&corpus))?;
         let child = Command::new("cargo")
-            .args(["+nightly", "fuzz", "run", target, "--"])
+            .args(["+nightly", "fuzz", "run", target])
+            .args(&inputs)
+            .arg("--")
             .arg(format!("-max_total_time={seconds}"))
             .arg(format!("-timeout={HANG_SECONDS}"))
             .args([
