@@ -234,12 +234,6 @@ pub fn enter_openat2(ctx: RawTracePointContext) -> i32 {
     stash_open(flags)
 }
 
-/// Whether this open created `file` (O_CREAT on a file that existed does not).
-#[inline(always)]
-fn created(file: u64) -> bool {
-    task::read::<u32>(file, OFFSETS.load().file_mode).is_ok_and(|m| m & FMODE_CREATED != 0)
-}
-
 /// Exit of the `open` family: a write-open of a watched file, or of a file in
 /// a watched directory, is reported (and killed if the policy says so).
 #[raw_tracepoint]
@@ -306,14 +300,15 @@ fn try_exit_open(ctx: &RawTracePointContext) -> Result<(), LossReason> {
             flags |= kill_current();
         }
     } else if open_flags as u64 & O_CREAT != 0
-        && created(file)
         && let Some((d, parent)) = dir_key(file)
         // SAFETY: as above.
         && unsafe { WATCHED_DIRS.get(&parent) }.is_some()
     {
-        // Only opens that created the file count: a watched directory is
-        // for files that appear (uploads, a deleted watched file made
-        // again); a shell's `>` on an existing file costs one read.
+        // Only creating opens count: a watched directory is for files that
+        // appear (uploads, a deleted watched file made again) and for a
+        // restored file written before its new inode is in `WATCHED` (so
+        // an O_CREAT open of an existing file is looked at too: the
+        // benchmark's back-to-back writes showed that window).
         flags |= flag::BY_DIR;
         dentry = d;
         dir = parent;
