@@ -4,7 +4,7 @@ use std::{
     fs,
     io::{BufRead as _, BufReader},
     os::unix::fs::PermissionsExt as _,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, ChildStdout, Command, Stdio},
     sync::mpsc,
     thread,
@@ -249,40 +249,32 @@ impl Scratch {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod policy");
     }
 
+    /// `PROGRAM run` on the scratch policies and state directory, metrics
+    /// on a free loopback port: a command to wrap or extend.
+    pub fn run_command(&self, program: &Path) -> Command {
+        let mut command = Command::new(program);
+        command
+            .arg("run")
+            .arg("--policies")
+            .arg(self.path("policies"))
+            .arg("--state-dir")
+            .arg(self.path("state"))
+            .args(["--metrics-addr", "127.0.0.1:0"]);
+        command
+    }
+
     /// Starts `reflex run` with `config` as its configuration file.
     pub fn start_with_config(&self, config: &str) -> Agent {
         let path = self.path("reflex.yaml");
         fs::write(&path, config).expect("agent config");
-        start_agent(
-            &[
-                "run",
-                "--config",
-                path.to_str().expect("utf-8"),
-                "--policies",
-                self.path("policies").to_str().expect("utf-8"),
-                "--state-dir",
-                self.path("state").to_str().expect("utf-8"),
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ],
-            "reflex running",
-        )
+        let mut command = self.run_command(&reflex_bin());
+        command.arg("--config").arg(&path);
+        start_agent_with(&mut command, "reflex running")
     }
 
     /// Starts `reflex run` on the scratch policies and state directory.
     pub fn start(&self) -> Agent {
-        start_agent(
-            &[
-                "run",
-                "--policies",
-                self.path("policies").to_str().expect("utf-8"),
-                "--state-dir",
-                self.path("state").to_str().expect("utf-8"),
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ],
-            "reflex running",
-        )
+        start_agent_with(&mut self.run_command(&reflex_bin()), "reflex running")
     }
 }
 

@@ -19,19 +19,6 @@ use reflex_tests::{ChildGuard, Scratch, reflex_bin, require_root, start_agent_wi
 
 const WAIT: Duration = Duration::from_secs(5);
 
-/// `reflex run` on the scratch directories, as a command to wrap or extend.
-fn run_command(scratch: &Scratch, program: &Path) -> Command {
-    let mut command = Command::new(program);
-    command
-        .arg("run")
-        .arg("--policies")
-        .arg(scratch.path("policies"))
-        .arg("--state-dir")
-        .arg(scratch.path("state"))
-        .args(["--metrics-addr", "127.0.0.1:0"]);
-    command
-}
-
 /// The next notification, as its `KEY=VALUE` lines.
 fn next_notification(socket: &UnixDatagram) -> Vec<String> {
     let mut buf = [0u8; 4096];
@@ -54,7 +41,7 @@ fn readiness_reloads_and_stopping_are_told_to_the_service_manager() {
     let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
     socket.set_read_timeout(Some(WAIT)).unwrap();
 
-    let mut command = run_command(&scratch, &reflex_bin());
+    let mut command = scratch.run_command(&reflex_bin());
     command.env("NOTIFY_SOCKET", &path);
     let mut agent = start_agent_with(&mut command, "reflex running");
     let ready = next_notification(&socket);
@@ -132,7 +119,7 @@ fn the_units_capabilities_are_enough_to_revert_kill_and_block() {
         .arg(format!("--bounding-set={}", unit_capabilities()))
         .arg("--inh-caps=-all")
         .arg("--");
-    let inner = run_command(&scratch, &reflex_bin());
+    let inner = scratch.run_command(&reflex_bin());
     command.arg(inner.get_program()).args(inner.get_args());
     let agent = start_agent_with(&mut command, "reflex running");
 
