@@ -4,7 +4,7 @@
 use std::{hint::black_box, path::Path, time::Instant};
 
 use reflex::{
-    events::{Body, EventKindName, Exec, ProcessContext, Record},
+    events::{Body, Exec, Kind, ProcessContext, Record},
     policy::{PolicySet, compile, load},
 };
 
@@ -27,7 +27,7 @@ fn record(exe: &str) -> Record {
     Record {
         time: String::new(),
         ktime_ns: 1,
-        kind: EventKindName::Exec,
+        kind: Kind::Exec,
         process: ProcessContext {
             pid: 42,
             comm: "tool".into(),

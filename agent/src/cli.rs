@@ -1,9 +1,10 @@
 //! Command-line interface.
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
-use crate::events::EventKindName;
+use crate::events::Kind;
+pub use crate::logging::LogFormat;
 
 /// reflex: notices unwanted change on a host and answers it.
 #[derive(Debug, Parser)]
@@ -18,15 +19,6 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Log output formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log shippers.
-    Json,
 }
 
 /// The subcommands.
@@ -70,11 +62,23 @@ pub enum Command {
         #[arg(long, default_value = "/var/lib/reflex", global = true)]
         state_dir: PathBuf,
     },
-    /// Stream every event as one JSON object per line on stdout.
+    /// Stream every event as one JSON object per line on stdout: the
+    /// finished events `reflex run` judges (file changes settled, CPU
+    /// thresholds crossed), which `reflex replay` reads back.
     Events {
         /// Only these kinds (comma-separated), e.g. `exec,exit`.
         #[arg(long, value_delimiter = ',')]
-        kind: Vec<EventKindName>,
+        kind: Vec<Kind>,
+        /// Policies whose files are watched and whose CPU thresholds are
+        /// checked (file and cpu events need them); nothing is enforced.
+        #[arg(long)]
+        policies: Option<PathBuf>,
+        /// CPU sampling frequency in Hz when `cpu` policies are given.
+        #[arg(long, default_value_t = 99)]
+        cpu_hz: u64,
+        /// How often CPU use is computed.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+        cpu_interval: std::time::Duration,
     },
 }
 

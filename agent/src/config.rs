@@ -11,8 +11,9 @@ use std::{
 use serde::Deserialize;
 
 use crate::{
-    actions::{plan::DEFAULT_FUSE_LIMIT, run::DEFAULT_MAX_HOOKS},
+    actions::run::DEFAULT_MAX_HOOKS,
     cli::RunArgs,
+    engine::plan::DEFAULT_FUSE_LIMIT,
     loader::DEFAULT_CPU_HZ,
     policy::value::DurationValue,
     sinks::{DEFAULT_SPOOL_ENTRIES, alertmanager::AlertmanagerConfig, webhook::WebhookConfig},

@@ -1,20 +1,22 @@
-//! reflex: an eBPF host sensor agent. Kernel probes capture events into a
-//! ring buffer; this crate loads them, decodes and enriches the events with
-//! process context, and hands them to whoever consumes the stream.
+//! reflex: an eBPF host sensor agent. Kernel probes capture events into ring
+//! buffers; this crate loads them and runs the one-way pipeline
+//! sensor (`sensor`) → settler (`settle`) → engine (`engine`) → actions
+//! (`actions`) → sinks (`sinks`), with filesystem primitives in the leaf
+//! module `fsio`.
 
 pub mod actions;
+pub mod blocks;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod cpu;
 pub mod engine;
 pub mod events;
-pub mod files;
+pub mod fsio;
 pub mod loader;
 pub mod logging;
-pub mod net;
 pub mod policy;
 pub mod process;
 pub mod sensor;
+pub mod settle;
 pub mod sinks;
 pub mod telemetry;

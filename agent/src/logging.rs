@@ -1,7 +1,14 @@
 //! Logging setup: `tracing` to stderr, as text or JSON.
 use tracing_subscriber::{EnvFilter, fmt};
 
-use crate::cli::LogFormat;
+/// Log output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
 
 /// Installs the global subscriber. `RUST_LOG` wins over `verbose`.
 pub fn init(format: LogFormat, verbose: u8) {
@@ -24,4 +31,16 @@ pub fn init(format: LogFormat, verbose: u8) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// An error and its sources on one line, for log fields and alert details.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

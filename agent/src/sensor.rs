@@ -1,15 +1,15 @@
-//! The event pipeline: probes → ring buffer → decode → process table →
-//! a bounded channel of [`Record`]s for whoever consumes them.
+//! The sensor, first stage of the pipeline: probes → ring buffer → decode →
+//! process table → a bounded channel of raw [`Record`]s for the settler.
 use std::{collections::HashSet, io, sync::Arc, time::Duration};
 
 use reflex_wire::{LOSS_SLOTS, LossFamily, LossReason, loss_slot};
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use crate::{
-    events::{Event, EventKindName, Record, clock::BootClock, decode, reader::EventReader},
+    events::{Event, Kind, Record, clock::BootClock, decode, reader::EventReader},
     loader::{KernelLosses, LoadError, LoadOptions, Probes},
     process::ProcessTable,
-    telemetry::Metrics,
+    telemetry::{Metrics, UNKNOWN_FAMILY},
 };
 
 /// How often the kernel loss counters are copied into the metrics.
@@ -21,7 +21,7 @@ pub struct SensorOptions {
     /// Probe loading settings.
     pub load: LoadOptions,
     /// Only emit these kinds; `None` for all.
-    pub kinds: Option<HashSet<EventKindName>>,
+    pub kinds: Option<HashSet<Kind>>,
     /// Records buffered between the reader and the consumer. When full, the
     /// reader waits and the kernel ring buffer absorbs (and counts) the rest.
     pub queue: usize,
@@ -146,7 +146,7 @@ impl Drop for Sensor {
 struct Pipeline {
     table: ProcessTable,
     clock: BootClock,
-    kinds: Option<HashSet<EventKindName>>,
+    kinds: Option<HashSet<Kind>>,
     metrics: Metrics,
 }
 
@@ -197,10 +197,6 @@ impl Pipeline {
         })
     }
 }
-
-/// The `family` label of losses whose family cannot be trusted (a record
-/// that does not decode).
-pub const UNKNOWN_FAMILY: &str = "unknown";
 
 /// Decodes `bytes`, counting a failure under `reflex_events_lost_total{place="decode"}`.
 pub fn decode_counted(bytes: &[u8], metrics: &Metrics) -> Option<Event> {

@@ -10,10 +10,10 @@ use std::{
 };
 
 use reflex::{
-    cpu::CpuSampler,
-    events::EventKindName,
+    events::Kind,
     loader::LoadOptions,
     sensor::{Sensor, SensorOptions},
+    settle::cpu::CpuSampler,
     telemetry::Metrics,
 };
 use reflex_tests::{ChildGuard, Scratch, require_root};
@@ -43,7 +43,7 @@ async fn cpu_is_measured_and_answered() {
 async fn measures_a_busy_loop_a_sleeper_and_the_host() {
     let scratch = Scratch::new();
     let options = SensorOptions {
-        kinds: Some(HashSet::from([EventKindName::Exit])),
+        kinds: Some(HashSet::from([Kind::Exit])),
         exclude_self: false,
         load: LoadOptions {
             cpu_hz: Some(99),

@@ -401,10 +401,10 @@ async fn writes_to_unwatched_files_never_reach_userspace() {
     use std::collections::HashSet;
 
     use reflex::{
-        events::{Body, EventKindName},
-        files::watch::WatchList,
+        events::{Body, Kind},
         policy,
         sensor::{Sensor, SensorOptions},
+        settle::file::watch::WatchList,
         telemetry::Metrics,
     };
     require_root();
@@ -423,7 +423,7 @@ async fn writes_to_unwatched_files_never_reach_userspace() {
 
     let metrics = Metrics::new();
     let options = SensorOptions {
-        kinds: Some(HashSet::from([EventKindName::File])),
+        kinds: Some(HashSet::from([Kind::File])),
         exclude_self: false,
         ..SensorOptions::default()
     };

@@ -7,7 +7,7 @@ use std::{
 
 use nix::sys::signal::Signal;
 use reflex::{
-    events::{Body, EventKindName},
+    events::{Body, Kind},
     sensor::{Sensor, SensorOptions},
     telemetry::Metrics,
 };
@@ -17,7 +17,7 @@ const WAIT: Duration = Duration::from_secs(5);
 
 /// The sensor runs inside the test process, whose children are what the
 /// tests look at, so it must not exclude itself.
-fn in_process(kinds: Option<HashSet<EventKindName>>) -> SensorOptions {
+fn in_process(kinds: Option<HashSet<Kind>>) -> SensorOptions {
     SensorOptions {
         kinds,
         exclude_self: false,
@@ -26,10 +26,7 @@ fn in_process(kinds: Option<HashSet<EventKindName>>) -> SensorOptions {
 }
 
 fn exec_exit_only() -> SensorOptions {
-    in_process(Some(HashSet::from([
-        EventKindName::Exec,
-        EventKindName::Exit,
-    ])))
+    in_process(Some(HashSet::from([Kind::Exec, Kind::Exit])))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,7 +43,7 @@ async fn exec_and_exit_of_a_child_are_reported_with_context() {
     assert_eq!(exit_status.code(), Some(3));
 
     let exec = wait_for_record(&mut records, WAIT, |r| {
-        r.kind == EventKindName::Exec && r.process.pid == pid
+        r.kind == Kind::Exec && r.process.pid == pid
     })
     .await
     .expect("an exec event for the child");
@@ -67,7 +64,7 @@ async fn exec_and_exit_of_a_child_are_reported_with_context() {
     );
 
     let exit = wait_for_record(&mut records, WAIT, |r| {
-        r.kind == EventKindName::Exit && r.process.pid == pid
+        r.kind == Kind::Exit && r.process.pid == pid
     })
     .await
     .expect("an exit event for the child");
@@ -95,7 +92,7 @@ async fn a_signalled_child_reports_its_signal() {
     let pid = child.id();
     child.wait_with_output().expect("wait sh");
     let exit = wait_for_record(&mut records, WAIT, |r| {
-        r.kind == EventKindName::Exit && r.process.pid == pid
+        r.kind == Kind::Exit && r.process.pid == pid
     })
     .await
     .expect("an exit event");
@@ -117,7 +114,7 @@ async fn loss_counters_are_readable_and_zero_in_a_quiet_run() {
     let pid = last.id();
     last.wait_with_output().expect("wait true");
     wait_for_record(&mut records, WAIT, |r| {
-        r.kind == EventKindName::Exit && r.process.pid == pid
+        r.kind == Kind::Exit && r.process.pid == pid
     })
     .await
     .expect("the last exit arrives");

@@ -6,6 +6,7 @@ mod bench;
 mod chart;
 mod cmd;
 mod fuzz;
+mod modules;
 mod package;
 mod peers;
 mod setup;
@@ -49,6 +50,9 @@ enum Task {
         /// Targets to run (default: all).
         targets: Vec<String>,
     },
+    /// Print which of the agent's top-level modules import which; fail on
+    /// an import cycle.
+    Modules,
     /// Build the Debian package: binary, systemd unit, /etc/reflex/reflex.yaml
     /// and the example policies in monitor mode (target/debian/).
     Package,
@@ -79,6 +83,7 @@ fn main() -> Result<()> {
             cmd::exec(root.join("target/release/reflex"), &argv)
         }
         Task::Test { unit_only } => test(unit_only),
+        Task::Modules => modules::run(&root),
         Task::Package => {
             setup::run()?;
             package::run(&root)
@@ -105,6 +110,7 @@ fn main() -> Result<()> {
 fn test(unit_only: bool) -> Result<()> {
     setup::run()?;
     cmd::cargo(&["fmt", "--all", "--", "--check"])?;
+    modules::run(&workspace_root())?;
     cmd::cargo(&[
         "clippy",
         "--workspace",

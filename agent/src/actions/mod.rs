@@ -1,82 +1,78 @@
-//! Answering matched events: plan (mode, throttle, fuse), carry out the
-//! actions, report the decision.
-pub mod alert;
-pub mod fuse;
+//! Carrying out what the engine planned: revert, kill, block, run, and the
+//! alert every reported decision becomes (handed to the sinks).
 pub mod kill;
-pub mod plan;
 pub mod revert;
 pub mod run;
-pub mod throttle;
 
-use std::time::SystemTime;
+use std::{path::PathBuf, time::SystemTime};
+
+use tokio::sync::mpsc;
 
 use crate::{
+    engine::{Judged, plan::Plan},
     events::{Body, Record},
-    files::Files,
+    logging::error_chain,
     policy::{
-        Action, Policy, PolicyRef,
+        Action, Policy,
         spec::{KillTarget, Severity},
     },
+    settle::Followup,
+    sinks::alert::{ActionResult, Alert, AlertLog},
     telemetry::Metrics,
 };
-use alert::{ActionResult, Alert, AlertLog};
-use plan::{Plan, Planner};
 use run::HookRunner;
 
-/// Carries out decisions. Owned by the one task that evaluates events.
+/// Carries out decisions. Owned by the actions task.
 pub struct Executor {
-    planner: Planner,
     hooks: HookRunner,
     alerts: AlertLog,
     metrics: Metrics,
+    state_dir: Option<PathBuf>,
+    followups: Option<mpsc::UnboundedSender<Followup>>,
 }
 
 impl Executor {
     /// An executor writing alerts to `alerts` and starting hooks with `hooks`.
-    pub fn new(alerts: AlertLog, hooks: HookRunner, fuse_limit: usize, metrics: Metrics) -> Self {
+    pub fn new(alerts: AlertLog, hooks: HookRunner, metrics: Metrics) -> Self {
         Self {
-            planner: Planner::new(fuse_limit),
             hooks,
             alerts,
             metrics,
+            state_dir: None,
+            followups: None,
         }
     }
 
-    /// Re-arms the kill fuses; called when a new policy set is swapped in.
-    pub fn reset_fuses(&mut self) {
-        self.planner.reset_fuses();
+    /// Lets `revert` restore from the baseline store under `state_dir`,
+    /// telling the settler of each restored file on `followups`.
+    pub fn with_reverts(
+        mut self,
+        state_dir: PathBuf,
+        followups: mpsc::UnboundedSender<Followup>,
+    ) -> Self {
+        self.state_dir = Some(state_dir);
+        self.followups = Some(followups);
+        self
     }
 
-    /// Answers `record` for each policy it matched, in order. `files` is the
-    /// file sensor's state, which `revert` needs.
-    pub fn handle(
-        &mut self,
-        record: &Record,
-        matched: &[PolicyRef],
-        mut files: Option<&mut Files>,
-    ) {
-        if matched.is_empty() {
-            return;
+    /// Carries out everything the engine sends until it closes.
+    pub async fn run(mut self, mut input: mpsc::Receiver<Judged>) {
+        while let Some(judged) = input.recv().await {
+            self.handle(judged);
         }
+    }
+
+    /// Carries out the verdicts on one event, in order.
+    pub fn handle(&mut self, judged: Judged) {
+        let Judged { record, verdicts } = judged;
+        let record = &record;
         let context = template_context(record);
-        for policy in matched {
-            let plan = self.planner.plan(policy, record);
-            self.metrics
-                .policy_matches
-                .with_label_values(&[policy.name.as_str(), plan.decision.mode.as_str()])
-                .inc();
+        for verdict in verdicts {
+            let (policy, plan) = (&verdict.policy, verdict.plan);
             let results: Vec<ActionResult> = plan
                 .steps
                 .iter()
-                .map(|&i| {
-                    self.carry_out(
-                        policy,
-                        &policy.actions[i],
-                        record,
-                        &context,
-                        files.as_deref_mut(),
-                    )
-                })
+                .map(|&i| self.carry_out(policy, &policy.actions[i], record, &context))
                 .collect();
             tracing::info!(
                 policy = policy.name,
@@ -104,7 +100,6 @@ impl Executor {
         action: &Action,
         record: &Record,
         context: &serde_json::Value,
-        files: Option<&mut Files>,
     ) -> ActionResult {
         let name = action.name();
         let file = match &record.body {
@@ -136,10 +131,19 @@ impl Executor {
                     .map(|pid| format!("started hook pid {pid}"))
                     .map_err(|e| error_chain(&e))
             }
-            Action::Revert { .. } => match (files, file.and_then(|f| f.path.as_deref())) {
-                (Some(files), Some(path)) => files.revert(&policy.name, path),
+            Action::Revert { .. } => match (&self.state_dir, file) {
+                (Some(state_dir), Some(file)) => {
+                    let done = revert::revert(file, &policy.name, state_dir);
+                    if done.is_ok()
+                        && let (Some(tx), Some(path)) = (&self.followups, &file.path)
+                    {
+                        // The settler outlives this stage; a send fails only at shutdown.
+                        let _ = tx.send(Followup::Restored { path: path.clone() });
+                    }
+                    done
+                }
                 (None, _) => Err("the file sensor is not running".to_string()),
-                (_, None) => Err("the event names no file".to_string()),
+                (_, None) => Err("the event is not a file change".to_string()),
             },
             Action::Block => match &record.body {
                 Body::Connect(c) if c.blocked => Ok(format!(
@@ -228,16 +232,4 @@ fn build_alert(
         results,
         event: record.clone(),
     }
-}
-
-/// An error and its sources on one line.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -1,326 +1,44 @@
-//! `revert`: put a file back as its baseline says, atomically, without
-//! following a symlink anywhere in the path and without writing anywhere
-//! but the file's own directory.
-use std::{
-    fs::File,
-    io::{self, Read as _, Write as _},
-    os::fd::OwnedFd,
-    path::Path,
-    sync::atomic::{AtomicU64, Ordering},
+//! `revert`: put a watched file back as its baseline says. The settled
+//! event carries the baseline per policy; the content comes from the
+//! baseline store's objects, and the restore itself is [`fsio::restore`].
+use std::path::Path;
+
+use crate::{
+    events::file::{File, Snapshot},
+    fsio::{self, Ownership},
+    logging::error_chain,
+    settle::file::baseline::object_path,
 };
 
-use reflex_wire::FileKey;
-use rustix::fs::{
-    AtFlags, CWD, FileType, Mode, OFlags, ResolveFlags, fchmod, fchown, fstat, fsync, openat,
-    openat2, renameat, statat, unlinkat,
-};
-use sha2::{Digest as _, Sha256};
-
-use crate::files::baseline::Baseline;
-
-/// Why a file could not be checked or restored.
-#[derive(Debug, thiserror::Error)]
-pub enum RevertError {
-    /// The path has no parent or no file name.
-    #[error("{0} is not a file path")]
-    NotAFile(String),
-    /// A filesystem call failed.
-    #[error("{what} {path}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// The path it was done to.
-        path: String,
-        /// Underlying error.
-        #[source]
-        source: io::Error,
-    },
-}
-
-fn io_err(what: &'static str, path: &Path) -> impl FnOnce(rustix::io::Errno) -> RevertError {
-    let path = path.display().to_string();
-    move |e| RevertError::Io {
-        what,
-        path,
-        source: e.into(),
+/// Restores the file of `event` from `policy`'s baseline in the store under
+/// `state_dir`; returns what was done, for the alert.
+pub fn revert(event: &File, policy: &str, state_dir: &Path) -> Result<String, String> {
+    let path = event.path.as_deref().ok_or("the event names no file")?;
+    let baseline = event
+        .baseline
+        .get(policy)
+        .ok_or_else(|| format!("no baseline of {path} for policy {policy}"))?;
+    let sha256 = baseline
+        .sha256
+        .as_deref()
+        .ok_or_else(|| format!("the baseline of {path} has no content hash"))?;
+    let owner = ownership(baseline);
+    if fsio::has_state(Path::new(path), sha256, baseline.size, owner).unwrap_or(false) {
+        return Ok(format!("{path} already matches its baseline"));
     }
+    let key = fsio::restore(Path::new(path), &object_path(state_dir, sha256), owner)
+        .map_err(|e| error_chain(&e))?;
+    Ok(format!(
+        "restored {path} (sha256 {}, inode {})",
+        &sha256[..12.min(sha256.len())],
+        key.ino
+    ))
 }
 
-/// Opens the directory of `path` refusing symlinks at every step, and
-/// returns it with the file name.
-fn open_parent(path: &Path) -> Result<(OwnedFd, &std::ffi::OsStr), RevertError> {
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(RevertError::NotAFile(path.display().to_string()));
-    };
-    let dir = openat2(
-        CWD,
-        parent,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    )
-    .map_err(io_err("opening the directory of", path))?;
-    Ok((dir, name))
-}
-
-/// What a file is now, for comparison with its baseline.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileState {
-    /// Identity.
-    pub key: FileKey,
-    /// Permission bits (and setuid/setgid/sticky).
-    pub mode: u32,
-    /// Owner.
-    pub uid: u32,
-    /// Group.
-    pub gid: u32,
-    /// Size in bytes.
-    pub size: u64,
-}
-
-/// The state of `path` (not following a final symlink); `None` when there
-/// is no regular file there.
-pub fn state(path: &Path) -> Result<Option<FileState>, RevertError> {
-    let (dir, name) = open_parent(path)?;
-    let stat = match statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(stat) => stat,
-        Err(rustix::io::Errno::NOENT) => return Ok(None),
-        Err(e) => return Err(io_err("inspecting", path)(e)),
-    };
-    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
-        return Ok(None);
-    }
-    Ok(Some(FileState {
-        key: FileKey {
-            dev: encode_dev(stat.st_dev),
-            _pad: 0,
-            ino: stat.st_ino,
-        },
-        mode: stat.st_mode & 0o7777,
-        uid: stat.st_uid,
-        gid: stat.st_gid,
-        size: stat.st_size as u64,
-    }))
-}
-
-/// The kernel's internal `dev_t` (major << 20 | minor), as the probes see it.
-pub fn encode_dev(dev: u64) -> u32 {
-    let major = rustix::fs::major(dev);
-    let minor = rustix::fs::minor(dev);
-    (major << 20) | minor
-}
-
-/// Opens `path` for reading, refusing symlinks in the directories and as
-/// the file itself.
-fn open_nofollow(path: &Path) -> Result<File, RevertError> {
-    let (dir, name) = open_parent(path)?;
-    let fd = openat(
-        &dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io_err("opening", path))?;
-    Ok(File::from(fd))
-}
-
-/// SHA-256 of the content of `path`, read without following a final symlink.
-pub fn content_hash(path: &Path) -> Result<String, RevertError> {
-    hash_reader(open_nofollow(path)?).map_err(|source| RevertError::Io {
-        what: "reading",
-        path: path.display().to_string(),
-        source,
-    })
-}
-
-/// The content of `path`, read without following a final symlink, up to
-/// `limit` bytes.
-pub fn read_content(path: &Path, limit: u64) -> Result<Vec<u8>, RevertError> {
-    let mut content = Vec::new();
-    open_nofollow(path)?
-        .take(limit + 1)
-        .read_to_end(&mut content)
-        .map_err(|source| RevertError::Io {
-            what: "reading",
-            path: path.display().to_string(),
-            source,
-        })?;
-    if content.len() as u64 > limit {
-        return Err(RevertError::Io {
-            what: "recording (larger than the baseline limit)",
-            path: path.display().to_string(),
-            source: io::Error::from(io::ErrorKind::FileTooLarge),
-        });
-    }
-    Ok(content)
-}
-
-/// SHA-256 of everything `reader` yields, as lowercase hex.
-pub fn hash_reader(mut reader: impl io::Read) -> io::Result<String> {
-    let mut hasher = Sha256::new();
-    let mut buf = [0u8; 64 * 1024];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
-}
-
-/// Whether `path` is as `baseline` says: a regular file with the same
-/// content, mode, owner and group.
-pub fn matches(path: &Path, baseline: &Baseline) -> Result<bool, RevertError> {
-    let Some(now) = state(path)? else {
-        return Ok(false);
-    };
-    if (now.mode, now.uid, now.gid, now.size)
-        != (baseline.mode, baseline.uid, baseline.gid, baseline.size)
-    {
-        return Ok(false);
-    }
-    Ok(content_hash(path)? == baseline.sha256)
-}
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// The temporary name a restore of `name` by this process uses.
-fn temp_name(name: &std::ffi::OsStr) -> String {
-    format!(
-        ".{}.reflex-{}-{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Whether `entry` is a restore's temporary file for `name` left by another
-/// process (an agent killed mid-revert): `.NAME.reflex-PID-N`.
-fn is_stale_temp(entry: &str, name: &str) -> bool {
-    let Some(rest) = entry
-        .strip_prefix('.')
-        .and_then(|e| e.strip_prefix(name))
-        .and_then(|e| e.strip_prefix(".reflex-"))
-    else {
-        return false;
-    };
-    let Some((pid, n)) = rest.split_once('-') else {
-        return false;
-    };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    digits(pid) && digits(n) && pid != std::process::id().to_string()
-}
-
-/// Removes the temporary files a killed agent left beside `path` while
-/// restoring it; the target itself was never half-written (restores rename
-/// a complete file over it). Returns how many were removed.
-pub fn remove_stale_temps(path: &Path) -> Result<usize, RevertError> {
-    let (dir, name) = open_parent(path)?;
-    let name = name.to_string_lossy();
-    let entries =
-        rustix::fs::Dir::read_from(&dir).map_err(io_err("listing the directory of", path))?;
-    let mut removed = 0;
-    for entry in entries {
-        let entry = entry.map_err(io_err("listing the directory of", path))?;
-        let Ok(entry) = entry.file_name().to_str() else {
-            continue;
-        };
-        if is_stale_temp(entry, &name) {
-            unlinkat(&dir, entry, AtFlags::empty())
-                .map_err(io_err("removing a stale temporary file beside", path))?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
-}
-
-/// Replaces `path` by the baseline's content, mode and owner: a temporary
-/// file in the same directory, fsync, rename over, fsync of the directory.
-/// Returns the identity of the restored file (a new inode).
-pub fn restore(path: &Path, baseline: &Baseline, content: &Path) -> Result<FileKey, RevertError> {
-    let (dir, name) = open_parent(path)?;
-    let temp = temp_name(name);
-    let fd = openat(
-        &dir,
-        temp.as_str(),
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    )
-    .map_err(io_err("creating a temporary file beside", path))?;
-    let result = (|| {
-        let mut out = File::from(fd);
-        let mut source = File::open(content).map_err(|source| RevertError::Io {
-            what: "opening the baseline of",
-            path: path.display().to_string(),
-            source,
-        })?;
-        let mut buf = Vec::with_capacity(baseline.size as usize);
-        source
-            .read_to_end(&mut buf)
-            .and_then(|_| out.write_all(&buf))
-            .map_err(|source| RevertError::Io {
-                what: "writing the restored content of",
-                path: path.display().to_string(),
-                source,
-            })?;
-        fchown(
-            &out,
-            Some(rustix::fs::Uid::from_raw(baseline.uid)),
-            Some(rustix::fs::Gid::from_raw(baseline.gid)),
-        )
-        .map_err(io_err("setting the owner of", path))?;
-        fchmod(&out, Mode::from_raw_mode(baseline.mode))
-            .map_err(io_err("setting the mode of", path))?;
-        fsync(&out).map_err(io_err("syncing", path))?;
-        let stat = fstat(&out).map_err(io_err("inspecting", path))?;
-        renameat(&dir, temp.as_str(), &dir, name)
-            .map_err(io_err("renaming the restored file onto", path))?;
-        fsync(&dir).map_err(io_err("syncing the directory of", path))?;
-        Ok(FileKey {
-            dev: encode_dev(stat.st_dev),
-            _pad: 0,
-            ino: stat.st_ino,
-        })
-    })();
-    if result.is_err() {
-        let _ = unlinkat(&dir, temp.as_str(), AtFlags::empty());
-    }
-    result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stale_temps_are_another_process_restore_of_the_same_file() {
-        let me = std::process::id();
-        assert!(is_stale_temp(".hosts.reflex-4242-7", "hosts"));
-        assert!(!is_stale_temp(&format!(".hosts.reflex-{me}-7"), "hosts"));
-        assert!(!is_stale_temp(".hosts.reflex-4242-", "hosts"));
-        assert!(!is_stale_temp(".hosts.reflex-42x-1", "hosts"));
-        assert!(!is_stale_temp(".other.reflex-4242-1", "hosts"));
-        assert!(!is_stale_temp("hosts", "hosts"));
-    }
-
-    #[test]
-    fn removes_only_stale_temps_beside_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("app.conf");
-        std::fs::write(&target, "good").unwrap();
-        std::fs::write(dir.path().join(".app.conf.reflex-4242-0"), "half").unwrap();
-        std::fs::write(dir.path().join(".app.conf.bak"), "keep").unwrap();
-        assert_eq!(remove_stale_temps(&target).unwrap(), 1);
-        let mut left: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
-        assert_eq!(left, [".app.conf.bak", "app.conf"]);
+fn ownership(snapshot: &Snapshot) -> Ownership {
+    Ownership {
+        mode: snapshot.mode,
+        uid: snapshot.uid,
+        gid: snapshot.gid,
     }
 }

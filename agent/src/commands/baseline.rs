@@ -5,15 +5,19 @@ use std::{path::Path, process::ExitCode};
 use anyhow::{Context as _, bail};
 
 use crate::{
-    files::Files,
-    policy::{self, Action, model::Trigger},
+    policy::{
+        self, Action,
+        model::Trigger,
+        value::{PathGlob, glob_set},
+    },
+    settle::file::{baseline::BaselineStore, watch::WatchList},
 };
 
 /// Prints every baseline: policy, path, sha256, mode, owner, when.
 pub fn list(state_dir: &Path) -> anyhow::Result<ExitCode> {
-    let files = Files::new(None, state_dir).context("opening the baseline store")?;
+    let store = BaselineStore::open(state_dir).context("opening the baseline store")?;
     let mut count = 0;
-    for (policy, path, b) in files.baselines.list() {
+    for (policy, path, b) in store.list() {
         println!(
             "{policy}\t{path}\t{}\t{:o}\t{}:{}\t{}",
             &b.sha256[..16],
@@ -52,24 +56,18 @@ pub fn update(state_dir: &Path, policies: &Path, name: &str) -> anyhow::Result<E
     }) else {
         bail!("policy {name:?} has no revert action, so it keeps no baseline");
     };
-    let mut files = Files::new(None, state_dir).context("opening the baseline store")?;
-    files.watch.configure(&set);
-    let matcher = {
-        let mut b = globset::GlobSetBuilder::new();
-        for p in paths {
-            b.add(policy::value::compile_glob(&p.0).map_err(anyhow::Error::msg)?);
-        }
-        b.build()?
-    };
-    let covered: Vec<String> = files
-        .watch
+    let mut store = BaselineStore::open(state_dir).context("opening the baseline store")?;
+    let mut watch = WatchList::new(None);
+    watch.configure(&set);
+    let matcher = glob_set(paths.iter().map(PathGlob::glob))
+        .context("the policy's paths do not build one matcher")?;
+    let covered: Vec<String> = watch
         .paths()
         .filter(|p| matcher.is_match(p) && Path::new(p).exists())
         .map(str::to_string)
         .collect();
     for path in &covered {
-        let b = files
-            .baselines
+        let b = store
             .record(name, Path::new(path), source.as_deref())
             .with_context(|| format!("recording {path}"))?;
         println!("{path}\t{}", &b.sha256[..16]);

@@ -4,10 +4,10 @@
 use std::{path::Path, process::ExitCode};
 
 use crate::{
-    actions::error_chain,
     cli::RunArgs,
     config::Settings,
     loader::{LoadOptions, Probes, features},
+    logging::error_chain,
     policy::{self, model::Trigger, spec::Mode},
 };
 

@@ -1,28 +1,71 @@
-//! `reflex events`: every event as one JSON object per line on stdout.
+//! `reflex events`: every finished event as one JSON object per line on
+//! stdout, from the same sensor and settler as `reflex run`.
 use std::{
-    collections::HashSet,
     io::{self, Write as _},
+    path::Path,
     process::ExitCode,
+    sync::Arc,
 };
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
+use tokio::sync::{mpsc, watch};
 
 use crate::{
-    events::EventKindName,
+    engine::reload,
+    events::Kind,
+    policy::PolicySet,
     sensor::{Sensor, SensorOptions},
+    settle::{
+        Settled, Settler,
+        cpu::{CpuSampler, CpuSettler},
+        file::FileSettler,
+    },
     telemetry::Metrics,
 };
 
-/// Streams events of `kinds` (all when empty) until SIGINT/SIGTERM or until
-/// stdout is closed.
-pub async fn events(kinds: &[EventKindName]) -> anyhow::Result<ExitCode> {
-    let options = SensorOptions {
-        kinds: (!kinds.is_empty()).then(|| kinds.iter().copied().collect::<HashSet<_>>()),
-        ..SensorOptions::default()
+/// Settings of `reflex events`.
+#[derive(Clone, Debug, Default)]
+pub struct EventsOptions {
+    /// Only these kinds; all when empty.
+    pub kinds: Vec<Kind>,
+    /// Policies whose watch list and CPU thresholds the settler uses: file
+    /// events need watched files, `cpu_high`/`cpu_normal` need `cpu` policies.
+    pub policies: Option<std::path::PathBuf>,
+    /// CPU sampling frequency when `cpu` policies are given.
+    pub cpu_hz: u64,
+    /// How often CPU use is computed.
+    pub cpu_interval: std::time::Duration,
+}
+
+/// Streams events until SIGINT/SIGTERM or until stdout is closed.
+pub async fn events(options: &EventsOptions) -> anyhow::Result<ExitCode> {
+    let set = match &options.policies {
+        Some(dir) => load(dir)?,
+        None => PolicySet::default(),
     };
+    let set = Arc::new(set);
+    let has_cpu = set.policies().iter().any(|p| p.trigger.family() == "cpu");
+    let cpu_hz = (has_cpu && options.cpu_hz > 0).then_some(options.cpu_hz);
+    let mut sensor_options = SensorOptions::default();
+    sensor_options.load.cpu_hz = cpu_hz;
     let mut shutdown = super::shutdown::Shutdown::install()?;
-    let (sensor, mut records) =
-        Sensor::start(options, Metrics::new()).context("starting the event sensor")?;
+    let (mut sensor, records) =
+        Sensor::start(sensor_options, Metrics::new()).context("starting the event sensor")?;
+    let cpu = match cpu_hz {
+        Some(hz) => {
+            let cpus = aya::util::online_cpus().map(|c| c.len()).unwrap_or(1);
+            let sampler = CpuSampler::new(sensor.take_cpu_maps()?, hz, cpus);
+            Some(CpuSettler::new(sampler, options.cpu_interval))
+        }
+        None => None,
+    };
+    // Reporting only: no baselines are read or recorded.
+    let files = FileSettler::new(Some(sensor.take_watch_maps()?), None);
+    let (settler, drift) = Settler::new(files, cpu, set.clone());
+    let (_set_tx, set_rx) = watch::channel(set);
+    let (_followup_tx, followup_rx) = mpsc::unbounded_channel();
+    let (settled_tx, mut settled) = mpsc::channel(1024);
+    let settling = tokio::spawn(settler.run(drift, records, set_rx, followup_rx, settled_tx));
     tracing::info!(probes = ?sensor.attached(), "streaming events");
     let mut out = io::BufWriter::new(io::stdout().lock());
     loop {
@@ -31,12 +74,16 @@ pub async fn events(kinds: &[EventKindName]) -> anyhow::Result<ExitCode> {
                 tracing::info!(signal, "stopping");
                 break;
             }
-            record = records.recv() => {
-                let Some(record) = record else { break };
+            next = settled.recv() => {
+                let Some(next) = next else { break };
+                let Settled::Event(record) = next else { continue };
+                if !options.kinds.is_empty() && !options.kinds.contains(&record.kind) {
+                    continue;
+                }
                 serde_json::to_writer(&mut out, &record).context("encoding an event")?;
                 out.write_all(b"\n").context("writing to stdout")?;
                 // Flush per batch: lines must reach a pipe reader promptly.
-                if records.is_empty() {
+                if settled.is_empty() {
                     match out.flush() {
                         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break,
                         other => other.context("writing to stdout")?,
@@ -46,6 +93,19 @@ pub async fn events(kinds: &[EventKindName]) -> anyhow::Result<ExitCode> {
         }
     }
     let _ = out.flush();
+    settling.abort();
     drop(sensor);
     Ok(ExitCode::SUCCESS)
+}
+
+fn load(dir: &Path) -> anyhow::Result<PolicySet> {
+    if !dir.is_dir() {
+        bail!("policy directory {} does not exist", dir.display());
+    }
+    reload::load_logged(dir).with_context(|| {
+        format!(
+            "the policies in {} have errors (logged above)",
+            dir.display()
+        )
+    })
 }

@@ -44,7 +44,20 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         match command {
             Command::Run(args) => run::run(&args).await,
-            Command::Events { kind } => events::events(&kind).await,
+            Command::Events {
+                kind,
+                policies,
+                cpu_hz,
+                cpu_interval,
+            } => {
+                let options = events::EventsOptions {
+                    kinds: kind,
+                    policies,
+                    cpu_hz,
+                    cpu_interval,
+                };
+                events::events(&options).await
+            }
             Command::Check { .. }
             | Command::Doctor { .. }
             | Command::Replay { .. }

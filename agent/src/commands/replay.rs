@@ -1,4 +1,6 @@
-//! `reflex replay`: decisions for a recorded event stream, carrying out nothing.
+//! `reflex replay`: decisions for a recorded event stream, carrying out
+//! nothing. The stream is what `reflex events` prints (finished events of
+//! every family), and the engine is the one `reflex run` uses.
 use std::{
     fs::File,
     io::{self, BufRead as _, BufReader, Write as _},
@@ -10,16 +12,19 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::{
-    actions::plan::{DEFAULT_FUSE_LIMIT, Decision, Planner},
-    engine::reload,
-    events::{EventKindName, Record},
+    engine::{
+        Engine,
+        plan::{DEFAULT_FUSE_LIMIT, Decision},
+        reload,
+    },
+    events::{Kind, Record},
 };
 
 /// One replayed decision: which event, and what was decided.
 #[derive(Serialize)]
 struct Replayed<'a> {
     ktime_ns: u64,
-    kind: EventKindName,
+    kind: Kind,
     pid: u32,
     exe: Option<&'a str>,
     #[serde(flatten)]
@@ -36,7 +41,7 @@ pub fn replay(events: &Path, policies: &Path) -> anyhow::Result<ExitCode> {
         );
     };
     let file = File::open(events).with_context(|| format!("opening {}", events.display()))?;
-    let mut planner = Planner::new(DEFAULT_FUSE_LIMIT);
+    let mut engine = Engine::new(std::sync::Arc::new(set), DEFAULT_FUSE_LIMIT, None);
     let mut out = io::BufWriter::new(io::stdout().lock());
     for (n, line) in BufReader::new(file).lines().enumerate() {
         let line = line.with_context(|| format!("reading {}", events.display()))?;
@@ -50,14 +55,13 @@ pub fn replay(events: &Path, policies: &Path) -> anyhow::Result<ExitCode> {
                 n + 1
             )
         })?;
-        for policy in set.evaluate(&record) {
-            let plan = planner.plan(&policy, &record);
+        for verdict in engine.judge(&record) {
             let replayed = Replayed {
                 ktime_ns: record.ktime_ns,
                 kind: record.kind,
                 pid: record.process.pid,
                 exe: record.process.exe.as_deref(),
-                decision: plan.decision,
+                decision: verdict.plan.decision,
             };
             serde_json::to_writer(&mut out, &replayed).context("writing a decision")?;
             out.write_all(b"\n").context("writing a decision")?;

@@ -5,17 +5,25 @@ use anyhow::{Context as _, bail};
 use tokio::sync::watch;
 
 use crate::{
-    actions::{Executor, alert::AlertLog, run::HookRunner},
+    actions::{Executor, run::HookRunner},
+    blocks::BlockTable,
     cli::RunArgs,
     config::Settings,
-    cpu::{CpuMonitor, CpuSampler},
-    engine::{self, CpuSensor, reload},
-    files::Files,
-    net::BlockTable,
+    engine::{Engine, reload},
     sensor::{Sensor, SensorOptions},
-    sinks::{RemoteSink, Target},
+    settle::{
+        Settler,
+        cpu::{CpuSampler, CpuSettler},
+        file::{FileSettler, baseline::BaselineStore},
+    },
+    sinks::{RemoteSink, Target, alert::AlertLog},
     telemetry::Metrics,
 };
+
+/// Finished events waiting for the engine, and judged events waiting for
+/// actions. Small: the sensor's queue in front absorbs bursts, and a slow
+/// stage holds the ones before it back rather than growing memory.
+const STAGE_QUEUE: usize = 1024;
 
 /// Loads the policies and probes, answers events until SIGINT/SIGTERM, then
 /// detaches everything and returns success.
@@ -78,23 +86,22 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let cpu = match cpu_hz {
         Some(hz) => {
             let cpus = aya::util::online_cpus().map(|c| c.len()).unwrap_or(1);
-            Some(CpuSensor {
-                sampler: CpuSampler::new(sensor.take_cpu_maps()?, hz, cpus),
-                monitor: CpuMonitor::default(),
-                interval: args.cpu_interval,
-            })
+            let sampler = CpuSampler::new(sensor.take_cpu_maps()?, hz, cpus);
+            Some(CpuSettler::new(sampler, args.cpu_interval))
         }
         None => None,
     };
+    let set = Arc::new(set);
+    let (set_tx, set_rx) = watch::channel(set.clone());
     let blocks = match sensor.cgroup() {
         Some(_) => {
             let mut table = BlockTable::new(sensor.take_block_maps()?);
             let rules = table.configure(&set);
             tracing::info!(rules, "block rules in force");
-            Some(table)
+            Some(tokio::spawn(table.follow(set_rx.clone())))
         }
         None => {
-            if !crate::net::rules(&set).is_empty() {
+            if !crate::blocks::rules(&set).is_empty() {
                 tracing::error!(
                     "block policies cannot be enforced without a cgroup v2 hierarchy; they only report"
                 );
@@ -102,32 +109,27 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    let mut files = Files::new(Some(sensor.take_watch_maps()?), &args.state_dir)
-        .context("opening the baseline store")?;
+    let baselines = BaselineStore::open(&args.state_dir).context("opening the baseline store")?;
+    let files = FileSettler::new(Some(sensor.take_watch_maps()?), Some(baselines));
     // Watches and baselines are in place before the agent says it runs.
-    let drift = files.configure(&set);
+    let (settler, drift) = Settler::new(files, cpu, set.clone());
     for probe in sensor.attached() {
         tracing::info!(probe = %probe, "attached");
     }
-    let executor = Executor::new(
-        alerts,
-        HookRunner::new(args.max_hooks),
-        args.kill_fuse,
-        metrics.clone(),
-    );
+    let (followup_tx, followup_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (settled_tx, settled_rx) = tokio::sync::mpsc::channel(STAGE_QUEUE);
+    let (judged_tx, judged_rx) = tokio::sync::mpsc::channel(STAGE_QUEUE);
+    let executor = Executor::new(alerts, HookRunner::new(args.max_hooks), metrics.clone())
+        .with_reverts(args.state_dir.clone(), followup_tx);
+    let engine = Engine::new(set.clone(), args.kill_fuse, Some(metrics.clone()));
     let policy_count = set.len();
-    let (set_tx, set_rx) = watch::channel(Arc::new(set));
     let reloader =
         tokio::spawn(reload::Reloader::new(args.policies.clone()).run(set_tx, metrics.clone()));
-    let evaluator = tokio::spawn(engine::evaluate(
-        records,
-        set_rx,
-        executor,
-        Some(files),
-        cpu,
-        blocks,
-        drift,
-    ));
+    let stages = [
+        tokio::spawn(settler.run(drift, records, set_rx, followup_rx, settled_tx)),
+        tokio::spawn(engine.run(settled_rx, judged_tx)),
+        tokio::spawn(executor.run(judged_rx)),
+    ];
     tracing::info!(
         policies = policy_count,
         dir = %args.policies.display(),
@@ -141,7 +143,9 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     crate::telemetry::notify::stopping();
     drop(sensor);
     reloader.abort();
-    evaluator.abort();
+    for task in stages.iter().chain(&blocks) {
+        task.abort();
+    }
     tracing::info!("probes detached");
     Ok(ExitCode::SUCCESS)
 }

@@ -5,7 +5,27 @@ use serde::{Deserialize, Serialize};
 
 use reflex_wire::net::{direction, family, proto};
 
-use crate::policy::spec::{Direction, Protocol};
+/// Connection direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// This host connects out.
+    Outbound,
+    /// A peer connected in and was accepted.
+    Inbound,
+    /// A socket started listening.
+    Listen,
+}
+
+/// Transport protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
 
 /// A connection the probes saw.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

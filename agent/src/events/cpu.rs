@@ -1,7 +1,15 @@
 //! CPU events: a threshold held (`cpu_high`) or released (`cpu_normal`).
 use serde::{Deserialize, Serialize};
 
-use crate::policy::spec::CpuScope;
+/// What a CPU threshold is measured over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CpuScope {
+    /// One process, in percent of one core.
+    Process,
+    /// The whole host, in percent of all cores.
+    Host,
+}
 
 /// Whether the threshold is crossed or released.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -11,6 +19,16 @@ pub enum CpuState {
     High,
     /// Back below after a `high`.
     Normal,
+}
+
+impl CpuState {
+    /// The event kind of this state.
+    pub fn kind(self) -> super::Kind {
+        match self {
+            CpuState::High => super::Kind::CpuHigh,
+            CpuState::Normal => super::Kind::CpuNormal,
+        }
+    }
 }
 
 /// A CPU threshold event.

@@ -150,6 +150,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 open_flags: raw.open_flags,
                 matched_by: MatchedBy::from_flags(raw.flags),
                 killed: raw.flags & flag::KILLED != 0,
+                ..File::default()
             })
         }
     };

@@ -1,4 +1,6 @@
 //! File events: what the kernel reported, and the path the agent resolved.
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use reflex_wire::file::{change, flag};
@@ -101,6 +103,30 @@ pub struct File {
     pub matched_by: MatchedBy,
     /// Whether the probe killed the task in the syscall.
     pub killed: bool,
+    /// The recorded good state of the file, per `revert` policy covering
+    /// it (filled in when the change is settled).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub baseline: BTreeMap<String, Snapshot>,
+    /// The file's state once the change settled; absent when no regular
+    /// file is left at the path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Snapshot>,
+}
+
+/// A file's content and attributes at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// SHA-256 of the content, when it was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
 }
 
 fn is_zero_u32(v: &u32) -> bool {

@@ -13,10 +13,11 @@ use serde::{Deserialize, Serialize};
 pub use decode::{DecodeError, decode};
 pub use record::{ParentContext, ProcessContext, Record};
 
-/// Event kinds by their stable, user-facing name (CLI, JSON, policies).
+/// The kind of an event, by its stable, user-facing name (CLI, JSON,
+/// policies). Each kind belongs to one family, the word after `on:`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
-pub enum EventKindName {
+pub enum Kind {
     /// A process executed a new image.
     Exec,
     /// A process exited.
@@ -31,26 +32,28 @@ pub enum EventKindName {
     CpuNormal,
 }
 
-impl EventKindName {
-    /// Event family the kind belongs to (a metrics label).
+impl Kind {
+    /// The family the kind belongs to, as policies name it after `on:` (and
+    /// metrics in their `family` label): exits belong to `exec`, the family
+    /// of process lifecycles.
     pub fn family(self) -> &'static str {
         match self {
-            EventKindName::Exec | EventKindName::Exit => "process",
-            EventKindName::File => "file",
-            EventKindName::CpuHigh | EventKindName::CpuNormal => "cpu",
-            EventKindName::Connect => "connect",
+            Kind::Exec | Kind::Exit => "exec",
+            Kind::File => "file",
+            Kind::CpuHigh | Kind::CpuNormal => "cpu",
+            Kind::Connect => "connect",
         }
     }
 
     /// The kind's name as in JSON.
     pub fn as_str(self) -> &'static str {
         match self {
-            EventKindName::Exec => "exec",
-            EventKindName::Exit => "exit",
-            EventKindName::File => "file",
-            EventKindName::Connect => "connect",
-            EventKindName::CpuHigh => "cpu_high",
-            EventKindName::CpuNormal => "cpu_normal",
+            Kind::Exec => "exec",
+            Kind::Exit => "exit",
+            Kind::File => "file",
+            Kind::Connect => "connect",
+            Kind::CpuHigh => "cpu_high",
+            Kind::CpuNormal => "cpu_normal",
         }
     }
 }
@@ -87,7 +90,7 @@ pub struct Event {
 
 impl Event {
     /// The kind of this event.
-    pub fn kind(&self) -> EventKindName {
+    pub fn kind(&self) -> Kind {
         self.body.kind()
     }
 }
@@ -110,13 +113,13 @@ pub enum Body {
 
 impl Body {
     /// The kind of event this body belongs to.
-    pub fn kind(&self) -> EventKindName {
+    pub fn kind(&self) -> Kind {
         match self {
-            Body::Exec(_) => EventKindName::Exec,
-            Body::Exit(_) => EventKindName::Exit,
-            Body::File(_) => EventKindName::File,
+            Body::Exec(_) => Kind::Exec,
+            Body::Exit(_) => Kind::Exit,
+            Body::File(_) => Kind::File,
             Body::Cpu(c) => c.state.kind(),
-            Body::Connect(_) => EventKindName::Connect,
+            Body::Connect(_) => Kind::Connect,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! the process context from the process table.
 use serde::{Deserialize, Serialize};
 
-use super::{Body, EventKindName};
+use super::{Body, Kind};
 
 /// One event as `reflex events` prints it and as policies see it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -12,7 +12,7 @@ pub struct Record {
     /// Kernel boot-time stamp in nanoseconds.
     pub ktime_ns: u64,
     /// Event kind.
-    pub kind: EventKindName,
+    pub kind: Kind,
     /// The process the event is about, with what the agent knows of it.
     pub process: ProcessContext,
     /// Family-specific data, under the kind's name (`"exec": {...}`).

@@ -10,7 +10,7 @@ use aya::{
 };
 
 use super::{btf, cgroup, tracefs};
-use crate::actions::error_chain;
+use crate::logging::error_chain;
 
 /// One answer: available or not, and what was seen.
 #[derive(Clone, Debug)]

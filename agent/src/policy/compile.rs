@@ -1,14 +1,12 @@
 //! All validation that spans fields or policies, then the compiled form.
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
-use globset::{GlobSet, GlobSetBuilder};
-
 use super::{
     checked::Position,
     load::{Locator, PolicyError, SourcePolicy},
     model::{Action, ConnectTrigger, Policy, ProcessMatcher, Throttle, Trigger, all_valid},
     spec::{self, ActionSpec, ConditionSpec, CpuScope, OnSpec, PolicySpec, ThrottleKey},
-    value::{Template, compile_glob},
+    value::{NameGlob, PathGlob, Template, glob_set},
 };
 
 /// Default time limit of a `run` hook.
@@ -314,22 +312,11 @@ fn condition(
             ),
         });
     }
-    let set = |globs: Vec<String>| -> Option<GlobSet> {
-        if globs.is_empty() {
-            return None;
-        }
-        let mut builder = GlobSetBuilder::new();
-        for g in &globs {
-            // Each glob was already compiled once while parsing.
-            builder.add(compile_glob(g).expect("validated glob"));
-        }
-        builder.build().ok()
-    };
     Some(Some(ProcessMatcher {
-        exe: set(exe.into_iter().map(|g| g.0).collect()),
-        comm: set(comm.into_iter().map(|g| g.0).collect()),
+        exe: glob_set(exe.iter().map(PathGlob::glob)),
+        comm: glob_set(comm.iter().map(NameGlob::glob)),
         uid: (!uid.is_empty()).then_some(uid),
-        parent_exe: set(parent_exe.into_iter().map(|g| g.0).collect()),
+        parent_exe: glob_set(parent_exe.iter().map(PathGlob::glob)),
     }))
 }
 
@@ -394,7 +381,7 @@ fn action(
         }
         ActionSpec::Revert(r) => Action::Revert {
             source: match r.source {
-                Some(s) => Some(PathBuf::from(s.valid()?.0)),
+                Some(s) => Some(PathBuf::from(s.valid()?.as_str())),
                 None => None,
             },
         },

@@ -102,7 +102,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        events::{Body, EventKindName, Exec, ParentContext, ProcessContext},
+        events::{Body, Exec, Kind, ParentContext, ProcessContext},
         policy::{compile, load},
     };
 
@@ -117,7 +117,7 @@ mod tests {
         Record {
             time: String::new(),
             ktime_ns: 1,
-            kind: EventKindName::Exec,
+            kind: Kind::Exec,
             process: ProcessContext {
                 pid: 10,
                 uid,

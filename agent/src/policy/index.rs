@@ -6,7 +6,7 @@ use globset::GlobMatcher;
 
 use super::{
     model::{Policy, Trigger},
-    value::{PathGlob, compile_glob},
+    value::PathGlob,
 };
 
 /// Which policies a path can match: exact paths by hash; globs by the
@@ -49,16 +49,17 @@ impl PathIndex {
             }
             for path in paths {
                 if path.is_literal() {
-                    index.literal.entry(path.0.clone()).or_default().push(i);
+                    index
+                        .literal
+                        .entry(path.as_str().to_string())
+                        .or_default()
+                        .push(i);
                 } else {
-                    let matcher = compile_glob(&path.0)
-                        .expect("validated glob")
-                        .compile_matcher();
                     index
                         .by_dir
-                        .entry(literal_dir(&path.0).to_string())
+                        .entry(path.literal_dir().to_string())
                         .or_default()
-                        .push((matcher, i));
+                        .push((path.matcher(), i));
                 }
             }
         }
@@ -90,19 +91,13 @@ impl PathIndex {
     }
 }
 
-/// The directory a glob's literal part ends in: `/opt/app/bin` for
-/// `/opt/app/bin/*`, `/` for `/*/bin/nc`.
-fn literal_dir(glob: &str) -> &str {
-    let meta = glob.find(['*', '?', '[', '{']).unwrap_or(glob.len());
-    match glob[..meta].rfind('/') {
-        Some(0) | None => "/",
-        Some(slash) => &glob[..slash],
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::literal_dir;
+    use crate::policy::value::{PathGlob, Scalar as _};
+
+    fn literal_dir(glob: &str) -> String {
+        PathGlob::parse(glob).unwrap().literal_dir().to_string()
+    }
 
     #[test]
     fn literal_dirs() {

@@ -8,7 +8,11 @@ use serde::{
     de::{self, MapAccess, Visitor},
 };
 
-pub use crate::events::file::FileChange;
+pub use crate::events::{
+    connect::{Direction, Protocol},
+    cpu::CpuScope,
+    file::FileChange,
+};
 
 use super::{
     checked::Checked,
@@ -122,28 +126,6 @@ pub struct ConnectOn {
     pub protocol: Vec<Checked<Protocol>>,
 }
 
-/// Connection direction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    /// This host connects out.
-    Outbound,
-    /// A peer connected in and was accepted.
-    Inbound,
-    /// A socket started listening.
-    Listen,
-}
-
-/// Transport protocol.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Protocol {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
 /// `on: cpu`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -155,16 +137,6 @@ pub struct CpuOn {
     /// How long the threshold must hold.
     #[serde(rename = "for")]
     pub duration: Checked<DurationValue>,
-}
-
-/// What a CPU threshold is measured over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CpuScope {
-    /// One process, in percent of one core.
-    Process,
-    /// The whole host, in percent of all cores.
-    Host,
 }
 
 /// `when:` / `unless:` conditions.

@@ -100,9 +100,21 @@ scalar_deserialize!(
     Template
 );
 
-/// An absolute path or path glob (`*` stays within one path component, `**` crosses them).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PathGlob(pub String);
+/// An absolute path or path glob (`*` stays within one path component,
+/// `**` crosses them), compiled once when it is read.
+#[derive(Clone, Debug)]
+pub struct PathGlob {
+    text: String,
+    glob: globset::Glob,
+}
+
+impl PartialEq for PathGlob {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for PathGlob {}
 
 impl Scalar for PathGlob {
     const EXPECTED: &'static str = "an absolute path or glob such as \"/usr/bin/nc*\"";
@@ -118,21 +130,83 @@ impl Scalar for PathGlob {
                 "path {text:?} has a `.` or `..` component; name the file by its real path"
             ));
         }
-        compile_glob(text)?;
-        Ok(Self(text.to_string()))
+        Ok(Self {
+            glob: compile_glob(text)?,
+            text: text.to_string(),
+        })
     }
 }
 
 impl PathGlob {
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The compiled pattern.
+    pub fn glob(&self) -> &globset::Glob {
+        &self.glob
+    }
+
+    /// A matcher for one pattern.
+    pub fn matcher(&self) -> globset::GlobMatcher {
+        self.glob.compile_matcher()
+    }
+
     /// Whether the pattern has no glob metacharacters.
     pub fn is_literal(&self) -> bool {
-        !self.0.contains(['*', '?', '[', '{'])
+        !self.text.contains(['*', '?', '[', '{'])
+    }
+
+    /// The directory its literal part ends in: `/opt/app/bin` for
+    /// `/opt/app/bin/*`, `/` for `/*/bin/nc`; the parent directory of a
+    /// literal path.
+    pub fn literal_dir(&self) -> &str {
+        let text = &self.text;
+        let meta = text.find(['*', '?', '[', '{']).unwrap_or(text.len());
+        match text[..meta].rfind('/') {
+            Some(0) | None => "/",
+            Some(slash) => &text[..slash],
+        }
     }
 }
 
-/// A name or name glob (e.g. a `comm`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NameGlob(pub String);
+/// Builds one set matching any of `globs`; `None` when there are none.
+pub fn glob_set<'a>(
+    globs: impl IntoIterator<Item = &'a globset::Glob>,
+) -> Option<globset::GlobSet> {
+    let mut builder = globset::GlobSetBuilder::new();
+    let mut any = false;
+    for glob in globs {
+        builder.add(glob.clone());
+        any = true;
+    }
+    // Every glob compiled on its own; a set of them builds unless the
+    // combined automaton exceeds the regex size limit.
+    any.then(|| builder.build()).and_then(|set| {
+        set.inspect_err(|err| tracing::error!(%err, "building a glob set"))
+            .ok()
+    })
+}
+
+/// A name or name glob (e.g. a `comm`), compiled once when it is read.
+#[derive(Clone, Debug)]
+pub struct NameGlob {
+    text: String,
+    glob: globset::Glob,
+}
+
+impl NameGlob {
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The compiled pattern.
+    pub fn glob(&self) -> &globset::Glob {
+        &self.glob
+    }
+}
 
 impl Scalar for NameGlob {
     const EXPECTED: &'static str = "a name or glob such as \"nc*\"";
@@ -141,8 +215,10 @@ impl Scalar for NameGlob {
         if text.is_empty() {
             return Err("empty name".into());
         }
-        compile_glob(text)?;
-        Ok(Self(text.to_string()))
+        Ok(Self {
+            glob: compile_glob(text)?,
+            text: text.to_string(),
+        })
     }
 }
 

@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::{actions::alert::Alert, policy::value::DurationValue};
+use super::alert::Alert;
+use crate::policy::value::DurationValue;
 
 /// `alerts.alertmanager` in the agent's configuration.
 #[derive(Clone, Debug, Deserialize)]

@@ -1,7 +1,9 @@
-//! Remote alert sinks (webhooks, Alertmanager). Handing an alert to a sink
+//! Where decisions go: the alert log (`alert`) and remote sinks (webhooks,
+//! Alertmanager). Handing an alert to a remote sink
 //! only writes it to the sink's spool: delivery runs in its own task, in
 //! order, retrying with backoff while the sink is down, so event handling
 //! never waits for the network and nothing is lost across restarts.
+pub mod alert;
 pub mod alertmanager;
 pub mod spool;
 pub mod webhook;

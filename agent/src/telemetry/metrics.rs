@@ -1,8 +1,12 @@
-//! The agent's metric families. Every place an event can be lost has a counter.
+//! The agent's metrics. Every place an event can be lost has a counter.
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
+
+/// The `family` label of losses whose family cannot be trusted (a record
+/// that does not decode).
+pub const UNKNOWN_FAMILY: &str = "unknown";
 
 /// All metric families, registered in one registry.
 #[derive(Clone)]
@@ -38,7 +42,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Creates and registers every family.
+    /// Creates and registers every metric.
     pub fn new() -> Self {
         let registry = Registry::new();
         let events = IntCounterVec::new(
@@ -152,7 +156,7 @@ impl Metrics {
             }
         }
         for reason in ["truncated", "unknown_kind", "size_mismatch", "bad_field"] {
-            lost.with_label_values(&["decode", reason, crate::sensor::UNKNOWN_FAMILY]);
+            lost.with_label_values(&["decode", reason, UNKNOWN_FAMILY]);
         }
         for result in ["ok", "rejected"] {
             reloads.with_label_values(&[result]);
@@ -203,7 +207,7 @@ impl Metrics {
         self.lost.with_label_values(&[place, reason, family]).get()
     }
 
-    /// The exposition-format text of every family.
+    /// The exposition-format text of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
         TextEncoder::new()

@@ -3,4 +3,4 @@ pub mod metrics;
 pub mod notify;
 pub mod server;
 
-pub use metrics::Metrics;
+pub use metrics::{Metrics, UNKNOWN_FAMILY};

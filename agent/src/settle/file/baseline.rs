@@ -10,7 +10,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::actions::revert::{self, RevertError};
+use crate::{
+    events::file::Snapshot,
+    fsio::{self, FsError},
+};
 
 /// Largest file a baseline is kept for.
 pub const MAX_BASELINE_BYTES: u64 = 64 << 20;
@@ -33,6 +36,39 @@ pub struct Baseline {
     /// Golden file the content came from, if not the file itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+}
+
+impl Baseline {
+    /// The recorded state as events carry it.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            sha256: Some(self.sha256.clone()),
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            size: self.size,
+        }
+    }
+
+    /// Whether `path` is as recorded: a regular file with the same content,
+    /// mode, owner and group.
+    pub fn matches(&self, path: &Path) -> Result<bool, FsError> {
+        fsio::has_state(path, &self.sha256, self.size, self.ownership())
+    }
+
+    /// Mode and owner, as a restore sets them.
+    pub fn ownership(&self) -> fsio::Ownership {
+        fsio::Ownership {
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+        }
+    }
+}
+
+/// Where the content with `sha256` is kept in the store under `state_dir`.
+pub fn object_path(state_dir: &Path, sha256: &str) -> PathBuf {
+    state_dir.join("baselines").join("objects").join(sha256)
 }
 
 /// Why the store could not be read or written.
@@ -60,7 +96,7 @@ pub enum BaselineError {
     },
     /// The watched file could not be read.
     #[error(transparent)]
-    File(#[from] RevertError),
+    File(#[from] FsError),
 }
 
 /// The baseline store.
@@ -114,6 +150,13 @@ impl BaselineStore {
         self.root.join("objects").join(&baseline.sha256)
     }
 
+    /// Every recorded baseline of `path`, by policy.
+    pub fn of_path(&self, path: &str) -> impl Iterator<Item = (&str, &Baseline)> {
+        self.policies
+            .iter()
+            .filter_map(move |(policy, files)| Some((policy.as_str(), files.get(path)?)))
+    }
+
     /// Every baseline: (policy, path, baseline).
     pub fn list(&self) -> impl Iterator<Item = (&str, &str, &Baseline)> {
         self.policies.iter().flat_map(|(policy, files)| {
@@ -131,10 +174,10 @@ impl BaselineStore {
         path: &Path,
         source: Option<&Path>,
     ) -> Result<Baseline, BaselineError> {
-        let state = revert::state(path)?
-            .ok_or_else(|| RevertError::NotAFile(path.display().to_string()))?;
-        let content = revert::read_content(source.unwrap_or(path), MAX_BASELINE_BYTES)?;
-        let sha256 = revert::hash_reader(content.as_slice()).map_err(io_error("hashing", path))?;
+        let state =
+            fsio::state(path)?.ok_or_else(|| FsError::NotAFile(path.display().to_string()))?;
+        let content = fsio::read_content(source.unwrap_or(path), MAX_BASELINE_BYTES)?;
+        let sha256 = fsio::hash_reader(content.as_slice()).map_err(io_error("hashing", path))?;
         let object = self.root.join("objects").join(&sha256);
         if !object.exists() {
             let temp = object.with_extension("tmp");

@@ -9,8 +9,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::Decision;
-use crate::{events::Record, policy::spec::Severity};
+use crate::{engine::plan::Decision, events::Record, policy::spec::Severity};
 
 /// One reported decision.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -56,7 +55,7 @@ pub struct ActionResult {
 pub struct AlertLog {
     stdout: bool,
     file: Option<(PathBuf, File)>,
-    remote: Vec<crate::sinks::RemoteSink>,
+    remote: Vec<super::RemoteSink>,
     dropped: Option<prometheus::IntCounter>,
 }
 
@@ -75,7 +74,7 @@ impl AlertLog {
     }
 
     /// Also hands every alert to `sink`.
-    pub fn with_remote(mut self, sink: crate::sinks::RemoteSink) -> Self {
+    pub fn with_remote(mut self, sink: super::RemoteSink) -> Self {
         self.remote.push(sink);
         self
     }

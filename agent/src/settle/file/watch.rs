@@ -6,19 +6,19 @@ use std::{
     path::Path,
 };
 
-use globset::{GlobSet, GlobSetBuilder};
+use globset::GlobSet;
 use reflex_wire::{
     FileKey,
     file::{name_hash, watch},
 };
 
 use crate::{
-    actions::revert::{self, FileState},
+    fsio::{self, FileState},
     loader::WatchMaps,
     policy::{
         Action, Mode, PolicySet,
         model::Trigger,
-        value::{PathGlob, compile_glob},
+        value::{PathGlob, glob_set},
     },
 };
 
@@ -78,8 +78,8 @@ impl WatchList {
                 }
             }
         }
-        self.patterns = build_set(&globs);
-        self.kill_patterns = build_set(&kill_globs);
+        self.patterns = glob_set(globs.iter().map(PathGlob::glob));
+        self.kill_patterns = glob_set(kill_globs.iter().map(PathGlob::glob));
         self.files.clear();
         self.dirs.clear();
         for glob in &globs {
@@ -132,7 +132,7 @@ impl WatchList {
             .kill_patterns
             .as_ref()
             .is_some_and(|k| k.is_match(path));
-        let last = revert::state(Path::new(path)).ok().flatten();
+        let last = fsio::state(Path::new(path)).ok().flatten();
         self.files
             .insert(path.to_string(), WatchedFile { last, kill });
         self.reindex();
@@ -143,7 +143,7 @@ impl WatchList {
     /// Records the state `path` is in now (after a change or a restore),
     /// following a replaced inode.
     pub fn refresh(&mut self, path: &str) {
-        let now = revert::state(Path::new(path)).ok().flatten();
+        let now = fsio::state(Path::new(path)).ok().flatten();
         if let Some(entry) = self.files.get_mut(path) {
             if entry.last.as_ref().map(|s| s.key) == now.as_ref().map(|s| s.key) {
                 entry.last = now;
@@ -161,25 +161,22 @@ impl WatchList {
         let kill = self
             .kill_patterns
             .as_ref()
-            .is_some_and(|k| k.is_match(&glob.0));
+            .is_some_and(|k| k.is_match(glob.as_str()));
         if glob.is_literal() {
-            let path = glob.0.clone();
+            let path = glob.as_str().to_string();
             if let Some(parent) = Path::new(&path).parent() {
                 self.add_dir(parent);
             }
-            let last = revert::state(Path::new(&path)).ok().flatten();
+            let last = fsio::state(Path::new(&path)).ok().flatten();
             self.files.insert(path, WatchedFile { last, kill });
             return;
         }
-        let meta = glob.0.find(['*', '?', '[', '{']).unwrap_or(glob.0.len());
-        let base = &glob.0[..glob.0[..meta].rfind('/').unwrap_or(0).max(1)];
-        let matcher = compile_glob(&glob.0)
-            .expect("validated glob")
-            .compile_matcher();
-        let depth = if glob.0.contains("**") {
+        let base = glob.literal_dir();
+        let matcher = glob.matcher();
+        let depth = if glob.as_str().contains("**") {
             usize::MAX
         } else {
-            glob.0[base.len()..].matches('/').count()
+            glob.as_str()[base.len()..].matches('/').count()
         };
         let mut seen = 0;
         for entry in walkdir::WalkDir::new(base)
@@ -191,7 +188,7 @@ impl WatchList {
             seen += 1;
             if seen > MAX_WALK {
                 tracing::warn!(
-                    glob = glob.0,
+                    glob = glob.as_str(),
                     limit = MAX_WALK,
                     "glob expands to too many files; watching the first ones"
                 );
@@ -207,7 +204,7 @@ impl WatchList {
                         .kill_patterns
                         .as_ref()
                         .is_some_and(|k| k.is_match(&path));
-                let last = revert::state(Path::new(&path)).ok().flatten();
+                let last = fsio::state(Path::new(&path)).ok().flatten();
                 self.files.insert(path, WatchedFile { last, kill });
             }
         }
@@ -217,7 +214,7 @@ impl WatchList {
         if let Ok(meta) = std::fs::metadata(dir) {
             use std::os::unix::fs::MetadataExt as _;
             let key = FileKey {
-                dev: revert::encode_dev(meta.dev()),
+                dev: fsio::encode_dev(meta.dev()),
                 _pad: 0,
                 ino: meta.ino(),
             };
@@ -287,15 +284,4 @@ impl WatchList {
         self.applied_dirs = dirs;
         self.applied_names = names;
     }
-}
-
-fn build_set(globs: &[PathGlob]) -> Option<GlobSet> {
-    if globs.is_empty() {
-        return None;
-    }
-    let mut builder = GlobSetBuilder::new();
-    for g in globs {
-        builder.add(compile_glob(&g.0).expect("validated glob"));
-    }
-    builder.build().ok()
 }

@@ -1,10 +1,11 @@
 //! The connect family's kernel side as the agent drives it: enforcing
 //! `block` policies become LPM-trie rules the connect hooks consult.
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use aya::maps::lpm_trie::Key;
 use ipnet::IpNet;
 use reflex_wire::{BlockRule, net::MAX_RANGES};
+use tokio::sync::watch;
 
 use crate::{
     loader::BlockMaps,
@@ -27,6 +28,16 @@ impl BlockTable {
         Self {
             maps,
             applied: Vec::new(),
+        }
+    }
+
+    /// Keeps the kernel rules equal to those of each set published on
+    /// `policies`, until its sender is gone.
+    pub async fn follow(mut self, mut policies: watch::Receiver<Arc<PolicySet>>) {
+        while policies.changed().await.is_ok() {
+            let set = policies.borrow_and_update().clone();
+            let rules = self.configure(&set);
+            tracing::info!(rules, "block rules in force");
         }
     }
 

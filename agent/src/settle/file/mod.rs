@@ -1,6 +1,6 @@
-//! The file sensor's userspace half: which files are watched (`watch`),
-//! their recorded good state (`baseline`), and turning the kernel's raw
-//! events into one settled change per file, verified against the file.
+//! The settler's file half: which files are watched (`watch`), their
+//! recorded good state (`baseline`), and turning the kernel's raw events
+//! into one settled change per file, verified against the file.
 //!
 //! A write is settled when its writer closes the file or exits, so a later
 //! write in the same open cannot undo a revert; a writer that keeps the file
@@ -15,20 +15,24 @@ use std::{
     time::{Duration, Instant},
 };
 
-use globset::GlobSetBuilder;
 use reflex_wire::FileKey;
 
 use crate::{
-    actions::{error_chain, revert},
     events::{
-        Body, EventKindName, ProcessContext, Record,
+        Body, Kind, ProcessContext, Record,
         clock::BootClock,
-        file::{File, FileChange, MatchedBy},
+        file::{File, FileChange, MatchedBy, Snapshot},
     },
+    fsio,
     loader::WatchMaps,
-    policy::{Action, PolicySet, model::Trigger, value::compile_glob},
+    logging::error_chain,
+    policy::{
+        Action, PolicySet,
+        model::Trigger,
+        value::{PathGlob, glob_set},
+    },
 };
-use baseline::{BaselineError, BaselineStore};
+use baseline::BaselineStore;
 use watch::WatchList;
 
 /// How long a writer may hold a watched file open before its change is
@@ -55,23 +59,27 @@ struct Pending {
 }
 
 /// Watch list, baselines and unsettled changes.
-pub struct Files {
-    /// What is watched.
-    pub watch: WatchList,
-    /// Recorded good states.
-    pub baselines: BaselineStore,
+pub struct FileSettler {
+    watch: WatchList,
+    baselines: Option<BaselineStore>,
     pending: HashMap<String, Pending>,
 }
 
-impl Files {
-    /// Opens the baseline store under `state_dir`; `kernel` receives the
-    /// watch list (none in tests).
-    pub fn new(kernel: Option<WatchMaps>, state_dir: &Path) -> Result<Self, BaselineError> {
-        Ok(Self {
+impl FileSettler {
+    /// A settler mirroring its watch list into `kernel` (none in tests) and
+    /// comparing with, and recording into, `baselines` (none for a sensor
+    /// that only reports, such as `reflex events`).
+    pub fn new(kernel: Option<WatchMaps>, baselines: Option<BaselineStore>) -> Self {
+        Self {
             watch: WatchList::new(kernel),
-            baselines: BaselineStore::open(state_dir)?,
+            baselines,
             pending: HashMap::new(),
-        })
+        }
+    }
+
+    /// What is watched.
+    pub fn watch(&self) -> &WatchList {
+        &self.watch
     }
 
     /// Watches what `set` covers, records missing baselines, and returns a
@@ -79,6 +87,9 @@ impl Files {
     /// made while the agent was not running).
     pub fn configure(&mut self, set: &PolicySet) -> Vec<Record> {
         self.watch.configure(set);
+        let Some(baselines) = self.baselines.as_mut() else {
+            return Vec::new();
+        };
         let mut drifted = Vec::new();
         for policy in set.policies() {
             let Trigger::File { paths, .. } = &policy.trigger else {
@@ -90,11 +101,7 @@ impl Files {
             }) else {
                 continue;
             };
-            let mut builder = GlobSetBuilder::new();
-            for p in paths {
-                builder.add(compile_glob(&p.0).expect("validated glob"));
-            }
-            let Ok(matcher) = builder.build() else {
+            let Some(matcher) = glob_set(paths.iter().map(PathGlob::glob)) else {
                 continue;
             };
             let covered: Vec<String> = self
@@ -105,7 +112,7 @@ impl Files {
                 .collect();
             for path in covered {
                 let file = Path::new(&path);
-                match revert::remove_stale_temps(file) {
+                match fsio::remove_stale_temps(file) {
                     Ok(0) => {}
                     Ok(removed) => tracing::warn!(
                         path,
@@ -116,16 +123,16 @@ impl Files {
                         tracing::debug!(path, error = %error_chain(&err), "looking for interrupted reverts")
                     }
                 }
-                match self.baselines.get(&policy.name, &path) {
+                match baselines.get(&policy.name, &path) {
                     Some(b) => {
-                        if !revert::matches(file, b).unwrap_or(false)
+                        if !b.matches(file).unwrap_or(false)
                             && !drifted.iter().any(|r: &Record| file_path(r) == Some(&path))
                         {
                             drifted.push(drift_record(&path));
                         }
                     }
                     None if file.exists() => {
-                        match self.baselines.record(&policy.name, file, source.as_deref()) {
+                        match baselines.record(&policy.name, file, source.as_deref()) {
                             Ok(b) => tracing::info!(
                                 policy = policy.name,
                                 path,
@@ -263,14 +270,25 @@ impl Files {
     /// unchanged file is looked at again later unless this was the last look.
     fn settle(&mut self, path: &str, mut pending: Pending, now: Instant) -> Option<Record> {
         let file = Path::new(path);
-        let current = revert::state(file).ok().flatten();
-        let baseline = self
+        let current = fsio::state(file).ok().flatten();
+        let baseline: std::collections::BTreeMap<String, Snapshot> = self
             .baselines
-            .list()
-            .find(|(_, p, _)| *p == path)
-            .map(|(_, _, b)| b.clone());
-        let unchanged = match &baseline {
-            Some(b) => revert::matches(file, b).unwrap_or(false),
+            .iter()
+            .flat_map(|store| store.of_path(path))
+            .map(|(policy, b)| (policy.to_string(), b.snapshot()))
+            .collect();
+        let after = current.as_ref().map(|state| Snapshot {
+            // The content is read only where there is a baseline to compare with.
+            sha256: (!baseline.is_empty())
+                .then(|| fsio::content_hash(file).ok())
+                .flatten(),
+            mode: state.mode,
+            uid: state.uid,
+            gid: state.gid,
+            size: state.size,
+        });
+        let unchanged = match baseline.values().next() {
+            Some(b) => after.as_ref() == Some(b),
             None => pending.by_name_only && self.watch.get(path).map(|w| &w.last) == Some(&current),
         };
         if unchanged {
@@ -291,6 +309,8 @@ impl Files {
             raw.change = Some(change);
             raw.changes = pending.changes;
             raw.killed = pending.killed;
+            raw.baseline = baseline;
+            raw.after = after;
             if key.ino != 0 {
                 raw.dev = key.dev;
                 raw.ino = key.ino;
@@ -299,25 +319,9 @@ impl Files {
         Some(record)
     }
 
-    /// Restores `path` from `policy`'s baseline and follows the new inode.
-    pub fn revert(&mut self, policy: &str, path: &str) -> Result<String, String> {
-        let baseline = self
-            .baselines
-            .get(policy, path)
-            .cloned()
-            .ok_or_else(|| format!("no baseline of {path} for policy {policy}"))?;
-        if revert::matches(Path::new(path), &baseline).unwrap_or(false) {
-            return Ok(format!("{path} already matches its baseline"));
-        }
-        let object = self.baselines.object(&baseline);
-        let key =
-            revert::restore(Path::new(path), &baseline, &object).map_err(|e| error_chain(&e))?;
+    /// Follows `path` to the file a revert put there (a new inode).
+    pub fn restored(&mut self, path: &str) {
         self.watch.refresh(path);
-        Ok(format!(
-            "restored {path} (sha256 {}, inode {})",
-            &baseline.sha256[..12],
-            key.ino
-        ))
     }
 }
 
@@ -355,7 +359,7 @@ fn drift_record(path: &str) -> Record {
     Record {
         time: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
         ktime_ns,
-        kind: EventKindName::File,
+        kind: Kind::File,
         process: ProcessContext::default(),
         body: Body::File(File {
             path: Some(path.to_string()),
@@ -366,3 +370,6 @@ fn drift_record(path: &str) -> Record {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 
 use crate::{
     events::{
-        Body, EventKindName, ProcessContext, Record,
-        cpu::{Cpu, CpuState, TopProcess},
+        Body, ProcessContext, Record,
+        cpu::{Cpu, CpuScope, CpuState, TopProcess},
     },
-    policy::{PolicySet, model::Trigger, spec::CpuScope},
+    policy::{PolicySet, model::Trigger},
     process::ProcessTable,
 };
 
@@ -147,14 +147,4 @@ impl CpuMonitor {
 
 fn round(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
-}
-
-impl CpuState {
-    /// The event kind of this state.
-    pub fn kind(self) -> EventKindName {
-        match self {
-            CpuState::High => EventKindName::CpuHigh,
-            CpuState::Normal => EventKindName::CpuNormal,
-        }
-    }
 }

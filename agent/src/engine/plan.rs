@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{fuse::KillFuse, throttle::Throttler};
 use crate::{
-    events::{Body, EventKindName, Record},
+    events::{Body, Kind, Record},
     policy::{Action, Mode, Policy, spec::ThrottleKey},
 };
 
@@ -93,7 +93,7 @@ impl Planner {
                 let key = throttle_key(limit.per, record);
                 self.throttle.check(&policy.name, key, limit, now)
             }
-            _ => super::throttle::Verdict {
+            _ => super::throttle::Admission {
                 allowed: true,
                 suppressed: 0,
             },
@@ -128,7 +128,7 @@ impl Planner {
                         Action::Alert { .. } => false,
                         Action::Run { .. } => verdict.allowed,
                         // Nothing to kill when the load has gone.
-                        Action::Kill { .. } => record.kind != EventKindName::CpuNormal,
+                        Action::Kill { .. } => record.kind != Kind::CpuNormal,
                         _ => true,
                     };
                     if go {
@@ -174,7 +174,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        events::{EventKindName, Exec, ProcessContext},
+        events::{Exec, Kind, ProcessContext},
         policy::{compile, load},
     };
 
@@ -189,7 +189,7 @@ mod tests {
         Record {
             time: String::new(),
             ktime_ns,
-            kind: EventKindName::Exec,
+            kind: Kind::Exec,
             process: ProcessContext {
                 pid,
                 exe: Some(exe.into()),

@@ -6,7 +6,7 @@ use crate::policy::model::Throttle;
 
 /// Whether an alert/hook may go out, and how many were held back before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Verdict {
+pub struct Admission {
     /// May go out.
     pub allowed: bool,
     /// Suppressed since the last one that went out (reported with it).
@@ -31,7 +31,7 @@ const SWEEP_AT: usize = 10_000;
 
 impl Throttler {
     /// Counts one occurrence for `policy`/`key` at `now_ns`.
-    pub fn check(&mut self, policy: &str, key: String, limit: &Throttle, now_ns: u64) -> Verdict {
+    pub fn check(&mut self, policy: &str, key: String, limit: &Throttle, now_ns: u64) -> Admission {
         let every = limit.every.as_nanos() as u64;
         if self.windows.len() >= SWEEP_AT {
             self.windows
@@ -52,13 +52,13 @@ impl Throttler {
         if window.sent < limit.max {
             window.sent += 1;
             let suppressed = std::mem::take(&mut window.suppressed);
-            Verdict {
+            Admission {
                 allowed: true,
                 suppressed,
             }
         } else {
             window.suppressed += 1;
-            Verdict {
+            Admission {
                 allowed: false,
                 suppressed: window.suppressed,
             }
@@ -89,7 +89,7 @@ mod tests {
         let after = t.check("p", "1".into(), &limit, 61 * s);
         assert_eq!(
             after,
-            Verdict {
+            Admission {
                 allowed: true,
                 suppressed: 2
             }

@@ -1,0 +1,201 @@
+//! The settler: the stage between the sensor and the engine. It owns the
+//! state that turns raw kernel records into finished events: the file watch
+//! list, baselines and settling of file changes, and the CPU counters and
+//! thresholds. Everything it emits is final, so `reflex events` prints and
+//! `reflex replay` reads exactly what policies see.
+//!
+//! Policy sets reach it by a watch channel and leave it in-band, ahead of
+//! the events judged by them, so the engine swaps sets at the same point of
+//! the stream. The one message flowing back is [`Followup`], from actions.
+pub mod cpu;
+pub mod file;
+
+use std::{sync::Arc, time::Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    events::{Body, Record},
+    policy::PolicySet,
+};
+use cpu::CpuSettler;
+use file::FileSettler;
+
+/// What the settler passes on, in order.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "events are nearly every message; boxing them would cost an allocation each"
+)]
+pub enum Settled {
+    /// A finished event.
+    Event(Record),
+    /// The policy set that judges the events after this point.
+    Policies(Arc<PolicySet>),
+}
+
+/// What actions tell the settler about changes they made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Followup {
+    /// A revert put a new file (a new inode) at `path`: watch that one.
+    Restored {
+        /// The watched path.
+        path: String,
+    },
+}
+
+/// The settler's state: files always, CPU when sampling runs.
+pub struct Settler {
+    files: FileSettler,
+    cpu: Option<CpuSettler>,
+    set: Arc<PolicySet>,
+}
+
+impl Settler {
+    /// A settler for `files` and `cpu`, configured by `set`; returns it
+    /// with the drift found while configuring (files changed while no
+    /// agent watched them), to be answered first.
+    pub fn new(
+        files: FileSettler,
+        cpu: Option<CpuSettler>,
+        set: Arc<PolicySet>,
+    ) -> (Self, Vec<Record>) {
+        let mut settler = Self {
+            files,
+            cpu,
+            set: Arc::new(PolicySet::default()),
+        };
+        let drift = settler.configure(set);
+        (settler, drift)
+    }
+
+    /// The file half.
+    pub fn files(&self) -> &FileSettler {
+        &self.files
+    }
+
+    /// Takes `set` into use: watches what it covers; returns drift records.
+    pub fn configure(&mut self, set: Arc<PolicySet>) -> Vec<Record> {
+        self.set = set;
+        self.files.configure(&self.set)
+    }
+
+    /// Takes one record from the sensor; returns the finished events it
+    /// completes, in order: a file record is held until it settles, any
+    /// other record is finished as it is (an exit first settles what that
+    /// process held open).
+    pub fn ingest(&mut self, record: Record, now: Instant) -> Vec<Record> {
+        if matches!(record.body, Body::File(_)) {
+            return self.files.ingest(record, now);
+        }
+        let settled = match record.body {
+            Body::Exit(_) => self.files.process_exited(record.process.pid, now),
+            _ => self.files.expire(now),
+        };
+        let mut out = Vec::with_capacity(settled.len() + 1);
+        out.push(record);
+        out.extend(settled);
+        out
+    }
+
+    /// Settles what is due at `now`.
+    pub fn expire(&mut self, now: Instant) -> Vec<Record> {
+        self.files.expire(now)
+    }
+
+    /// When something held must be settled next.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.files.next_deadline()
+    }
+
+    /// Applies a change an action made.
+    pub fn follow(&mut self, followup: Followup) {
+        match followup {
+            Followup::Restored { path } => self.files.restored(&path),
+        }
+    }
+
+    /// Reads the CPU counters (when sampling runs) and returns what fires.
+    pub fn cpu_tick(&mut self) -> Vec<Record> {
+        match self.cpu.as_mut() {
+            Some(cpu) => cpu.tick(&self.set),
+            None => Vec::new(),
+        }
+    }
+
+    /// Runs until `records` closes or `out` has no receiver. `initial` are
+    /// events to pass on first (the drift [`Settler::new`] returned).
+    pub async fn run(
+        mut self,
+        initial: Vec<Record>,
+        mut records: mpsc::Receiver<Record>,
+        mut policies: watch::Receiver<Arc<PolicySet>>,
+        mut followups: mpsc::UnboundedReceiver<Followup>,
+        out: mpsc::Sender<Settled>,
+    ) {
+        let mut initial = initial;
+        let current = policies.borrow_and_update().clone();
+        if !Arc::ptr_eq(&current, &self.set) {
+            initial.extend(self.configure(current));
+        }
+        let period = self
+            .cpu
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(3600), CpuSettler::interval);
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        if out.send(Settled::Policies(self.set.clone())).await.is_err() {
+            return;
+        }
+        if !send_all(&out, initial).await {
+            return;
+        }
+        loop {
+            let deadline = self.next_deadline();
+            let finished = tokio::select! {
+                // A revert's new inode is watched before anything else is
+                // looked at, so the next write to it is not missed.
+                biased;
+                Some(followup) = followups.recv() => {
+                    self.follow(followup);
+                    continue;
+                }
+                Ok(()) = policies.changed() => {
+                    let set = policies.borrow_and_update().clone();
+                    let drift = self.configure(set.clone());
+                    if out.send(Settled::Policies(set)).await.is_err() {
+                        return;
+                    }
+                    drift
+                }
+                record = records.recv() => match record {
+                    Some(record) => self.ingest(record, Instant::now()),
+                    None => return,
+                },
+                () = sleep_until(deadline) => self.expire(Instant::now()),
+                _ = tick.tick(), if self.cpu.is_some() => self.cpu_tick(),
+            };
+            if !send_all(&out, finished).await {
+                return;
+            }
+        }
+    }
+}
+
+/// Sends every record; `false` once the receiver is gone.
+async fn send_all(out: &mpsc::Sender<Settled>, records: Vec<Record>) -> bool {
+    for record in records {
+        if out.send(Settled::Event(record)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
