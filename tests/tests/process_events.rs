@@ -133,7 +133,7 @@ async fn loss_counters_are_readable_and_zero_in_a_quiet_run() {
     for reason in ["truncated", "unknown_kind", "size_mismatch"] {
         assert_eq!(metrics.lost_count("decode", reason, "unknown"), 0);
     }
-    assert!(metrics.events.with_label_values(&["process", "exec"]).get() >= 21);
+    assert!(metrics.events.with_label_values(&["exec", "exec"]).get() >= 21);
 }
 
 #[test]
