@@ -17,6 +17,7 @@ pub use record::{ParentContext, ProcessContext, Record};
 /// policies). Each kind belongs to one family, the word after `on:`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum Kind {
     /// A process executed a new image.
     Exec,
@@ -27,8 +28,10 @@ pub enum Kind {
     /// A connection was made, accepted, or a socket started listening.
     Connect,
     /// A CPU threshold held for its duration.
+    #[value(alias = "cpu-high")]
     CpuHigh,
     /// A CPU threshold released after `cpu_high`.
+    #[value(alias = "cpu-normal")]
     CpuNormal,
 }
 

@@ -148,3 +148,67 @@ impl CpuMonitor {
 fn round(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashMap, path::Path};
+
+    use super::*;
+    use crate::{
+        events::Kind,
+        policy::{compile, load},
+    };
+
+    fn set(text: &str) -> PolicySet {
+        let (sources, mut errors) = load::parse_source(Path::new("t.yaml"), text);
+        let policies = compile::compile_all(sources, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        PolicySet::new(policies)
+    }
+
+    fn host(percent: f64) -> CpuSample {
+        CpuSample {
+            processes: HashMap::new(),
+            host: percent,
+        }
+    }
+
+    const SECOND: u64 = 1_000_000_000;
+
+    fn states(monitor: &mut CpuMonitor, set: &PolicySet, at: u64, percent: f64) -> Vec<Kind> {
+        monitor
+            .observe(&host(percent), set, at * SECOND, "")
+            .iter()
+            .map(|r| r.kind)
+            .collect()
+    }
+
+    #[test]
+    fn a_host_episode_fires_once_when_held_and_once_when_it_ends() {
+        let set =
+            set("name: hot\non: { cpu: { scope: host, above: 90%, for: 2s } }\ndo: [alert]\n");
+        let mut monitor = CpuMonitor::default();
+        assert!(
+            states(&mut monitor, &set, 0, 95.0).is_empty(),
+            "not held yet"
+        );
+        assert!(states(&mut monitor, &set, 1, 95.0).is_empty());
+        assert_eq!(states(&mut monitor, &set, 2, 95.0), [Kind::CpuHigh]);
+        assert!(
+            states(&mut monitor, &set, 3, 99.0).is_empty(),
+            "once per episode"
+        );
+        assert_eq!(states(&mut monitor, &set, 4, 10.0), [Kind::CpuNormal]);
+        assert!(states(&mut monitor, &set, 5, 10.0).is_empty());
+        assert!(
+            states(&mut monitor, &set, 6, 95.0).is_empty(),
+            "a new rise starts over"
+        );
+        assert!(
+            states(&mut monitor, &set, 7, 50.0).is_empty(),
+            "a dip before it held ends nothing"
+        );
+        assert!(states(&mut monitor, &set, 8, 95.0).is_empty());
+        assert_eq!(states(&mut monitor, &set, 10, 95.0), [Kind::CpuHigh]);
+    }
+}

@@ -10,7 +10,7 @@ pub mod baseline;
 pub mod watch;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     path::Path,
     time::{Duration, Instant},
 };
@@ -128,7 +128,7 @@ impl FileSettler {
                         if !b.matches(file).unwrap_or(false)
                             && !drifted.iter().any(|r: &Record| file_path(r) == Some(&path))
                         {
-                            drifted.push(drift_record(&path));
+                            drifted.push(drift_record(&path, baselines));
                         }
                     }
                     None if file.exists() => {
@@ -271,22 +271,13 @@ impl FileSettler {
     fn settle(&mut self, path: &str, mut pending: Pending, now: Instant) -> Option<Record> {
         let file = Path::new(path);
         let current = fsio::state(file).ok().flatten();
-        let baseline: std::collections::BTreeMap<String, Snapshot> = self
+        let baseline = self
             .baselines
-            .iter()
-            .flat_map(|store| store.of_path(path))
-            .map(|(policy, b)| (policy.to_string(), b.snapshot()))
-            .collect();
-        let after = current.as_ref().map(|state| Snapshot {
-            // The content is read only where there is a baseline to compare with.
-            sha256: (!baseline.is_empty())
-                .then(|| fsio::content_hash(file).ok())
-                .flatten(),
-            mode: state.mode,
-            uid: state.uid,
-            gid: state.gid,
-            size: state.size,
-        });
+            .as_ref()
+            .map(|store| snapshots(store, path))
+            .unwrap_or_default();
+        // The content is read only where there is a baseline to compare with.
+        let after = after_state(file, current.as_ref(), !baseline.is_empty());
         let unchanged = match baseline.values().next() {
             Some(b) => after.as_ref() == Some(b),
             None => pending.by_name_only && self.watch.get(path).map(|w| &w.last) == Some(&current),
@@ -333,6 +324,27 @@ fn file_path(record: &Record) -> Option<&String> {
     }
 }
 
+/// The baseline of `path` per policy, as events carry it.
+fn snapshots(store: &BaselineStore, path: &str) -> BTreeMap<String, Snapshot> {
+    store
+        .of_path(path)
+        .map(|(policy, b)| (policy.to_string(), b.snapshot()))
+        .collect()
+}
+
+/// `state` of `path` as events carry it, with the content hash when
+/// `hash`; `None` when no regular file is there.
+fn after_state(path: &Path, state: Option<&fsio::FileState>, hash: bool) -> Option<Snapshot> {
+    let state = state?;
+    Some(Snapshot {
+        sha256: hash.then(|| fsio::content_hash(path).ok()).flatten(),
+        mode: state.mode,
+        uid: state.uid,
+        gid: state.gid,
+        size: state.size,
+    })
+}
+
 /// The change that says most about what happened.
 fn strongest(changes: &[FileChange]) -> FileChange {
     const ORDER: [FileChange; 10] = [
@@ -353,8 +365,9 @@ fn strongest(changes: &[FileChange]) -> FileChange {
         .unwrap_or(FileChange::Write)
 }
 
-/// A record for a file found changed while no process could be watched.
-fn drift_record(path: &str) -> Record {
+/// A record for a file found changed while no process could be watched,
+/// with its baselines and its state now.
+fn drift_record(path: &str, baselines: &BaselineStore) -> Record {
     let ktime_ns = BootClock::now_ns();
     Record {
         time: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
@@ -366,6 +379,12 @@ fn drift_record(path: &str) -> Record {
             change: Some(FileChange::Drift),
             changes: vec![FileChange::Drift],
             fd: -1,
+            baseline: snapshots(baselines, path),
+            after: after_state(
+                Path::new(path),
+                fsio::state(Path::new(path)).ok().flatten().as_ref(),
+                true,
+            ),
             ..File::default()
         }),
     }

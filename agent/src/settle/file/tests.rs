@@ -242,6 +242,11 @@ fn a_restart_reports_drift_against_the_stored_baseline() {
     let event = file(&drift[0]);
     assert_eq!(event.change, Some(FileChange::Drift));
     assert_eq!(event.path.as_deref(), Some(path.to_str().unwrap()));
+    assert!(
+        event.baseline.contains_key("managed"),
+        "a drift carries what to revert to"
+    );
+    assert_eq!(event.after.as_ref().unwrap().size, 22);
 
     fs::write(&path, "good\n").unwrap();
     let mut third = FileSettler::new(None, Some(BaselineStore::open(state.path()).unwrap()));
