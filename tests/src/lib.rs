@@ -1,21 +1,23 @@
 //! Helpers shared by the root integration tests: guards that clean up what a
-//! test started even when it fails, and bounded waits.
+//! test started even when it fails, and bounded waits. Starting the agent,
+//! guarding processes and reading `/metrics` come from `reflex-harness`
+//! (shared with the benchmarks); here a failure fails the test.
 use std::{
     fs,
     io::{BufRead as _, BufReader},
+    net::SocketAddr,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
-    process::{Child, ChildStdout, Command, Stdio},
+    process::{Child, ChildStdout, Command, ExitStatus},
     sync::mpsc,
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use nix::{
-    sys::signal::{Signal, kill},
-    unistd::Pid,
-};
+use nix::sys::signal::Signal;
 use reflex::events::Record;
+pub use reflex_harness::Metrics;
+use reflex_harness::{Launch, run_args};
 use tokio::sync::mpsc::Receiver;
 
 /// Fails the test early, with a clear reason, when not running as root.
@@ -34,132 +36,46 @@ pub fn reflex_bin() -> PathBuf {
 }
 
 /// A child process this test started; killed by pid on drop unless reaped.
-pub struct ChildGuard {
-    child: Option<Child>,
-}
+/// [`reflex_harness::ChildGuard`] with a failure failing the test.
+#[derive(Debug)]
+pub struct ChildGuard(reflex_harness::ChildGuard);
 
 impl ChildGuard {
     /// Spawns `command` and guards it.
     pub fn spawn(command: &mut Command) -> Self {
-        let child = command.spawn().expect("spawning a test child");
-        Self { child: Some(child) }
+        Self(reflex_harness::ChildGuard::spawn(command).expect("spawning a test child"))
     }
 
     /// Guards a child spawned elsewhere.
     pub fn adopt(child: Child) -> Self {
-        Self { child: Some(child) }
+        Self(reflex_harness::ChildGuard::adopt(child))
     }
 
     /// The child's pid.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("child present").id()
+        self.0.pid()
     }
 
     /// Takes the child's stdout.
     pub fn take_stdout(&mut self) -> ChildStdout {
-        self.child
-            .as_mut()
-            .and_then(|c| c.stdout.take())
-            .expect("stdout piped")
+        self.0.take_stdout().expect("stdout piped")
     }
 
     /// Sends `signal` to the child.
     pub fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.pid() as i32), signal).expect("signalling our child");
+        self.0.signal(signal).expect("signalling our child");
     }
 
     /// Waits up to `limit` for the child to exit; returns its status, or
     /// `None` if it is still running.
-    pub fn wait_for(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        let child = self.child.as_mut()?;
-        loop {
-            if let Some(status) = child.try_wait().expect("waiting for our child") {
-                self.child = None;
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+    pub fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
+        self.0.wait_for(limit).expect("waiting for our child")
     }
 }
 
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A running `reflex` child with its output as lines.
-pub struct Agent {
-    /// The process; killed on drop if still running.
-    pub guard: ChildGuard,
-    /// Lines it printed on stdout.
-    pub stdout: mpsc::Receiver<String>,
-    /// Lines it logged on stderr (also echoed to the test's stderr).
-    pub stderr: mpsc::Receiver<String>,
-    /// Log lines already read by [`Agent::log_line`].
-    pub log: std::cell::RefCell<Vec<String>>,
-}
-
-impl Agent {
-    /// Waits up to `limit` for a stdout line for which `found` is true.
-    pub fn stdout_line(&self, limit: Duration, found: impl FnMut(&str) -> bool) -> Option<String> {
-        wait_line(&self.stdout, limit, found)
-    }
-
-    /// Waits up to `limit` for a log line containing `text`; lines read
-    /// before, by earlier calls, count too.
-    pub fn log_line(&self, limit: Duration, text: &str) -> Option<String> {
-        if let Some(line) = self.log.borrow().iter().find(|l| l.contains(text)) {
-            return Some(line.clone());
-        }
-        let log = &self.log;
-        wait_line(&self.stderr, limit, |l| {
-            log.borrow_mut().push(l.to_string());
-            l.contains(text)
-        })
-    }
-}
-
-fn wait_line(
-    lines: &mpsc::Receiver<String>,
-    limit: Duration,
-    mut found: impl FnMut(&str) -> bool,
-) -> Option<String> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        match lines.recv_timeout(left) {
-            Ok(line) if found(&line) => return Some(line),
-            Ok(_) => continue,
-            Err(_) => return None,
-        }
-    }
-}
-
-fn forward_lines(
-    reader: impl std::io::Read + Send + 'static,
-    echo: bool,
-) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(reader).lines().map_while(Result::ok) {
-            if echo {
-                eprintln!("[reflex] {line}");
-            }
-            // Keep reading after the receiver is gone: a closed pipe would
-            // make the agent's next log line fail.
-            let _ = tx.send(line);
-        }
-    });
-    rx
-}
+/// A running `reflex` child with its output as lines (`guard`, `stdout`,
+/// `stderr`, `log`; `stdout_line` and `log_line` wait for a line).
+pub type Agent = reflex_harness::Agent<ChildGuard>;
 
 /// Starts `reflex ARGS` with piped stdout and stderr, and waits (bounded)
 /// until its log says `ready`.
@@ -168,35 +84,14 @@ pub fn start_agent(args: &[&str], ready: &str) -> Agent {
 }
 
 /// Like [`start_agent`] for a prepared command (a wrapper such as `setpriv`,
-/// extra environment); stdin, stdout and stderr are set here.
+/// extra environment); stdin, stdout and stderr are set here. The agent's
+/// log is echoed on the test's stderr.
 pub fn start_agent_with(command: &mut Command, ready: &str) -> Agent {
-    let args = format!("{command:?}");
-    let mut guard = ChildGuard::spawn(
-        command
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    );
-    let stderr = guard
-        .child
-        .as_mut()
-        .and_then(|c| c.stderr.take())
-        .expect("stderr piped");
-    let stdout = guard.take_stdout();
-    let agent = Agent {
-        guard,
-        stdout: forward_lines(stdout, false),
-        stderr: forward_lines(stderr, true),
-        log: std::cell::RefCell::new(Vec::new()),
-    };
-    let mut agent = agent;
-    if agent.log_line(Duration::from_secs(30), ready).is_none() {
-        let status = agent.guard.wait_for(Duration::from_millis(500));
-        panic!("{args} did not log {ready:?} within 30 s (exit status: {status:?})");
-    }
-    agent
+    Launch::new(ready)
+        .echo("[reflex] ")
+        .start(command.env("RUST_LOG", "info").env("NO_COLOR", "1"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .map_guard(ChildGuard)
 }
 
 /// Starts `reflex ARGS` and waits for `ready`; returns the guard and stdout lines.
@@ -253,13 +148,7 @@ impl Scratch {
     /// on a free loopback port: a command to wrap or extend.
     pub fn run_command(&self, program: &Path) -> Command {
         let mut command = Command::new(program);
-        command
-            .arg("run")
-            .arg("--policies")
-            .arg(self.path("policies"))
-            .arg("--state-dir")
-            .arg(self.path("state"))
-            .args(["--metrics-addr", "127.0.0.1:0"]);
+        run_args(&mut command, &self.path("policies"), &self.path("state"));
         command
     }
 
@@ -301,29 +190,20 @@ pub async fn wait_for_record(
 }
 
 /// The address `reflex run` serves `/metrics` on, from its log.
-pub fn metrics_addr(agent: &Agent) -> std::net::SocketAddr {
-    let line = agent
-        .log_line(Duration::from_secs(10), "metrics at http://")
-        .expect("reflex logs its metrics address");
-    let start = line.find("http://").expect("address") + "http://".len();
-    let rest = &line[start..];
-    let end = rest.find('/').expect("path");
-    rest[..end].parse().expect("socket address")
+pub fn metrics_addr(agent: &Agent) -> SocketAddr {
+    agent
+        .metrics_addr(Duration::from_secs(10))
+        .expect("reflex logs its metrics address")
 }
 
 /// A plain HTTP/1.0 GET on loopback; returns the body.
-pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .expect("connect to a local HTTP server");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read response");
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    reflex_harness::http_get(addr, path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The agent's `/metrics` at `addr`, parsed.
+pub fn scrape(addr: SocketAddr) -> Metrics {
+    reflex_harness::scrape(addr).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A free loopback port (bound and released; good enough for a test server).

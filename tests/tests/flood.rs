@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use reflex_tests::{Scratch, http_get, metrics_addr, require_root};
+use reflex_tests::{Scratch, http_get, metrics_addr, require_root, scrape};
 
 /// Opens for writing; each open and each close is one file event.
 const OPENS: u64 = 1_000_000;
@@ -26,26 +26,13 @@ const RSS_BOUND_KIB: u64 = 256 << 10;
 /// (file events decoded, file events lost in the kernel, records that did
 /// not decode) from `/metrics`.
 fn accounted(addr: std::net::SocketAddr) -> (u64, u64, u64) {
-    let body = http_get(addr, "/metrics");
-    let (mut delivered, mut lost, mut undecodable) = (0.0, 0.0, 0.0);
-    for line in body.lines() {
-        let value = || {
-            line.rsplit(' ')
-                .next()
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        if line.starts_with("reflex_events_total{") && line.contains("family=\"file\"") {
-            delivered += value();
-        } else if line.starts_with("reflex_events_lost_total{") {
-            if line.contains("place=\"kernel\"") && line.contains("family=\"file\"") {
-                lost += value();
-            } else if line.contains("place=\"decode\"") {
-                undecodable += value();
-            }
-        }
-    }
-    (delivered as u64, lost as u64, undecodable as u64)
+    let metrics = scrape(addr);
+    let lost = |labels: &[(&str, &str)]| metrics.sum("reflex_events_lost_total", labels) as u64;
+    (
+        metrics.sum("reflex_events_total", &[("family", "file")]) as u64,
+        lost(&[("place", "kernel"), ("family", "file")]),
+        lost(&[("place", "decode")]),
+    )
 }
 
 fn rss_kib(pid: u32) -> u64 {
