@@ -15,11 +15,7 @@ use crate::{
     events::Kind,
     policy::PolicySet,
     sensor::{Sensor, SensorOptions},
-    settle::{
-        Settled, Settler,
-        cpu::{CpuSampler, CpuSettler},
-        file::FileSettler,
-    },
+    settle::{Settled, Settler, cpu::CpuSettler, file::FileSettler},
     telemetry::Metrics,
 };
 
@@ -52,11 +48,11 @@ pub async fn events(options: &EventsOptions) -> anyhow::Result<ExitCode> {
     let (mut sensor, records) =
         Sensor::start(sensor_options, Metrics::new()).context("starting the event sensor")?;
     let cpu = match cpu_hz {
-        Some(hz) => {
-            let cpus = aya::util::online_cpus().map(|c| c.len()).unwrap_or(1);
-            let sampler = CpuSampler::new(sensor.take_cpu_maps()?, hz, cpus);
-            Some(CpuSettler::new(sampler, options.cpu_interval))
-        }
+        Some(hz) => Some(CpuSettler::start(
+            sensor.take_cpu_maps()?,
+            hz,
+            options.cpu_interval,
+        )),
         None => None,
     };
     // Reporting only: no baselines are read or recorded.

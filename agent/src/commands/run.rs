@@ -13,7 +13,7 @@ use crate::{
     sensor::{Sensor, SensorOptions},
     settle::{
         Settler,
-        cpu::{CpuSampler, CpuSettler},
+        cpu::CpuSettler,
         file::{FileSettler, baseline::BaselineStore},
     },
     sinks::{RemoteSink, Target, alert::AlertLog},
@@ -84,11 +84,11 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let (mut sensor, records) =
         Sensor::start(options, metrics.clone()).context("starting the sensor")?;
     let cpu = match cpu_hz {
-        Some(hz) => {
-            let cpus = aya::util::online_cpus().map(|c| c.len()).unwrap_or(1);
-            let sampler = CpuSampler::new(sensor.take_cpu_maps()?, hz, cpus);
-            Some(CpuSettler::new(sampler, args.cpu_interval))
-        }
+        Some(hz) => Some(CpuSettler::start(
+            sensor.take_cpu_maps()?,
+            hz,
+            args.cpu_interval,
+        )),
         None => None,
     };
     let set = Arc::new(set);

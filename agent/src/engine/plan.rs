@@ -170,19 +170,14 @@ fn throttle_key(per: ThrottleKey, record: &Record) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
     use crate::{
         events::{Exec, Kind, ProcessContext},
-        policy::{compile, load},
+        policy::compile_valid,
     };
 
     fn policy(text: &str) -> Policy {
-        let (sources, mut errors) = load::parse_source(Path::new("t.yaml"), text);
-        let mut policies = compile::compile_all(sources, &mut errors);
-        assert!(errors.is_empty(), "{errors:?}");
-        policies.remove(0)
+        compile_valid(text).remove(0)
     }
 
     fn record(pid: u32, exe: &str, ktime_ns: u64) -> Record {

@@ -98,19 +98,14 @@ fn change_matches(policy: &Policy, body: &Body) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
     use crate::{
         events::{Body, Exec, Kind, ParentContext, ProcessContext},
-        policy::{compile, load},
+        policy::compile_valid,
     };
 
     fn set(text: &str) -> PolicySet {
-        let (sources, mut errors) = load::parse_source(Path::new("t.yaml"), text);
-        let policies = compile::compile_all(sources, &mut errors);
-        assert!(errors.is_empty(), "{errors:?}");
-        PolicySet::new(policies)
+        PolicySet::new(compile_valid(text))
     }
 
     fn exec(exe: &str, parent: &str, uid: u32) -> Record {

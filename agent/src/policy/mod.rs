@@ -36,3 +36,13 @@ pub fn check_source(file: &std::path::Path, text: &str) -> Vec<PolicyError> {
     compile::compile_all(sources, &mut errors);
     errors
 }
+
+/// Compiles policy text that must be valid, panicking with every error;
+/// for unit tests that need compiled policies.
+#[cfg(test)]
+pub(crate) fn compile_valid(text: &str) -> Vec<Policy> {
+    let (sources, mut errors) = load::parse_source(std::path::Path::new("t.yaml"), text);
+    let policies = compile::compile_all(sources, &mut errors);
+    assert!(errors.is_empty(), "{errors:?}");
+    policies
+}

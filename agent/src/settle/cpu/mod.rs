@@ -10,6 +10,7 @@ pub use sampler::{CpuSample, CpuSampler};
 
 use crate::{
     events::{Record, clock::BootClock},
+    loader::CpuMaps,
     policy::PolicySet,
 };
 
@@ -30,6 +31,13 @@ impl CpuSettler {
             interval,
             clock: BootClock::new(),
         }
+    }
+
+    /// Reads the kernel's counters `maps`, sampled at `hz` on every online
+    /// CPU, every `interval`.
+    pub fn start(maps: CpuMaps, hz: u64, interval: Duration) -> Self {
+        let cpus = aya::util::online_cpus().map(|c| c.len()).unwrap_or(1);
+        Self::new(CpuSampler::new(maps, hz, cpus), interval)
     }
 
     /// How often [`CpuSettler::tick`] is due.

@@ -151,19 +151,13 @@ fn round(v: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use std::{collections::HashMap, path::Path};
+    use std::collections::HashMap;
 
     use super::*;
-    use crate::{
-        events::Kind,
-        policy::{compile, load},
-    };
+    use crate::{events::Kind, policy::compile_valid};
 
     fn set(text: &str) -> PolicySet {
-        let (sources, mut errors) = load::parse_source(Path::new("t.yaml"), text);
-        let policies = compile::compile_all(sources, &mut errors);
-        assert!(errors.is_empty(), "{errors:?}");
-        PolicySet::new(policies)
+        PolicySet::new(compile_valid(text))
     }
 
     fn host(percent: f64) -> CpuSample {

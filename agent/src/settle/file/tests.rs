@@ -13,7 +13,7 @@ use crate::{
         file::{File, FileChange, MatchedBy},
     },
     fsio,
-    policy::{PolicySet, compile, load},
+    policy::PolicySet,
 };
 
 struct Fixture {
@@ -56,32 +56,18 @@ fn policies(dir: &Path) -> PolicySet {
         "name: managed\nmode: enforce\non: {{ file: {{ paths: [\"{0}/app.conf\"] }} }}\ndo: [revert]\n",
         dir.display()
     );
-    let (sources, mut errors) = load::parse_source(Path::new("t.yaml"), &text);
-    let policies = compile::compile_all(sources, &mut errors);
-    assert!(errors.is_empty(), "{errors:?}");
-    PolicySet::new(policies)
+    PolicySet::new(crate::policy::compile_valid(&text))
 }
 
 /// A raw record for `path` as the probes send it: matched by inode.
 fn raw(path: &Path, change: FileChange, pid: u32) -> Record {
     let key = fsio::state(path).unwrap().expect("a regular file").key;
-    Record {
-        time: String::new(),
-        ktime_ns: 1,
-        kind: Kind::File,
-        process: ProcessContext {
-            pid,
-            ..ProcessContext::default()
-        },
-        body: Body::File(File {
-            change: Some(change),
-            dev: key.dev,
-            ino: key.ino,
-            fd: 3,
-            matched_by: MatchedBy::Inode,
-            ..File::default()
-        }),
+    let mut record = raw_unmatched(change, pid);
+    if let Body::File(file) = &mut record.body {
+        (file.dev, file.ino, file.fd) = (key.dev, key.ino, 3);
+        file.matched_by = MatchedBy::Inode;
     }
+    record
 }
 
 /// A raw record of a path-based call, matched by the name hash.
