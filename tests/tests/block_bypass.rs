@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use reflex_tests::{Agent, Scratch, require_root};
+use reflex_tests::{Agent, Scratch, require_root, sockets};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -59,135 +59,6 @@ fn assert_eperm<T: std::fmt::Debug>(result: io::Result<T>, what: &str) {
     match result {
         Err(e) if e.raw_os_error() == Some(EPERM) => {}
         other => panic!("{what}: expected EPERM, got {other:?}"),
-    }
-}
-
-/// Raw socket calls the standard library does not offer.
-mod raw {
-    use std::{
-        io,
-        mem::size_of,
-        net::SocketAddr,
-        os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    };
-
-    /// A socket of `domain`, `kind`, `protocol`.
-    pub fn socket(domain: i32, kind: i32, protocol: i32) -> io::Result<OwnedFd> {
-        // SAFETY: plain syscall; the descriptor is owned from here on.
-        let fd = unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, protocol) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by socket() and is ours alone.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
-
-    /// `addr` as a kernel socket address.
-    pub fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-        // SAFETY: an all-zero sockaddr_storage is valid.
-        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let len = match addr {
-            SocketAddr::V4(a) => {
-                // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-                let sin = unsafe { &mut *(&raw mut storage).cast::<libc::sockaddr_in>() };
-                sin.sin_family = libc::AF_INET as u16;
-                sin.sin_port = a.port().to_be();
-                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
-                size_of::<libc::sockaddr_in>()
-            }
-            SocketAddr::V6(a) => {
-                // SAFETY: as above, for sockaddr_in6.
-                let sin6 = unsafe { &mut *(&raw mut storage).cast::<libc::sockaddr_in6>() };
-                sin6.sin6_family = libc::AF_INET6 as u16;
-                sin6.sin6_port = a.port().to_be();
-                sin6.sin6_addr.s6_addr = a.ip().octets();
-                size_of::<libc::sockaddr_in6>()
-            }
-        };
-        (storage, len as libc::socklen_t)
-    }
-
-    fn check(ret: isize) -> io::Result<usize> {
-        if ret < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(ret as usize)
-        }
-    }
-
-    /// bind(2).
-    pub fn bind(fd: &OwnedFd, to: SocketAddr) -> io::Result<()> {
-        let (sa, len) = sockaddr(to);
-        // SAFETY: `sa` is a valid address of `len` bytes.
-        check(unsafe { libc::bind(fd.as_raw_fd(), (&raw const sa).cast(), len) } as isize).map(drop)
-    }
-
-    /// connect(2).
-    pub fn connect(fd: &OwnedFd, to: SocketAddr) -> io::Result<()> {
-        let (sa, len) = sockaddr(to);
-        // SAFETY: as in `bind`.
-        check(unsafe { libc::connect(fd.as_raw_fd(), (&raw const sa).cast(), len) } as isize)
-            .map(drop)
-    }
-
-    /// sendto(2) with `flags`.
-    pub fn sendto(fd: &OwnedFd, data: &[u8], flags: i32, to: SocketAddr) -> io::Result<usize> {
-        let (sa, len) = sockaddr(to);
-        // SAFETY: `data` and `sa` are valid for the lengths given.
-        check(unsafe {
-            libc::sendto(
-                fd.as_raw_fd(),
-                data.as_ptr().cast(),
-                data.len(),
-                flags,
-                (&raw const sa).cast(),
-                len,
-            )
-        })
-    }
-
-    /// sendmsg(2) of `data` to `to`.
-    pub fn sendmsg(fd: &OwnedFd, data: &[u8], to: SocketAddr) -> io::Result<usize> {
-        let (mut sa, len) = sockaddr(to);
-        let mut iov = libc::iovec {
-            iov_base: data.as_ptr().cast_mut().cast(),
-            iov_len: data.len(),
-        };
-        // SAFETY: an all-zero msghdr is valid; the pointers set below
-        // outlive the call.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_name = (&raw mut sa).cast();
-        msg.msg_namelen = len;
-        msg.msg_iov = &raw mut iov;
-        msg.msg_iovlen = 1;
-        // SAFETY: `msg` describes valid buffers.
-        check(unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, 0) })
-    }
-
-    /// sendmmsg(2): one datagram `data` to each of `to`; how many went.
-    pub fn sendmmsg(fd: &OwnedFd, data: &[u8], to: &[SocketAddr]) -> io::Result<usize> {
-        let mut names: Vec<_> = to.iter().map(|a| sockaddr(*a)).collect();
-        let mut iov = libc::iovec {
-            iov_base: data.as_ptr().cast_mut().cast(),
-            iov_len: data.len(),
-        };
-        let mut msgs: Vec<libc::mmsghdr> = names
-            .iter_mut()
-            .map(|(sa, len)| {
-                // SAFETY: an all-zero mmsghdr is valid.
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_name = (sa as *mut libc::sockaddr_storage).cast();
-                m.msg_hdr.msg_namelen = *len;
-                m.msg_hdr.msg_iov = &raw mut iov;
-                m.msg_hdr.msg_iovlen = 1;
-                m
-            })
-            .collect();
-        // SAFETY: every header points at buffers that outlive the call.
-        check(
-            unsafe { libc::sendmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), msgs.len() as u32, 0) }
-                as isize,
-        )
     }
 }
 
@@ -321,21 +192,21 @@ do: [block, alert]
     );
 
     // sendmsg from an AF_INET6 socket to the IPv4-mapped address.
-    let v6 = raw::socket(libc::AF_INET6, libc::SOCK_DGRAM, 0).expect("v6 socket");
+    let v6 = sockets::socket(libc::AF_INET6, libc::SOCK_DGRAM, 0).expect("v6 socket");
     assert_eperm(
-        raw::sendmsg(&v6, b"leak", addr("[::ffff:127.0.0.4]:4754")),
+        sockets::sendmsg(&v6, b"leak", addr("[::ffff:127.0.0.4]:4754")),
         "sendmsg to ::ffff:127.0.0.4",
     );
     // sendmmsg: the open destination goes, the blocked one stops the batch.
-    let v4 = raw::socket(libc::AF_INET, libc::SOCK_DGRAM, 0).expect("v4 socket");
+    let v4 = sockets::socket(libc::AF_INET, libc::SOCK_DGRAM, 0).expect("v4 socket");
     let batch = [
         addr("127.0.0.4:4755"),
         addr("127.0.0.4:4754"),
         addr("127.0.0.4:4755"),
     ];
-    assert_eq!(raw::sendmmsg(&v4, b"ok", &batch).expect("sendmmsg"), 1);
+    assert_eq!(sockets::sendmmsg(&v4, b"ok", &batch).expect("sendmmsg"), 1);
     assert_eperm(
-        raw::sendmmsg(&v4, b"leak", &batch[1..]),
+        sockets::sendmmsg(&v4, b"leak", &batch[1..]),
         "sendmmsg to the blocked address first",
     );
     assert!(
@@ -358,9 +229,9 @@ do: [block, alert]
         "sendto past a connected peer",
     );
     // UDP-Lite goes through the UDP code, and is UDP for the policy.
-    match raw::socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_UDPLITE) {
+    match sockets::socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_UDPLITE) {
         Ok(lite) => assert_eperm(
-            raw::sendto(&lite, b"leak", 0, addr("127.0.0.4:4754")),
+            sockets::sendto(&lite, b"leak", 0, addr("127.0.0.4:4754")),
             "UDP-Lite sendto",
         ),
         Err(e) => eprintln!("UDP-Lite not available here ({e}); skipped"),
@@ -412,7 +283,6 @@ fn every_overlapping_policy_holds() {
     alert(&agent, "a", |v| {
         v["event"]["connect"]["remote_addr"] == "127.0.0.3"
     });
-    assert_eperm(connect("[::ffff:127.0.0.9]:4762"), "b, IPv4-mapped");
     // b's narrower prefix does not hide c's broader one.
     assert_eperm(connect("127.0.0.9:4763"), "c under b's /32");
     alert(&agent, "c", |v| {
@@ -424,6 +294,7 @@ fn every_overlapping_policy_holds() {
         v["event"]["connect"]["remote_addr"] == "127.0.0.33"
     });
     assert_eperm(connect("127.0.0.3:4764"), "d outside its except");
+    assert_eperm(connect("[::ffff:127.0.0.9]:4762"), "b, IPv4-mapped");
 }
 
 #[test]
@@ -448,18 +319,18 @@ do: [block, alert]
         .collect();
     let agent = scratch.start();
     let to = addr("127.0.0.5:4771");
-    let tcp = || raw::socket(libc::AF_INET, libc::SOCK_STREAM, 0).expect("TCP socket");
-    let tcp6 = || raw::socket(libc::AF_INET6, libc::SOCK_STREAM, 0).expect("TCP6 socket");
+    let tcp = || sockets::socket(libc::AF_INET, libc::SOCK_STREAM, 0).expect("TCP socket");
+    let tcp6 = || sockets::socket(libc::AF_INET6, libc::SOCK_STREAM, 0).expect("TCP6 socket");
 
     // connect after bind, to a fixed local address.
     let bound = tcp();
-    raw::bind(&bound, addr("127.0.0.1:0")).expect("bind");
-    assert_eperm(raw::connect(&bound, to), "connect after bind");
+    sockets::bind(&bound, addr("127.0.0.1:0")).expect("bind");
+    assert_eperm(sockets::connect(&bound, to), "connect after bind");
     // The unspecified address reaches the socket's own address, or loopback.
     let bound = tcp();
-    raw::bind(&bound, addr("127.0.0.5:0")).expect("bind 127.0.0.5");
+    sockets::bind(&bound, addr("127.0.0.5:0")).expect("bind 127.0.0.5");
     assert_eperm(
-        raw::connect(&bound, addr("0.0.0.0:4771")),
+        sockets::connect(&bound, addr("0.0.0.0:4771")),
         "0.0.0.0 from 127.0.0.5",
     );
     let a = alert(&agent, "tcp-block", |v| {
@@ -467,29 +338,29 @@ do: [block, alert]
     });
     assert_eq!(a["event"]["connect"]["blocked"], true);
     assert_eperm(
-        raw::connect(&tcp(), addr("0.0.0.0:4771")),
+        sockets::connect(&tcp(), addr("0.0.0.0:4771")),
         "0.0.0.0 unbound",
     );
     alert(&agent, "tcp-block", |v| {
         v["event"]["connect"]["remote_addr"] == "127.0.0.1"
     });
-    assert_eperm(raw::connect(&tcp6(), addr("[::]:4771")), "::");
+    assert_eperm(sockets::connect(&tcp6(), addr("[::]:4771")), "::");
     alert(&agent, "tcp-block", |v| {
         v["event"]["connect"]["remote_addr"] == "::1"
     });
     let mapped = tcp6();
-    raw::bind(&mapped, addr("[::ffff:127.0.0.5]:0")).expect("bind ::ffff:127.0.0.5");
+    sockets::bind(&mapped, addr("[::ffff:127.0.0.5]:0")).expect("bind ::ffff:127.0.0.5");
     assert_eperm(
-        raw::connect(&mapped, addr("[::ffff:0.0.0.0]:4771")),
+        sockets::connect(&mapped, addr("[::ffff:0.0.0.0]:4771")),
         "::ffff:0.0.0.0",
     );
     // TCP fast open: data with the SYN, sent by sendto(MSG_FASTOPEN).
     assert_eperm(
-        raw::sendto(&tcp(), b"leak", libc::MSG_FASTOPEN, to),
+        sockets::sendto(&tcp(), b"leak", libc::MSG_FASTOPEN, to),
         "TCP fast open",
     );
     assert_eperm(
-        raw::sendto(
+        sockets::sendto(
             &tcp6(),
             b"leak",
             libc::MSG_FASTOPEN,
@@ -498,8 +369,8 @@ do: [block, alert]
         "TCP fast open, IPv4-mapped",
     );
     // MPTCP falls back to TCP with any peer; a tcp rule must hold it.
-    match raw::socket(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_MPTCP) {
-        Ok(mptcp) => assert_eperm(raw::connect(&mptcp, to), "MPTCP connect"),
+    match sockets::socket(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_MPTCP) {
+        Ok(mptcp) => assert_eperm(sockets::connect(&mptcp, to), "MPTCP connect"),
         Err(e) => eprintln!("MPTCP not available here ({e}); skipped"),
     }
     std::thread::sleep(Duration::from_millis(100));
