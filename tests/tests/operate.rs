@@ -194,6 +194,9 @@ fn doctor_reports_the_kernel_the_probes_and_the_policies() {
         "ok    program type raw_tracepoint",
         "ok    raw_tracepoint/sys_enter",
         "ok    tracepoint/sched/sched_process_exec",
+        "ok    cgroup/connect4@",
+        "ok    cgroup/sendmsg4@",
+        "ok    cgroup/sendmsg6@",
         "fine",
         "1 policies would load",
     ] {

@@ -146,12 +146,21 @@ impl Executor {
                 (_, None) => Err("the event is not a file change".to_string()),
             },
             Action::Block => match &record.body {
+                Body::Connect(c) if c.blocked && c.datagram => Ok(format!(
+                    "refused in the kernel: datagrams to {}:{} fail with EPERM{}",
+                    c.remote_addr,
+                    c.remote_port,
+                    match c.suppressed {
+                        0 => String::new(),
+                        n => format!(" ({n} more refused since the last report)"),
+                    }
+                )),
                 Body::Connect(c) if c.blocked => Ok(format!(
                     "refused in the kernel: connect to {}:{} failed with EPERM",
                     c.remote_addr, c.remote_port
                 )),
                 Body::Connect(_) => Err(
-                    "not refused: only outbound connects can be blocked, and only while the connect hooks are attached"
+                    "not refused: only outbound connects and datagrams can be blocked, and only while the cgroup hooks are attached"
                         .to_string(),
                 ),
                 _ => Err("the event is not a connection".to_string()),

@@ -88,7 +88,7 @@ fn report_policies(dir: &Path, cgroup: bool, cpu: bool) -> usize {
         };
         let limit = match &policy.trigger {
             Trigger::Connect(_) if !cgroup => {
-                Some("no cgroup v2: its connects are not seen and nothing is blocked")
+                Some("no cgroup v2: its connects and datagrams are not seen and nothing is blocked")
             }
             Trigger::Cpu { .. } if !cpu => Some("the CPU sensor is off (cpu.hz: 0)"),
             _ => None,

@@ -95,7 +95,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let (set_tx, set_rx) = watch::channel(set.clone());
     let blocks = match sensor.cgroup() {
         Some(_) => {
-            let mut table = BlockTable::new(sensor.take_block_maps()?);
+            let mut table = BlockTable::new(sensor.take_block_maps()?, metrics.clone());
             let rules = table.configure(&set);
             tracing::info!(rules, "block rules in force");
             Some(tokio::spawn(table.follow(set_rx.clone())))

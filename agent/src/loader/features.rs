@@ -50,6 +50,10 @@ const PROGRAMS: [(&str, ProgramType, bool); 6] = [
     ("fentry (tracing)", ProgramType::Tracing, false),
 ];
 
+/// The `cgroup_sock_addr` hooks the connect family attaches at the cgroup
+/// v2 root: connects, and datagrams sent without connecting.
+pub const CGROUP_HOOKS: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
+
 /// Map types the probes use.
 const MAPS: [(&str, MapType); 6] = [
     ("ringbuf", MapType::RingBuf),
@@ -98,12 +102,14 @@ pub fn probe() -> Vec<Feature> {
         cgroup::root()
             .map(|root| {
                 format!(
-                    "mounted at {}: connects are seen and blocks enforced",
-                    root.display()
+                    "mounted at {}: the {} hooks attach there, so connects and datagrams are seen and blocks enforced",
+                    root.display(),
+                    CGROUP_HOOKS.join(", ")
                 )
             })
             .ok_or_else(|| {
-                "no cgroup2 mount: connects are not seen, block policies only report".to_string()
+                "no cgroup2 mount: connects and datagrams are not seen, block policies only report"
+                    .to_string()
             }),
     ));
     out.push(Feature::new("BPF LSM", false, lsm_state()));

@@ -303,7 +303,7 @@ impl Probes {
                     path: root.clone(),
                     source,
                 })?;
-                for name in ["connect4", "connect6"] {
+                for name in features::CGROUP_HOOKS {
                     let program: &mut CgroupSockAddr = program_mut(&mut ebpf, name)?;
                     program.load().map_err(program_error(name, "load"))?;
                     let id = program
@@ -320,7 +320,7 @@ impl Probes {
             }
             None => {
                 tracing::warn!(
-                    "no cgroup v2 hierarchy found: outbound connects are not seen and block policies cannot be enforced"
+                    "no cgroup v2 hierarchy found: outbound connects and datagrams are not seen and block policies cannot be enforced"
                 );
                 None
             }

@@ -46,6 +46,8 @@ fn family_fields(family: &str) -> &'static [&'static str] {
             "connect.remote_addr",
             "connect.remote_port",
             "connect.blocked",
+            "connect.datagram",
+            "connect.suppressed",
         ],
         "cpu" => &[
             "cpu.scope",

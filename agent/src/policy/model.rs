@@ -111,14 +111,17 @@ impl ConnectTrigger {
 }
 
 impl ConnectTrigger {
-    /// Whether `c` meets every condition given.
+    /// Whether `c` meets every condition given. An IPv4-mapped remote
+    /// address is matched as the IPv4 address it stands for (the decoder
+    /// already reports it so; a recorded stream may not).
     pub fn matches(&self, c: &crate::events::connect::Connect) -> bool {
+        let remote = c.remote_addr.to_canonical();
         let remote_ok = self.direction_needs_remote(c)
             || self.remote.is_empty()
-            || self.remote.iter().any(|n| n.0.contains(&c.remote_addr));
+            || self.remote.iter().any(|n| n.0.contains(&remote));
         (self.direction.is_empty() || self.direction.contains(&c.direction))
             && remote_ok
-            && !self.except.iter().any(|n| n.0.contains(&c.remote_addr))
+            && !self.except.iter().any(|n| n.0.contains(&remote))
             && (self.ports.is_empty()
                 || self
                     .ports

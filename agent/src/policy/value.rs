@@ -270,6 +270,10 @@ impl Scalar for Percent {
 }
 
 /// An IPv4 or IPv6 network (`10.0.0.0/8`, `::1/128`); a bare address is a host.
+/// A network inside `::ffff:0:0/96` (IPv4-mapped IPv6) is the IPv4 network
+/// it stands for (`::ffff:127.0.0.0/104` is `127.0.0.0/8`): the kernel sends
+/// such traffic as IPv4 and events report it so. A shorter IPv6 network
+/// (`::/0`) covers only IPv6 destinations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cidr(pub IpNet);
 
@@ -278,12 +282,18 @@ impl Scalar for Cidr {
 
     fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        if let Ok(net) = IpNet::from_str(text) {
-            return Ok(Self(net.trunc()));
-        }
-        std::net::IpAddr::from_str(text)
-            .map(|ip| Self(IpNet::from(ip)))
-            .map_err(|_| format!("bad CIDR {text:?}"))
+        let net = IpNet::from_str(text)
+            .or_else(|_| std::net::IpAddr::from_str(text).map(IpNet::from))
+            .map_err(|_| format!("bad CIDR {text:?}"))?
+            .trunc();
+        Ok(Self(match net {
+            IpNet::V6(v6) if v6.prefix_len() >= 96 => v6
+                .addr()
+                .to_ipv4_mapped()
+                .and_then(|v4| ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).ok())
+                .map_or(net, IpNet::V4),
+            _ => net,
+        }))
     }
 }
 
@@ -457,6 +467,15 @@ mod tests {
         assert!(Cidr::parse("10.0.0.0/8").is_ok());
         assert!(Cidr::parse("::1").is_ok());
         assert!(Cidr::parse("10.0.0.0/33").is_err());
+        let v4 = |t: &str| Cidr::parse(t).unwrap().0;
+        assert_eq!(v4("::ffff:127.0.0.0/104"), v4("127.0.0.0/8"));
+        assert_eq!(v4("::FFFF:7F00:2"), v4("127.0.0.2/32"));
+        assert_eq!(v4("::ffff:0:0/96"), v4("0.0.0.0/0"));
+        assert!(matches!(v4("::ffff:0:0/95"), IpNet::V6(_)));
+        assert!(
+            matches!(v4("::127.0.0.2"), IpNet::V6(_)),
+            "IPv4-compatible stays IPv6"
+        );
         assert_eq!(PortRange::parse("8000-8100").unwrap().last, 8100);
         assert!(PortRange::parse("9-1").is_err());
         assert!(PortRange::parse("70000").is_err());

@@ -39,6 +39,11 @@ pub struct Metrics {
     pub spool_entries: IntGaugeVec,
     /// `reflex_alerts_dropped_total{sink,reason}`: alerts a sink will never get.
     pub alerts_dropped: IntCounterVec,
+    /// `reflex_block_rule_errors_total{reason}`: block trie entries not
+    /// installed as the policies say (`install_failed`: left out, the
+    /// shorter prefix around it decides; `too_many_ports`: ranges joined,
+    /// refusing more ports than named).
+    pub block_rule_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -142,6 +147,17 @@ impl Metrics {
             &["sink", "reason"],
         )
         .expect("valid metric");
+        let block_rule_errors = IntCounterVec::new(
+            Opts::new(
+                "reflex_block_rule_errors_total",
+                "Block trie entries not installed as the policies say, by reason (install_failed, too_many_ports).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for reason in ["install_failed", "too_many_ports"] {
+            block_rule_errors.with_label_values(&[reason]);
+        }
         let build = IntGaugeVec::new(
             Opts::new("reflex_build_info", "Always 1; labels name the build."),
             &["version"],
@@ -180,6 +196,7 @@ impl Metrics {
             Box::new(queue_depth.clone()),
             Box::new(spool_entries.clone()),
             Box::new(alerts_dropped.clone()),
+            Box::new(block_rule_errors.clone()),
             Box::new(build),
         ] {
             registry.register(collector).expect("unique metric names");
@@ -199,6 +216,7 @@ impl Metrics {
             queue_depth,
             spool_entries,
             alerts_dropped,
+            block_rule_errors,
         }
     }
 

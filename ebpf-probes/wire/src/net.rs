@@ -1,5 +1,6 @@
-//! The connect family: outbound connects (seen and possibly refused by the
-//! cgroup connect hooks), accepted connections and listening sockets.
+//! The connect family: outbound connects and unconnected datagrams (seen
+//! and possibly refused by the cgroup connect and sendmsg hooks), accepted
+//! connections and listening sockets.
 
 use crate::EventHeader;
 
@@ -19,6 +20,10 @@ pub mod proto {
     pub const TCP: u32 = 6;
     /// UDP.
     pub const UDP: u32 = 17;
+    /// UDP-Lite: sent through the UDP code and its hooks; UDP for policies.
+    pub const UDPLITE: u32 = 136;
+    /// Multipath TCP: falls back to plain TCP with any peer; TCP for policies.
+    pub const MPTCP: u32 = 262;
 }
 
 /// Address families.
@@ -29,26 +34,79 @@ pub mod family {
     pub const INET6: u32 = 10;
 }
 
-/// Most port ranges one block rule holds.
-pub const MAX_RANGES: usize = 8;
+/// The first three 32-bit words (as stored, network byte order) of an
+/// IPv4-mapped IPv6 address, `::ffff:0:0/96`; the fourth is the IPv4 address.
+pub const V4_MAPPED_PREFIX: [u32; 3] = [0, 0, u32::from_ne_bytes([0, 0, 0xff, 0xff])];
 
-/// Value of the `BLOCK4` / `BLOCK6` LPM tries: what to refuse for a prefix.
+/// Protocol classes of a [`BlockRule`], the index into its `ranges`.
+pub mod class {
+    /// TCP (and MPTCP).
+    pub const TCP: usize = 0;
+    /// UDP (and UDP-Lite).
+    pub const UDP: usize = 1;
+    /// Any other protocol (refused only by policies naming no protocol).
+    pub const OTHER: usize = 2;
+    /// Number of classes.
+    pub const COUNT: usize = 3;
+
+    /// The class of protocol number `protocol`.
+    #[inline(always)]
+    pub const fn of(protocol: u32) -> usize {
+        match protocol {
+            super::proto::TCP | super::proto::MPTCP => TCP,
+            super::proto::UDP | super::proto::UDPLITE => UDP,
+            _ => OTHER,
+        }
+    }
+}
+
+/// Most port ranges a [`BlockRule`] holds per protocol class. The agent
+/// merges overlapping and adjacent ranges of every policy first; past this
+/// it joins the closest ranges (refusing the ports between them) and counts
+/// it in `reflex_block_rule_errors_total{reason="too_many_ports"}`.
+pub const MAX_RANGES: usize = 16;
+
+/// Value of the `BLOCK4` / `BLOCK6` LPM tries: what the longest-prefix
+/// match refuses. The agent stores an entry at every prefix any enforcing
+/// `block` policy names in `remote` or `except`, holding the ports of
+/// exactly those policies that cover that prefix and do not except it; as
+/// the prefixes holding an address form a chain, the longest match holds
+/// the policies that cover the address. An entry with no ranges lets
+/// everything through.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlockRule {
-    /// 1: the prefix is an exception (`except:`), let it through.
-    pub allow: u32,
-    /// Bit 0 TCP, bit 1 UDP; 0 means both.
-    pub protocols: u32,
-    /// Port ranges in use; 0 means every port.
-    pub ranges: u32,
+    /// Ranges in use per protocol [`class`]; 0: that class is not refused.
+    pub counts: [u32; class::COUNT],
     /// Explicit padding.
     pub _pad: u32,
-    /// Inclusive (first, last) remote port ranges, host byte order.
-    pub ports: [[u16; 2]; MAX_RANGES],
+    /// Inclusive (first, last) remote port ranges per protocol [`class`],
+    /// host byte order, sorted and disjoint.
+    pub ranges: [[[u16; 2]; MAX_RANGES]; class::COUNT],
 }
 
-const _: () = assert!(core::mem::size_of::<BlockRule>() == 48);
+const _: () = assert!(core::mem::size_of::<BlockRule>() == 16 + 3 * MAX_RANGES * 4);
+
+impl BlockRule {
+    /// Whether this entry refuses `port` (host byte order) over `protocol`.
+    #[inline(always)]
+    pub fn refuses(&self, port: u16, protocol: u32) -> bool {
+        let class = class::of(protocol);
+        let count = self.counts[class];
+        let ranges = &self.ranges[class];
+        let mut i = 0;
+        while i < MAX_RANGES {
+            if (i as u32) < count {
+                let [first, last] = ranges[i];
+                if port >= first && port <= last {
+                    return true;
+                }
+            }
+            i += 1;
+        }
+        false
+    }
+}
 
 /// A connection seen by the probes.
 #[repr(C)]
@@ -68,12 +126,19 @@ pub struct NetEvent {
     pub local_port: u16,
     /// Remote port, host byte order.
     pub remote_port: u16,
+    /// 1 when a `sendmsg` hook saw it: a datagram sent without `connect`.
+    pub datagram: u32,
+    /// Datagrams of the same flow (process, remote address, port,
+    /// protocol) seen but not reported since the previous report of it (a
+    /// lower bound when threads on several CPUs send the flow at once).
+    pub suppressed: u32,
     /// Explicit padding.
     pub _pad: u32,
     /// Local address (IPv4 in the first four bytes).
     pub local_addr: [u8; 16],
-    /// Remote address (IPv4 in the first four bytes).
+    /// Remote address (IPv4 in the first four bytes; an IPv4-mapped IPv6
+    /// address is sent as it is and the agent's decoder turns it into IPv4).
     pub remote_addr: [u8; 16],
 }
 
-const _: () = assert!(core::mem::size_of::<NetEvent>() == 64 + 16 + 8 + 32);
+const _: () = assert!(core::mem::size_of::<NetEvent>() == 64 + 16 + 16 + 32);
