@@ -16,24 +16,26 @@ use aya_ebpf::{
     programs::{RawTracePointContext, SockAddrContext},
 };
 use reflex_wire::{
-    BlockRule, EventKind, LossFamily, LossReason, NetEvent,
+    BlockRule, EventKind, LossFamily, LossReason, NetEvent, maps,
     net::{MAX_RANGES, direction, family, proto},
+    programs,
 };
 
 use crate::{
     event::{header, header_without_parent},
-    file::{fd_file, read_arg, ret},
     maps::{EVENTS, OFFSETS, count_loss, is_excluded},
-    task,
+    syscall, task,
 };
 
 /// IPv4 prefixes to refuse (or, `allow`, to exempt), filled by the agent.
 #[map]
 static BLOCK4: LpmTrie<u32, BlockRule> = LpmTrie::with_max_entries(4096, 1);
+exported_as!(BLOCK4, maps::BLOCK4);
 
 /// IPv6 prefixes, as [`BLOCK4`].
 #[map]
 static BLOCK6: LpmTrie<[u32; 4], BlockRule> = LpmTrie::with_max_entries(4096, 1);
+exported_as!(BLOCK6, maps::BLOCK6);
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
@@ -47,9 +49,10 @@ pub fn connect4(ctx: SockAddrContext) -> i32 {
         (sa.user_ip4, sa.user_port, sa.protocol)
     };
     let port = u16::from_be(port as u16);
-    let rule = BLOCK4.get(&Key::new(32, ip)).copied();
+    let rule = BLOCK4.get(Key::new(32, ip)).copied();
     on_connect(family::INET, [ip, 0, 0, 0], port, protocol, rule)
 }
+exported_as!(connect4, programs::CONNECT4);
 
 /// `cgroup/connect6`: as [`connect4`] for IPv6.
 #[cgroup_sock_addr(connect6)]
@@ -60,9 +63,10 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
         (sa.user_ip6, sa.user_port, sa.protocol)
     };
     let port = u16::from_be(port as u16);
-    let rule = BLOCK6.get(&Key::new(128, ip)).copied();
+    let rule = BLOCK6.get(Key::new(128, ip)).copied();
     on_connect(family::INET6, ip, port, protocol, rule)
 }
+exported_as!(connect6, programs::CONNECT6);
 
 #[inline(always)]
 fn on_connect(
@@ -149,11 +153,12 @@ fn refuses(rule: &BlockRule, port: u16, protocol: u32) -> bool {
     false
 }
 
-/// Exit of `accept` / `accept4`: the accepted connection, in the process
-/// that accepted it.
+/// `SYS_EXIT[accept]` and `SYS_EXIT[accept4]` (tail calls from
+/// `raw_tp/sys_exit`): emits a [`NetEvent`] for the accepted connection, in
+/// the process that accepted it.
 #[raw_tracepoint]
-pub fn exit_accept(ctx: RawTracePointContext) -> i32 {
-    let fd = ret(&ctx);
+pub fn exit_accept(ctx: RawTracePointContext) -> u32 {
+    let fd = syscall::ret(&ctx);
     if fd >= 0
         && let Err(reason) = report_socket(fd as u64, direction::INBOUND)
     {
@@ -161,17 +166,20 @@ pub fn exit_accept(ctx: RawTracePointContext) -> i32 {
     }
     0
 }
+exported_as!(exit_accept, programs::EXIT_ACCEPT);
 
-/// Exit of `listen`: the socket that started listening.
+/// `SYS_EXIT[listen]` (tail call from `raw_tp/sys_exit`): emits a
+/// [`NetEvent`] for the socket that started listening.
 #[raw_tracepoint]
-pub fn exit_listen(ctx: RawTracePointContext) -> i32 {
-    if ret(&ctx) == 0
-        && let Err(reason) = report_socket(read_arg(&ctx, 0), direction::LISTEN)
+pub fn exit_listen(ctx: RawTracePointContext) -> u32 {
+    if syscall::ret(&ctx) == 0
+        && let Err(reason) = report_socket(syscall::arg(&ctx, 0), direction::LISTEN)
     {
         count_loss(reason, LossFamily::Connect);
     }
     0
 }
+exported_as!(exit_listen, programs::EXIT_LISTEN);
 
 /// Reads the addresses of the socket behind `fd` and sends them.
 #[inline(always)]
@@ -181,7 +189,7 @@ fn report_socket(fd: u64, dir: u32) -> Result<(), LossReason> {
         return Ok(());
     }
     let off = OFFSETS.load();
-    let Some(file) = fd_file(fd) else {
+    let Some(file) = task::fd_file(fd) else {
         return Ok(());
     };
     let Ok(socket) = task::read::<u64>(file, off.file_private) else {
