@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use reflex_wire::{
     BlockRule, EventKind, LossFamily, LossReason, NetEvent, maps,
-    net::{MAX_RANGES, direction, family, proto},
+    net::{MAX_RANGES, direction, family, proto, protocol_bit},
     programs,
 };
 
@@ -130,8 +130,8 @@ fn refuses(rule: &BlockRule, port: u16, protocol: u32) -> bool {
         return false;
     }
     let bit = match protocol {
-        proto::TCP => 1,
-        proto::UDP => 2,
+        proto::TCP => protocol_bit::TCP,
+        proto::UDP => protocol_bit::UDP,
         _ => 0,
     };
     if rule.protocols != 0 && rule.protocols & bit == 0 {

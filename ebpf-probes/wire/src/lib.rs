@@ -7,8 +7,9 @@
 //!
 //! Everything else both sides must agree on is defined here once: the names
 //! of the object's maps and programs ([`maps`], [`programs`]), the syscalls
-//! the probes handle ([`syscalls`]), `open` flags ([`file::open`]) and the
-//! CPU counters' slots ([`cpu`]).
+//! the probes handle ([`syscalls`]), `open` flags ([`file::open`]), block
+//! rules' protocol bits ([`net::protocol_bit`]) and the CPU counters' slots
+//! ([`cpu`]).
 #![no_std]
 
 pub mod cpu;

@@ -21,6 +21,14 @@ pub mod proto {
     pub const UDP: u32 = 17;
 }
 
+/// [`BlockRule::protocols`] bits.
+pub mod protocol_bit {
+    /// The rule refuses TCP.
+    pub const TCP: u32 = 1;
+    /// The rule refuses UDP.
+    pub const UDP: u32 = 2;
+}
+
 /// Address families.
 pub mod family {
     /// IPv4.
@@ -38,7 +46,7 @@ pub const MAX_RANGES: usize = 8;
 pub struct BlockRule {
     /// 1: the prefix is an exception (`except:`), let it through.
     pub allow: u32,
-    /// Bit 0 TCP, bit 1 UDP; 0 means both.
+    /// [`protocol_bit`] bits; 0 means both.
     pub protocols: u32,
     /// Port ranges in use; 0 means every port.
     pub ranges: u32,
