@@ -3,12 +3,29 @@
 #![no_std]
 #![no_main]
 
+/// Fails the build unless `$item`, a map or program (the object exports it
+/// under its own identifier), is named `$name`: the `reflex_wire` constant
+/// the agent looks it up by. The aya macros take no constant for a name.
+macro_rules! exported_as {
+    ($item:ident, $name:expr) => {
+        const _: () = {
+            // Refers to the item, so renaming it alone fails here too.
+            let _ = &$item;
+            assert!(
+                reflex_wire::same_name(stringify!($item), $name),
+                concat!(stringify!($item), " is not named as in reflex_wire")
+            );
+        };
+    };
+}
+
 mod cpu;
 mod event;
 mod file;
 mod maps;
 mod net;
 mod process;
+mod syscall;
 mod task;
 
 #[cfg(not(test))]

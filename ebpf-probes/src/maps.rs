@@ -5,28 +5,36 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use reflex_wire::{FileKey, KernelOffsets, LOSS_SLOTS, LossFamily, LossReason, loss_slot};
+use reflex_wire::{
+    FileKey, KernelOffsets, LOSS_SLOTS, LossFamily, LossReason, loss_slot,
+    maps::{self, EVENTS_BYTES},
+    offsets,
+};
 
 use crate::file::FileOp;
 
 /// All events, every family, in one ring buffer. The agent may resize it at load.
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+exported_as!(EVENTS, maps::EVENTS);
 
 /// Events the kernel side could not deliver, per CPU, indexed by
 /// [`loss_slot`] of reason and family.
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_SLOTS, 0);
+exported_as!(LOST, maps::LOST);
 
 /// Kernel struct offsets resolved by the agent from BTF before load.
 #[unsafe(no_mangle)]
 pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::ZERO);
+exported_as!(OFFSETS, offsets::GLOBAL);
 
 /// Tasks whose events are not reported: the agent itself and, through
 /// `sched_process_fork`, everything it starts (its hooks). Keyed by task id;
 /// entries leave when the task exits.
 #[map]
 pub static EXCLUDED: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+exported_as!(EXCLUDED, maps::EXCLUDED);
 
 /// Whether the task group `tgid` is excluded from reporting.
 #[inline(always)]
@@ -47,16 +55,19 @@ pub fn count_loss(reason: LossReason, family: LossFamily) {
 /// Watched files by identity → `watch` bits. Filled by the policy compiler.
 #[map]
 pub static WATCHED: HashMap<FileKey, u32> = HashMap::with_max_entries(65_536, 0);
+exported_as!(WATCHED, maps::WATCHED);
 
 /// Directories whose new or unwatched files are reported (globs, uploads).
 #[map]
 pub static WATCHED_DIRS: HashMap<FileKey, u32> = HashMap::with_max_entries(16_384, 0);
+exported_as!(WATCHED_DIRS, maps::WATCHED_DIRS);
 
 /// FNV-1a hashes of the last path component of watched files: the cheap
 /// filter for path-based calls (rename, unlink, chmod ...), which carry no
 /// inode. The agent checks each hit against the real file.
 #[map]
 pub static WATCHED_NAMES: HashMap<u64, u32> = HashMap::with_max_entries(65_536, 0);
+exported_as!(WATCHED_NAMES, maps::WATCHED_NAMES);
 
 /// The open for writing in progress on this CPU: (thread id, flags). A
 /// per-CPU slot costs a fraction of a hash update on this hot path; a thread
@@ -64,6 +75,7 @@ pub static WATCHED_NAMES: HashMap<u64, u32> = HashMap::with_max_entries(65_536, 
 /// the opened file's mode instead.
 #[map]
 pub static OPEN_SLOT: PerCpuArray<OpenSlot> = PerCpuArray::with_max_entries(1, 0);
+exported_as!(OPEN_SLOT, maps::OPEN_SLOT);
 
 /// One [`OPEN_SLOT`] entry.
 #[repr(C)]
@@ -79,11 +91,14 @@ pub struct OpenSlot {
 /// files, so their close can be reported.
 #[map]
 pub static WRITE_FDS: LruHashMap<u64, FileKey> = LruHashMap::with_max_entries(65_536, 0);
+exported_as!(WRITE_FDS, maps::WRITE_FDS);
 
 /// Thread id → a change to a watched file, between syscall enter and exit.
 #[map]
 pub static PENDING: LruHashMap<u32, FileOp> = LruHashMap::with_max_entries(4_096, 0);
+exported_as!(PENDING, maps::PENDING);
 
 /// Per-CPU room to build a [`FileOp`] (too big for the BPF stack).
 #[map]
 pub static SCRATCH: PerCpuArray<FileOp> = PerCpuArray::with_max_entries(1, 0);
+exported_as!(SCRATCH, maps::SCRATCH);

@@ -23,25 +23,27 @@ use aya_ebpf::{
     programs::{RawTracePointContext, SockAddrContext},
 };
 use reflex_wire::{
-    BlockRule, EventKind, LossFamily, LossReason, NetEvent,
+    BlockRule, EventKind, LossFamily, LossReason, NetEvent, maps,
     net::{V4_MAPPED_PREFIX, direction, family},
+    programs,
 };
 
 use crate::{
     event::{header, header_without_parent},
-    file::{fd_file, read_arg, ret},
     maps::{EVENTS, OFFSETS, count_loss, is_excluded},
-    task,
+    syscall, task,
 };
 
 /// IPv4 prefixes → what to refuse there, filled by the agent (see
 /// [`BlockRule`] for how overlapping policies share it).
 #[map]
 static BLOCK4: LpmTrie<u32, BlockRule> = LpmTrie::with_max_entries(4096, 1);
+exported_as!(BLOCK4, maps::BLOCK4);
 
 /// IPv6 prefixes, as [`BLOCK4`].
 #[map]
 static BLOCK6: LpmTrie<[u32; 4], BlockRule> = LpmTrie::with_max_entries(4096, 1);
+exported_as!(BLOCK6, maps::BLOCK6);
 
 /// A datagram flow: who sends where.
 #[repr(C)]
@@ -71,6 +73,7 @@ const _: () = assert!(size_of::<FlowSeen>() == 16);
 /// a flow pushed out is simply reported again.
 #[map]
 static FLOWS: LruHashMap<FlowKey, FlowSeen> = LruHashMap::with_max_entries(16_384, 0);
+exported_as!(FLOWS, maps::FLOWS);
 
 /// A datagram flow is reported at most once per this many nanoseconds.
 const FLOW_REPORT_NS: u64 = 1_000_000_000;
@@ -83,12 +86,14 @@ const DENY: i32 = 0;
 pub fn connect4(ctx: SockAddrContext) -> i32 {
     try_inet4(&ctx, false)
 }
+exported_as!(connect4, programs::CONNECT4);
 
 /// `cgroup/connect6`: as [`connect4`] for IPv6 (and IPv4-mapped) addresses.
 #[cgroup_sock_addr(connect6)]
 pub fn connect6(ctx: SockAddrContext) -> i32 {
     try_inet6(&ctx, false)
 }
+exported_as!(connect6, programs::CONNECT6);
 
 /// `cgroup/sendmsg4`: a UDP datagram sent with an address on a socket that
 /// is not connected (also an IPv4-mapped one from an IPv6 socket, which the
@@ -98,12 +103,14 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
 pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
     try_inet4(&ctx, true)
 }
+exported_as!(sendmsg4, programs::SENDMSG4);
 
 /// `cgroup/sendmsg6`: as [`sendmsg4`] for IPv6 addresses.
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
     try_inet6(&ctx, true)
 }
+exported_as!(sendmsg6, programs::SENDMSG6);
 
 #[inline(always)]
 fn try_inet4(ctx: &SockAddrContext, datagram: bool) -> i32 {
@@ -115,7 +122,7 @@ fn try_inet4(ctx: &SockAddrContext, datagram: bool) -> i32 {
         ip => ip,
     };
     let blocked = BLOCK4
-        .get(&Key::new(32, ip))
+        .get(Key::new(32, ip))
         .is_some_and(|r| r.refuses(port, sa.protocol));
     on_outbound(
         family::INET,
@@ -143,9 +150,9 @@ fn try_inet6(ctx: &SockAddrContext, datagram: bool) -> i32 {
         ip[3] = this_host4(sa, false);
     }
     let rule = if mapped {
-        BLOCK4.get(&Key::new(32, ip[3]))
+        BLOCK4.get(Key::new(32, ip[3]))
     } else {
-        BLOCK6.get(&Key::new(128, ip))
+        BLOCK6.get(Key::new(128, ip))
     };
     let blocked = rule.is_some_and(|r| r.refuses(port, sa.protocol));
     on_outbound(family::INET6, ip, port, sa.protocol, blocked, datagram)
@@ -260,7 +267,7 @@ fn flow_due(tgid: u32, family: u32, addr: [u32; 4], port: u16, protocol: u32) ->
     };
     // SAFETY: the helper takes no pointers and cannot fault.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    match FLOWS.get_ptr_mut(&key) {
+    match FLOWS.get_ptr_mut(key) {
         Some(seen) => {
             // SAFETY: the pointer comes from a successful lookup and stays
             // valid for this program run. The count is a plain increment (the
@@ -286,7 +293,7 @@ fn flow_due(tgid: u32, family: u32, addr: [u32; 4], port: u16, protocol: u32) ->
             };
             // A full LRU evicts; an error here only means the next datagram
             // is reported too.
-            let _ = FLOWS.insert(&key, &seen, 0);
+            let _ = FLOWS.insert(key, seen, 0);
             Some(0)
         }
     }
@@ -308,11 +315,12 @@ unsafe fn write_addr(dst: *mut [u8; 16], words: [u32; 4]) {
     }
 }
 
-/// Exit of `accept` / `accept4`: the accepted connection, in the process
-/// that accepted it.
+/// `SYS_EXIT[accept]` and `SYS_EXIT[accept4]` (tail calls from
+/// `raw_tp/sys_exit`): emits a [`NetEvent`] for the accepted connection, in
+/// the process that accepted it.
 #[raw_tracepoint]
-pub fn exit_accept(ctx: RawTracePointContext) -> i32 {
-    let fd = ret(&ctx);
+pub fn exit_accept(ctx: RawTracePointContext) -> u32 {
+    let fd = syscall::ret(&ctx);
     if fd >= 0
         && let Err(reason) = report_socket(fd as u64, direction::INBOUND)
     {
@@ -320,17 +328,20 @@ pub fn exit_accept(ctx: RawTracePointContext) -> i32 {
     }
     0
 }
+exported_as!(exit_accept, programs::EXIT_ACCEPT);
 
-/// Exit of `listen`: the socket that started listening.
+/// `SYS_EXIT[listen]` (tail call from `raw_tp/sys_exit`): emits a
+/// [`NetEvent`] for the socket that started listening.
 #[raw_tracepoint]
-pub fn exit_listen(ctx: RawTracePointContext) -> i32 {
-    if ret(&ctx) == 0
-        && let Err(reason) = report_socket(read_arg(&ctx, 0), direction::LISTEN)
+pub fn exit_listen(ctx: RawTracePointContext) -> u32 {
+    if syscall::ret(&ctx) == 0
+        && let Err(reason) = report_socket(syscall::arg(&ctx, 0), direction::LISTEN)
     {
         count_loss(reason, LossFamily::Connect);
     }
     0
 }
+exported_as!(exit_listen, programs::EXIT_LISTEN);
 
 /// Reads the addresses of the socket behind `fd` and sends them.
 #[inline(always)]
@@ -340,7 +351,7 @@ fn report_socket(fd: u64, dir: u32) -> Result<(), LossReason> {
         return Ok(());
     }
     let off = OFFSETS.load();
-    let Some(file) = fd_file(fd) else {
+    let Some(file) = task::fd_file(fd) else {
         return Ok(());
     };
     let Ok(socket) = task::read::<u64>(file, off.file_private) else {

@@ -14,6 +14,7 @@ use aya_ebpf::{
 use reflex_wire::{
     EventKind, ExecEvent, ExitEvent, LossFamily, LossReason,
     process::{ARGS_MAX, EXE_MAX},
+    programs,
 };
 
 use crate::{
@@ -32,6 +33,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     }
     0
 }
+exported_as!(sched_process_exec, programs::SCHED_PROCESS_EXEC);
 
 fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), LossReason> {
     if is_excluded((bpf_get_current_pid_tgid() >> 32) as u32) {
@@ -103,6 +105,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     }
     0
 }
+exported_as!(sched_process_exit, programs::SCHED_PROCESS_EXIT);
 
 fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), LossReason> {
     let offsets = OFFSETS.load();
@@ -150,3 +153,4 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     }
     0
 }
+exported_as!(sched_process_fork, programs::SCHED_PROCESS_FORK);

@@ -121,6 +121,32 @@ fn test(unit_only: bool) -> Result<()> {
         "-D",
         "warnings",
     ])?;
+    // The probes only build for BPF, so the step above leaves them out:
+    // check them as agent/build.rs (aya-build) compiles them, with nightly,
+    // `core` from source and the target arch cfg their syscall code needs.
+    // Clippy stops before linking, so bpf-linker is not involved.
+    cmd::status(
+        std::process::Command::new("rustup")
+            .args([
+                "run",
+                "nightly",
+                "cargo",
+                "clippy",
+                "--package",
+                "reflex-probes",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .env(
+                "CARGO_ENCODED_RUSTFLAGS",
+                format!("--cfg=bpf_target_arch=\"{}\"", std::env::consts::ARCH),
+            ),
+    )?;
     cmd::cargo(&[
         "test",
         "--workspace",

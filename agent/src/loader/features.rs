@@ -52,7 +52,12 @@ const PROGRAMS: [(&str, ProgramType, bool); 6] = [
 
 /// The `cgroup_sock_addr` hooks the connect family attaches at the cgroup
 /// v2 root: connects, and datagrams sent without connecting.
-pub const CGROUP_HOOKS: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
+pub const CGROUP_HOOKS: [&str; 4] = [
+    reflex_wire::programs::CONNECT4,
+    reflex_wire::programs::CONNECT6,
+    reflex_wire::programs::SENDMSG4,
+    reflex_wire::programs::SENDMSG6,
+];
 
 /// Map types the probes use.
 const MAPS: [(&str, MapType); 6] = [

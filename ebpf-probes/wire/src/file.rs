@@ -28,6 +28,20 @@ pub mod change {
     pub const LINK: u32 = 8;
 }
 
+/// `open` flags (x86-64 values), as in [`FileEvent::open_flags`].
+pub mod open {
+    /// Open for writing only.
+    pub const O_WRONLY: u32 = 0o1;
+    /// Open for reading and writing.
+    pub const O_RDWR: u32 = 0o2;
+    /// Create the file if it does not exist.
+    pub const O_CREAT: u32 = 0o100;
+    /// Truncate the file to length 0.
+    pub const O_TRUNC: u32 = 0o1000;
+    /// Any flag that lets an open change the file.
+    pub const WRITES: u32 = O_WRONLY | O_RDWR | O_CREAT | O_TRUNC;
+}
+
 /// `WATCHED*` map value bits.
 pub mod watch {
     /// Report changes.
@@ -76,7 +90,7 @@ pub struct FileEvent {
     pub file: FileKey,
     /// Its directory (for opens).
     pub dir: FileKey,
-    /// `open` flags, for [`change::WRITE`].
+    /// [`open`] flags, for [`change::WRITE`].
     pub open_flags: u32,
     /// The file descriptor, for opens, closes and fd-based changes; -1 otherwise.
     pub fd: i32,

@@ -1,5 +1,8 @@
 //! Kernel struct field offsets, resolved by the agent from BTF at load time.
 
+/// Name of the probes' global the agent writes a [`KernelOffsets`] into.
+pub const GLOBAL: &str = "OFFSETS";
+
 /// Byte offsets of the kernel struct fields the probes read. The probes carry
 /// no hard-coded layout: the agent fills this from `/sys/kernel/btf/vmlinux`
 /// and writes it into the `OFFSETS` global before loading the programs.

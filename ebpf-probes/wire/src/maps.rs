@@ -1,0 +1,62 @@
+//! Names of the maps in the kernel object, by which the agent's loader finds
+//! them. `#[map]` exports a map under its static's name and takes no
+//! constant, so the probes check each static against these at compile time
+//! (`exported_as!` in `ebpf-probes/src/main.rs`).
+
+/// The event ring buffer, every family.
+pub const EVENTS: &str = "EVENTS";
+/// Default bytes of [`EVENTS`]; the agent may resize it at load.
+pub const EVENTS_BYTES: u32 = 4 << 20;
+/// Per-CPU loss counters, indexed by [`crate::loss_slot`].
+pub const LOST: &str = "LOST";
+/// Tasks whose events are not reported.
+pub const EXCLUDED: &str = "EXCLUDED";
+/// Watched files by identity.
+pub const WATCHED: &str = "WATCHED";
+/// Watched directories by identity.
+pub const WATCHED_DIRS: &str = "WATCHED_DIRS";
+/// Hashes of the last path component of watched files.
+pub const WATCHED_NAMES: &str = "WATCHED_NAMES";
+/// The open in progress on each CPU.
+pub const OPEN_SLOT: &str = "OPEN_SLOT";
+/// Descriptors opened for writing on watched files.
+pub const WRITE_FDS: &str = "WRITE_FDS";
+/// Changes held between syscall entry and exit.
+pub const PENDING: &str = "PENDING";
+/// Per-CPU room to build a change.
+pub const SCRATCH: &str = "SCRATCH";
+/// Jump table of the handlers run at syscall entry.
+pub const SYS_ENTER: &str = "SYS_ENTER";
+/// Jump table of the handlers run at syscall exit.
+pub const SYS_EXIT: &str = "SYS_EXIT";
+/// IPv4 block rules.
+pub const BLOCK4: &str = "BLOCK4";
+/// IPv6 block rules.
+pub const BLOCK6: &str = "BLOCK6";
+/// Datagram flows reported in the last second.
+pub const FLOWS: &str = "FLOWS";
+/// CPU samples per process.
+pub const CPU_SAMPLES: &str = "CPU_SAMPLES";
+/// CPU samples for the host, in [`crate::cpu`] slots.
+pub const CPU_HOST: &str = "CPU_HOST";
+
+/// Every map in the object.
+pub const ALL: [&str; 17] = [
+    EVENTS,
+    LOST,
+    EXCLUDED,
+    WATCHED,
+    WATCHED_DIRS,
+    WATCHED_NAMES,
+    OPEN_SLOT,
+    WRITE_FDS,
+    PENDING,
+    SCRATCH,
+    SYS_ENTER,
+    SYS_EXIT,
+    BLOCK4,
+    BLOCK6,
+    FLOWS,
+    CPU_SAMPLES,
+    CPU_HOST,
+];
