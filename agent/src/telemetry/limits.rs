@@ -21,6 +21,8 @@ pub struct LimitMetrics {
     pub spool_bytes: IntGaugeVec,
     /// `reflex_metrics_connections`: open `/metrics` connections.
     pub metrics_connections: IntGauge,
+    /// `reflex_metrics_connections_limit`: the connection cap in force.
+    pub metrics_connections_limit: IntGauge,
     /// `reflex_metrics_connections_dropped_total{reason}`: connections
     /// closed by the agent.
     pub metrics_connections_dropped: IntCounterVec,
@@ -68,6 +70,10 @@ impl LimitMetrics {
                 "reflex_metrics_connections",
                 "Open connections to the metrics endpoint.",
             ),
+            metrics_connections_limit: gauge(
+                "reflex_metrics_connections_limit",
+                "Metrics connections allowed at once (the setting, or less when descriptors are short).",
+            ),
             metrics_connections_dropped: counter_vec(
                 "reflex_metrics_connections_dropped_total",
                 "Metrics connections the agent closed, by reason (limit, header_timeout, idle_timeout).",
@@ -98,6 +104,7 @@ impl LimitMetrics {
             Box::new(this.alert_log_rotations.clone()),
             Box::new(this.spool_bytes.clone()),
             Box::new(this.metrics_connections.clone()),
+            Box::new(this.metrics_connections_limit.clone()),
             Box::new(this.metrics_connections_dropped.clone()),
             Box::new(this.hooks_running.clone()),
             Box::new(this.hooks_skipped.clone()),

@@ -63,7 +63,7 @@ impl Default for ServerLimits {
 pub async fn serve(addr: SocketAddr, metrics: Metrics, limits: ServerLimits) -> Option<SocketAddr> {
     match TcpListener::bind(addr).await {
         Ok(listener) => {
-            let bound = announce(&listener, &metrics);
+            let bound = announce(&listener, &metrics, limits);
             tokio::spawn(accept(listener, metrics, limits));
             bound
         }
@@ -83,7 +83,7 @@ pub async fn serve(addr: SocketAddr, metrics: Metrics, limits: ServerLimits) -> 
                             .down(COMPONENT, &format!("binding {addr}: {err}")),
                     }
                 };
-                announce(&listener, &metrics);
+                announce(&listener, &metrics, limits);
                 accept(listener, metrics, limits).await;
             });
             None
@@ -91,15 +91,24 @@ pub async fn serve(addr: SocketAddr, metrics: Metrics, limits: ServerLimits) -> 
     }
 }
 
-fn announce(listener: &TcpListener, metrics: &Metrics) -> Option<SocketAddr> {
+fn announce(listener: &TcpListener, metrics: &Metrics, limits: ServerLimits) -> Option<SocketAddr> {
     let bound = listener.local_addr().ok()?;
-    tracing::info!(addr = %bound, "metrics at http://{bound}/metrics");
+    tracing::info!(
+        addr = %bound,
+        max_connections = limits.max_connections.max(1),
+        "metrics at http://{bound}/metrics"
+    );
     metrics.health.up(COMPONENT);
     Some(bound)
 }
 
 async fn accept(listener: TcpListener, metrics: Metrics, limits: ServerLimits) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let cap = limits.max_connections.max(1);
+    let slots = Arc::new(Semaphore::new(cap));
+    metrics
+        .limits
+        .metrics_connections_limit
+        .set(i64::try_from(cap).unwrap_or(i64::MAX));
     let dropped = |reason: &str| {
         metrics
             .limits
