@@ -1,9 +1,14 @@
 //! The agent's own settings: one YAML file (`--config`, default
 //! `/etc/reflex/reflex.yaml`), every field optional, unknown fields
-//! rejected with file:line:column; command-line flags override it.
+//! rejected with file:line:column; command-line flags override it. A file
+//! that holds sink credentials must be readable by its owner only.
+pub mod bounds;
+
 use std::{
     fmt,
+    io::Read as _,
     net::SocketAddr,
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -11,14 +16,20 @@ use std::{
 use serde::Deserialize;
 
 use crate::{
-    actions::run::DEFAULT_MAX_HOOKS,
+    actions::run::{DEFAULT_MAX_HOOKS, HookLimits},
     cli::RunArgs,
     engine::plan::DEFAULT_FUSE_LIMIT,
     loader::DEFAULT_CPU_HZ,
     policy::value::DurationValue,
-    sinks::{DEFAULT_SPOOL_ENTRIES, alertmanager::AlertmanagerConfig, webhook::WebhookConfig},
-    telemetry::server::DEFAULT_ADDR,
+    sinks::{
+        SpoolBounds, alert::LogBounds, alertmanager::AlertmanagerConfig, webhook::WebhookConfig,
+    },
+    telemetry::server::{DEFAULT_ADDR, ServerLimits},
 };
+use bounds::{ByteSize, HooksConfig, MetricsConfig};
+
+/// Descriptors kept free by default for reverts, kills, hooks and spools.
+pub const DEFAULT_DESCRIPTOR_RESERVE: usize = 256;
 
 /// Where the configuration is read from when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/reflex/reflex.yaml";
@@ -37,6 +48,14 @@ pub struct Config {
     pub kill_fuse: Option<usize>,
     /// Hooks running at once (default 16).
     pub max_hooks: Option<usize>,
+    /// Other bounds on hooks.
+    #[serde(default)]
+    pub hooks: HooksConfig,
+    /// Bounds of the metrics endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Descriptors kept free for reverts, kills, hooks and spools (default 256).
+    pub descriptor_reserve: Option<usize>,
     /// The CPU sensor.
     #[serde(default)]
     pub cpu: CpuConfig,
@@ -63,6 +82,14 @@ pub struct AlertsConfig {
     pub stdout: Option<bool>,
     /// Alerts each remote sink keeps on disk while it is down (default 10 000).
     pub spool_max: Option<usize>,
+    /// Bytes of alerts each remote sink keeps on disk (default 32MiB).
+    pub spool_max_bytes: Option<ByteSize>,
+    /// Bytes one alert line may take (default 16KiB).
+    pub max_line_bytes: Option<ByteSize>,
+    /// Size at which `alerts.jsonl` is rotated (default 64MiB).
+    pub log_max_bytes: Option<ByteSize>,
+    /// Rotated alert logs kept besides the live one (default 5).
+    pub log_keep: Option<usize>,
     /// Generic webhooks.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
@@ -85,6 +112,16 @@ pub enum ConfigError {
     /// The file is not valid.
     #[error("{0}")]
     Invalid(Located),
+    /// The file holds sink credentials and others may read it.
+    #[error(
+        "{path} holds alert sink credentials (a bearer token, headers, or a URL with user info or a query) and group or others may read it (mode {mode:04o}); run `chmod 600 {path}` and keep it owned by root"
+    )]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 /// A configuration mistake with its place.
@@ -110,23 +147,34 @@ impl fmt::Display for Located {
 impl Config {
     /// Reads `path`; a missing file is an empty configuration unless the
     /// operator named it.
+    /// A file that holds sink credentials is refused when group or others
+    /// may read it.
     pub fn load(path: &Path, named: bool) -> Result<Self, ConfigError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
+        let read_error = |source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = match std::fs::File::open(path) {
+            Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => {
                 return Ok(Self::default());
             }
-            Err(source) => {
-                return Err(ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
+            Err(source) => return Err(read_error(source)),
         };
+        // The mode of the file read, not of whatever is at the path later.
+        let mode = file.metadata().map_err(read_error)?.mode();
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(read_error)?;
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        serde_yaml::from_str(&text).map_err(|e| {
+        let config = Self::parse(path, &text)?;
+        bounds::check_secrets(path, mode, &config)?;
+        Ok(config)
+    }
+
+    fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        serde_yaml::from_str(text).map_err(|e| {
             let (message, _) = crate::policy::checked::split_location(&e.to_string());
             ConfigError::Invalid(Located {
                 path: path.to_owned(),
@@ -148,16 +196,22 @@ pub struct Settings {
     pub metrics_addr: SocketAddr,
     /// Kill fuse limit.
     pub kill_fuse: usize,
-    /// Concurrent hooks.
-    pub max_hooks: usize,
+    /// Bounds on hooks.
+    pub hooks: HookLimits,
+    /// Bounds of the metrics endpoint.
+    pub metrics_limits: ServerLimits,
+    /// Descriptors kept free for reverts, kills, hooks and spools.
+    pub descriptor_reserve: usize,
     /// CPU sampling frequency (0: off).
     pub cpu_hz: u64,
     /// CPU evaluation interval.
     pub cpu_interval: Duration,
     /// Alerts on stdout.
     pub alerts_stdout: bool,
-    /// Spool bound per sink.
-    pub spool_max: usize,
+    /// Bounds of the alert log.
+    pub alert_log: LogBounds,
+    /// Bounds of each sink's spool.
+    pub spool: SpoolBounds,
     /// Webhooks.
     pub webhooks: Vec<WebhookConfig>,
     /// Alertmanager.
@@ -185,7 +239,11 @@ impl Settings {
             })?,
             (None, None) => DEFAULT_ADDR.parse().expect("default address"),
         };
-        Ok(Self {
+        let hooks = HookLimits::default();
+        let server = ServerLimits::default();
+        let log = LogBounds::default();
+        let spool = SpoolBounds::default();
+        let settings = Self {
             policies: args
                 .policies
                 .clone()
@@ -201,20 +259,57 @@ impl Settings {
                 .kill_fuse
                 .or(file.kill_fuse)
                 .unwrap_or(DEFAULT_FUSE_LIMIT),
-            max_hooks: args
-                .max_hooks
-                .or(file.max_hooks)
-                .unwrap_or(DEFAULT_MAX_HOOKS),
+            hooks: HookLimits {
+                max: args
+                    .max_hooks
+                    .or(file.max_hooks)
+                    .unwrap_or(DEFAULT_MAX_HOOKS),
+                max_per_policy: file.hooks.max_per_policy.unwrap_or(hooks.max_per_policy),
+                output_max_bytes: file
+                    .hooks
+                    .output_max_bytes
+                    .map_or(hooks.output_max_bytes, |b| b.0 as usize),
+            },
+            metrics_limits: ServerLimits {
+                max_connections: file
+                    .metrics
+                    .max_connections
+                    .unwrap_or(server.max_connections),
+                header_timeout: file
+                    .metrics
+                    .header_timeout
+                    .map_or(server.header_timeout, |d| d.0),
+                idle_timeout: file
+                    .metrics
+                    .idle_timeout
+                    .map_or(server.idle_timeout, |d| d.0),
+            },
+            descriptor_reserve: file
+                .descriptor_reserve
+                .unwrap_or(DEFAULT_DESCRIPTOR_RESERVE),
             cpu_hz: args.cpu_hz.or(file.cpu.hz).unwrap_or(DEFAULT_CPU_HZ),
             cpu_interval: args
                 .cpu_interval
                 .or(file.cpu.interval.map(|d| d.0))
                 .unwrap_or(Duration::from_secs(1)),
             alerts_stdout: file.alerts.stdout.unwrap_or(true),
-            spool_max: file.alerts.spool_max.unwrap_or(DEFAULT_SPOOL_ENTRIES),
+            alert_log: LogBounds {
+                max_line_bytes: file
+                    .alerts
+                    .max_line_bytes
+                    .map_or(log.max_line_bytes, |b| b.0 as usize),
+                max_bytes: file.alerts.log_max_bytes.map_or(log.max_bytes, |b| b.0),
+                keep: file.alerts.log_keep.unwrap_or(log.keep),
+            },
+            spool: SpoolBounds {
+                max_entries: file.alerts.spool_max.unwrap_or(spool.max_entries),
+                max_bytes: file.alerts.spool_max_bytes.map_or(spool.max_bytes, |b| b.0),
+            },
             webhooks: file.alerts.webhooks,
             alertmanager: file.alerts.alertmanager,
-        })
+        };
+        bounds::check(&path, &settings)?;
+        Ok(settings)
     }
 }
 
@@ -252,9 +347,62 @@ mod tests {
             "alerts:\n  webhooks:\n    - { name: ops, url: 'http://127.0.0.1:1/x', bearer_token: t, timeout: 2s }\n  alertmanager: { url: 'http://127.0.0.1:9093', resolve_after: 10m }\n",
         )
         .unwrap();
+        // It holds a token: owner-only, or it is refused.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let config = Config::load(&path, true).unwrap();
         assert_eq!(config.alerts.webhooks[0].name, "ops");
         assert!(config.alerts.alertmanager.is_some());
+    }
+
+    #[test]
+    fn a_readable_file_with_a_token_is_refused_naming_the_fix() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reflex.yaml");
+        std::fs::write(
+            &path,
+            "alerts:\n  webhooks:\n    - { name: ops, url: 'http://127.0.0.1:1/x', bearer_token: s3cret }\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Config::load(&path, true).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("chmod 600"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Config::load(&path, true).is_ok());
+        // Without credentials the mode does not matter.
+        std::fs::write(&path, "alerts: { stdout: false }\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(Config::load(&path, true).is_ok());
+    }
+
+    #[test]
+    fn bounds_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reflex.yaml");
+        let resolve = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            let args = RunArgs {
+                config: Some(path.clone()),
+                ..RunArgs::default()
+            };
+            Settings::resolve(&args)
+        };
+        let settings = resolve(
+            "alerts: { log_max_bytes: 1MiB, log_keep: 2, spool_max_bytes: 64KiB }\nhooks: { max_per_policy: 1 }\nmetrics: { max_connections: 8, header_timeout: 2s }\n",
+        )
+        .unwrap();
+        assert_eq!(settings.alert_log.max_bytes, 1 << 20);
+        assert_eq!(settings.alert_log.keep, 2);
+        assert_eq!(settings.spool.max_bytes, 64 << 10);
+        assert_eq!(settings.hooks.max_per_policy, 1);
+        assert_eq!(settings.metrics_limits.max_connections, 8);
+        let err = resolve("alerts: { max_line_bytes: 1KiB }\n").unwrap_err();
+        assert!(err.to_string().contains("max_line_bytes"), "{err}");
+        let err = resolve("alerts: { log_max_bytes: 8KiB }\n").unwrap_err();
+        assert!(err.to_string().contains("log_max_bytes"), "{err}");
     }
 
     #[test]

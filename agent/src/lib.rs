@@ -12,6 +12,7 @@ pub mod config;
 pub mod engine;
 pub mod events;
 pub mod fsio;
+pub mod limits;
 pub mod loader;
 pub mod logging;
 pub mod policy;

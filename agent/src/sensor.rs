@@ -79,6 +79,7 @@ impl Sensor {
 
         // Seed after attaching, so no process can start unseen in between.
         let mut table = ProcessTable::new();
+        table.count_truncations(metrics.limits.truncated("argv"));
         table.seed_from_proc();
         metrics.process_table.set(table.len() as i64);
 

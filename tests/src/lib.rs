@@ -11,10 +11,13 @@ use std::{
     process::{Child, ChildStdout, Command, ExitStatus},
     sync::mpsc,
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use nix::sys::signal::Signal;
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
 use reflex::events::Record;
 pub use reflex_harness::Metrics;
 use reflex_harness::{Launch, run_args};
@@ -154,10 +157,32 @@ impl Scratch {
         command
     }
 
-    /// Starts `reflex run` with `config` as its configuration file.
-    pub fn start_with_config(&self, config: &str) -> Agent {
+    /// [`Scratch::run_command`] with metrics on `metrics_addr`, a port the
+    /// test chose.
+    pub fn run_command_on(&self, program: &Path, metrics_addr: &str) -> Command {
+        let mut command = Command::new(program);
+        command
+            .arg("run")
+            .arg("--policies")
+            .arg(self.path("policies"))
+            .arg("--state-dir")
+            .arg(self.path("state"))
+            .args(["--metrics-addr", metrics_addr]);
+        command
+    }
+
+    /// Writes `config` as `reflex.yaml`, readable by its owner only (as a
+    /// file holding sink tokens must be), and returns its path.
+    pub fn config(&self, config: &str) -> PathBuf {
         let path = self.path("reflex.yaml");
         fs::write(&path, config).expect("agent config");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod config");
+        path
+    }
+
+    /// Starts `reflex run` with `config` as its configuration file.
+    pub fn start_with_config(&self, config: &str) -> Agent {
+        let path = self.config(config);
         let mut command = self.run_command(&reflex_bin());
         command.arg("--config").arg(&path);
         start_agent_with(&mut command, "reflex running")
@@ -206,6 +231,51 @@ pub fn http_get(addr: SocketAddr, path: &str) -> String {
 /// The agent's `/metrics` at `addr`, parsed.
 pub fn scrape(addr: SocketAddr) -> Metrics {
     reflex_harness::scrape(addr).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The value of the first series of `/metrics` at `addr` that starts with
+/// `series` (0 when absent).
+pub fn metric(addr: std::net::SocketAddr, series: &str) -> f64 {
+    http_get(addr, "/metrics")
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Polls `check` every 10 ms until it holds or `limit` passes.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A process started indirectly (by a hook, a shell); killed by pid on
+/// drop if it still runs.
+pub struct Leftover(pub Option<u32>);
+
+impl Drop for Leftover {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.filter(|&p| running(p)) {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Whether `pid` runs (a zombie has ended).
+pub fn running(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
 }
 
 /// A free loopback port (bound and released; good enough for a test server).

@@ -6,18 +6,22 @@ pub mod run;
 
 use std::{path::PathBuf, time::SystemTime};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::{
-    engine::{Judged, plan::Plan},
+    engine::{
+        Judged,
+        plan::{Decision, Plan},
+    },
     events::{Body, Record},
+    limits::{self, Fit},
     logging::error_chain,
     policy::{
         Action, Policy,
         spec::{KillTarget, Severity},
     },
     settle::Followup,
-    sinks::alert::{ActionResult, Alert, AlertLog},
+    sinks::alert::{ActionResult, Alert, AlertLog, DEFAULT_MAX_LINE_BYTES},
     telemetry::Metrics,
 };
 use run::HookRunner;
@@ -29,6 +33,8 @@ pub struct Executor {
     metrics: Metrics,
     state_dir: Option<PathBuf>,
     followups: Option<mpsc::UnboundedSender<Followup>>,
+    reopen: Option<watch::Receiver<u64>>,
+    stdin_max_bytes: usize,
 }
 
 impl Executor {
@@ -40,7 +46,22 @@ impl Executor {
             metrics,
             state_dir: None,
             followups: None,
+            reopen: None,
+            stdin_max_bytes: DEFAULT_MAX_LINE_BYTES,
         }
+    }
+
+    /// Reopens the alert log each time `hangups` changes (SIGHUP).
+    pub fn with_reopen(mut self, hangups: watch::Receiver<u64>) -> Self {
+        self.reopen = Some(hangups);
+        self
+    }
+
+    /// A hook's stdin (the event as JSON) is cut to `max` bytes, like an
+    /// alert line.
+    pub fn with_stdin_bound(mut self, max: usize) -> Self {
+        self.stdin_max_bytes = max;
+        self
     }
 
     /// Lets `revert` restore from the baseline store under `state_dir`,
@@ -57,8 +78,20 @@ impl Executor {
 
     /// Carries out everything the engine sends until it closes.
     pub async fn run(mut self, mut input: mpsc::Receiver<Judged>) {
-        while let Some(judged) = input.recv().await {
-            self.handle(judged);
+        let mut reopen = self.reopen.take();
+        loop {
+            tokio::select! {
+                judged = input.recv() => match judged {
+                    Some(judged) => self.handle(judged),
+                    None => return,
+                },
+                Ok(()) = async {
+                    match reopen.as_mut() {
+                        Some(r) => r.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => self.alerts.reopen(),
+            }
         }
     }
 
@@ -66,9 +99,10 @@ impl Executor {
     pub fn handle(&mut self, judged: Judged) {
         let Judged { record, verdicts } = judged;
         let record = &record;
-        let context = template_context(record);
+        let event = template_context(record);
         for verdict in verdicts {
             let (policy, plan) = (&verdict.policy, verdict.plan);
+            let context = with_policy(&event, &plan.decision);
             let results: Vec<ActionResult> = plan
                 .steps
                 .iter()
@@ -114,18 +148,31 @@ impl Executor {
                 "pid {} killed in the kernel during the syscall",
                 record.process.pid
             )),
-            Action::Kill { signal, target } => {
-                let pid = match target {
-                    KillTarget::Process => record.process.pid,
-                    KillTarget::Parent => record.process.ppid,
-                };
+            Action::Kill {
+                signal,
+                target: KillTarget::Process,
+            } => {
+                let pid = record.process.pid;
                 kill::kill(pid, record.ktime_ns, *signal)
                     .map(|()| format!("sent {signal} to pid {pid}"))
                     .map_err(|e| error_chain(&e))
             }
+            // The parent now, not the one the event named: it may have
+            // been reparented since.
+            Action::Kill {
+                signal,
+                target: KillTarget::Parent,
+            } => kill::kill_parent(record.process.pid, record.ktime_ns, *signal)
+                .map(|ppid| {
+                    format!(
+                        "sent {signal} to pid {ppid}, the parent of pid {}",
+                        record.process.pid
+                    )
+                })
+                .map_err(|e| error_chain(&e)),
             Action::Run { command, timeout } => {
                 let argv: Vec<String> = command.iter().map(|t| t.render(context)).collect();
-                let stdin = serde_json::to_vec(record).unwrap_or_default();
+                let stdin = self.hook_stdin(record);
                 self.hooks
                     .start(&policy.name, argv, stdin, *timeout)
                     .map(|pid| format!("started hook pid {pid}"))
@@ -188,9 +235,43 @@ impl Executor {
     }
 }
 
-/// The event as templates see it: the record plus `policy`.
+impl Executor {
+    /// The event as JSON for a hook's stdin, cut to the line bound.
+    fn hook_stdin(&self, record: &Record) -> Vec<u8> {
+        let mut value = serde_json::to_value(record).unwrap_or_default();
+        let fit = limits::fit(&mut value, self.stdin_max_bytes);
+        if fit != Fit::Whole {
+            self.metrics.limits.truncated("hook_stdin").inc();
+        }
+        if fit == Fit::Over {
+            value = serde_json::json!({
+                "time": record.time,
+                "ktime_ns": record.ktime_ns,
+                "kind": record.kind,
+                "process": {"pid": record.process.pid, "ppid": record.process.ppid, "uid": record.process.uid},
+                "truncated": true,
+            });
+        }
+        serde_json::to_vec(&value).unwrap_or_default()
+    }
+}
+
+/// The event as templates see it, without `policy`.
 fn template_context(record: &Record) -> serde_json::Value {
     serde_json::to_value(record).unwrap_or(serde_json::Value::Null)
+}
+
+/// The event plus `policy` (`{policy.name}`, `{policy.mode}`), as alert
+/// summaries and `run` arguments see it.
+fn with_policy(event: &serde_json::Value, decision: &Decision) -> serde_json::Value {
+    let mut context = event.clone();
+    if let Some(object) = context.as_object_mut() {
+        object.insert(
+            "policy".into(),
+            serde_json::json!({"name": decision.policy, "mode": decision.mode}),
+        );
+    }
+    context
 }
 
 fn build_alert(
@@ -204,13 +285,6 @@ fn build_alert(
         Action::Alert { severity, summary } => Some((*severity, summary.as_ref())),
         _ => None,
     });
-    let mut context = context.clone();
-    if let Some(object) = context.as_object_mut() {
-        object.insert(
-            "policy".into(),
-            serde_json::json!({"name": policy.name, "mode": plan.decision.mode}),
-        );
-    }
     let severity = match (&plan.decision.note, spec) {
         (Some(_), _) => Severity::Critical,
         (None, Some((severity, _))) => severity,
@@ -218,7 +292,7 @@ fn build_alert(
     };
     let summary = spec
         .and_then(|(_, s)| s)
-        .map(|t| t.render(&context))
+        .map(|t| t.render(context))
         .unwrap_or_else(|| {
             format!(
                 "{}: {} by {} (pid {})",
@@ -240,5 +314,37 @@ fn build_alert(
         labels: policy.labels.clone(),
         results,
         event: record.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Mode, value::Scalar as _, value::Template};
+
+    #[test]
+    fn run_arguments_render_the_policy_like_summaries() {
+        let record = Record {
+            time: String::new(),
+            ktime_ns: 1,
+            kind: crate::events::Kind::Exec,
+            process: crate::events::ProcessContext {
+                pid: 42,
+                ..Default::default()
+            },
+            body: Body::Exit(crate::events::Exit::from_raw(0)),
+        };
+        let decision = Decision {
+            policy: "no-nc".into(),
+            mode: Mode::Monitor,
+            actions: vec![],
+            would: vec![],
+            suppressed: 0,
+            note: None,
+        };
+        let context = with_policy(&template_context(&record), &decision);
+        let argument =
+            Template::parse("--policy={policy.name}:{policy.mode}:{process.pid}").unwrap();
+        assert_eq!(argument.render(&context), "--policy=no-nc:monitor:42");
     }
 }

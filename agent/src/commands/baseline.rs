@@ -56,6 +56,9 @@ pub fn update(state_dir: &Path, policies: &Path, name: &str) -> anyhow::Result<E
     }) else {
         bail!("policy {name:?} has no revert action, so it keeps no baseline");
     };
+    // Baselines are copies of managed files: owner-only, like the agent's.
+    super::state::private_umask();
+    super::state::secure(state_dir).context("securing the state directory")?;
     let mut store = BaselineStore::open(state_dir).context("opening the baseline store")?;
     let mut watch = WatchList::new(None);
     watch.configure(&set);

@@ -1,11 +1,14 @@
 //! One module per subcommand; `dispatch` runs the chosen one.
 pub mod baseline;
 pub mod check;
+pub mod descriptors;
 pub mod doctor;
 pub mod events;
+mod hangup;
 pub mod replay;
 pub mod run;
 mod shutdown;
+pub mod state;
 
 use std::process::ExitCode;
 

@@ -1,11 +1,15 @@
 //! `reflex run`: the daemon.
-use std::{os::unix::fs::DirBuilderExt as _, process::ExitCode, sync::Arc};
+use std::{process::ExitCode, sync::Arc};
 
 use anyhow::{Context as _, bail};
 use tokio::sync::watch;
 
+use super::{descriptors, state};
 use crate::{
-    actions::{Executor, run::HookRunner},
+    actions::{
+        Executor,
+        run::{HookRunner, Inherited},
+    },
     blocks::BlockTable,
     cli::RunArgs,
     config::Settings,
@@ -17,7 +21,7 @@ use crate::{
         file::{FileSettler, baseline::BaselineStore},
     },
     sinks::{RemoteSink, Target, alert::AlertLog},
-    telemetry::Metrics,
+    telemetry::{Metrics, server::ServerLimits},
 };
 
 /// Finished events waiting for the engine, and judged events waiting for
@@ -26,7 +30,9 @@ use crate::{
 const STAGE_QUEUE: usize = 1024;
 
 /// Loads the policies and probes, answers events until SIGINT/SIGTERM, then
-/// detaches everything and returns success.
+/// detaches everything and returns success. Enforcement starts whatever
+/// happens to `/metrics`, a sink or the hook runner: a failing part is
+/// reported and retried.
 pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let args = &Settings::resolve(args)?;
     if !args.policies.is_dir() {
@@ -41,17 +47,29 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             args.policies.display()
         );
     };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&args.state_dir)
-        .with_context(|| format!("creating state directory {}", args.state_dir.display()))?;
-    let mut alerts = AlertLog::open(&args.state_dir, args.alerts_stdout)
-        .with_context(|| format!("opening the alert log in {}", args.state_dir.display()))?;
+    let umask = state::private_umask();
+    let secured = state::secure(&args.state_dir).context("securing the state directory")?;
+    if secured != state::Secured::default() {
+        tracing::warn!(
+            dir = %args.state_dir.display(),
+            modes = secured.modes,
+            owners = secured.owners,
+            "state directory entries were open to others or owned by another user; made private"
+        );
+    }
+    let nofile = descriptors::raise();
+    tracing::info!(
+        soft = nofile.soft,
+        inherited = nofile.inherited.0,
+        "descriptor limit"
+    );
 
     let mut shutdown = super::shutdown::Shutdown::install()?;
+    let hangups = super::hangup::install()?;
     let metrics = Metrics::new();
-    alerts = alerts.with_metrics(&metrics);
+    metrics.policies_loaded.set(set.len() as i64);
+    let mut alerts =
+        AlertLog::open(&args.state_dir, args.alerts_stdout, args.alert_log).with_metrics(&metrics);
     let remote = args
         .webhooks
         .iter()
@@ -62,22 +80,10 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 .map(|a| ("alertmanager".to_string(), Target::Alertmanager(a.clone()))),
         );
     for (name, target) in remote {
-        let sink = RemoteSink::start(
-            &name,
-            target,
-            &args.state_dir,
-            args.spool_max,
-            metrics.clone(),
-        )
-        .with_context(|| format!("opening the spool of alert sink {name}"))?;
-        tracing::info!(sink = name, "alert sink ready");
+        let sink = RemoteSink::start(&name, target, &args.state_dir, args.spool, metrics.clone());
+        tracing::info!(sink = name, "alert sink started");
         alerts = alerts.with_remote(sink);
     }
-    metrics.policies_loaded.set(set.len() as i64);
-    let served = crate::telemetry::server::serve(args.metrics_addr, metrics.clone())
-        .await
-        .with_context(|| format!("serving /metrics on {}", args.metrics_addr))?;
-    tracing::info!(addr = %served, "metrics at http://{served}/metrics");
     let mut options = SensorOptions::default();
     let cpu_hz = (args.cpu_hz > 0).then_some(args.cpu_hz);
     options.load.cpu_hz = cpu_hz;
@@ -119,24 +125,34 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let (followup_tx, followup_rx) = tokio::sync::mpsc::unbounded_channel();
     let (settled_tx, settled_rx) = tokio::sync::mpsc::channel(STAGE_QUEUE);
     let (judged_tx, judged_rx) = tokio::sync::mpsc::channel(STAGE_QUEUE);
-    let executor = Executor::new(alerts, HookRunner::new(args.max_hooks), metrics.clone())
-        .with_reverts(args.state_dir.clone(), followup_tx);
+    let hooks = HookRunner::new(args.hooks)
+        .with_inherited(Inherited {
+            nofile: Some(nofile.inherited),
+            umask: Some(umask),
+        })
+        .with_metrics(metrics.clone());
+    let executor = Executor::new(alerts, hooks, metrics.clone())
+        .with_reverts(args.state_dir.clone(), followup_tx)
+        .with_reopen(hangups.clone())
+        .with_stdin_bound(args.alert_log.max_line_bytes);
     let engine = Engine::new(set.clone(), args.kill_fuse, Some(metrics.clone()));
     let policy_count = set.len();
-    let reloader =
-        tokio::spawn(reload::Reloader::new(args.policies.clone()).run(set_tx, metrics.clone()));
+    let reloader = tokio::spawn(
+        reload::Reloader::new(args.policies.clone(), hangups).run(set_tx, metrics.clone()),
+    );
     let stages = [
         tokio::spawn(settler.run(drift, records, set_rx, followup_rx, settled_tx)),
         tokio::spawn(engine.run(settled_rx, judged_tx)),
         tokio::spawn(executor.run(judged_rx)),
     ];
+    serve_metrics(args, &metrics, nofile.soft).await;
     tracing::info!(
         policies = policy_count,
         dir = %args.policies.display(),
         pid = std::process::id(),
         "reflex running"
     );
-    crate::telemetry::notify::ready(&format!("{policy_count} policies in force"));
+    crate::telemetry::notify::ready(&metrics.health.status());
 
     let signal = shutdown.wait().await;
     tracing::info!(signal, "shutting down");
@@ -148,4 +164,34 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     tracing::info!("probes detached");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves `/metrics` with a connection cap that leaves the descriptor
+/// reserve free, counted once everything else is open; a port that cannot
+/// be bound is retried in the background.
+async fn serve_metrics(args: &Settings, metrics: &Metrics, nofile: u64) {
+    let wanted = args.metrics_limits.max_connections;
+    let in_use = descriptors::open_now();
+    let cap = descriptors::connection_cap(
+        nofile,
+        in_use,
+        args.descriptor_reserve,
+        args.hooks.max,
+        wanted,
+    );
+    if cap < wanted {
+        tracing::warn!(
+            wanted,
+            cap,
+            limit = nofile,
+            in_use,
+            reserve = args.descriptor_reserve,
+            "the descriptor limit is too low for metrics.max_connections; fewer are allowed"
+        );
+    }
+    let limits = ServerLimits {
+        max_connections: cap,
+        ..args.metrics_limits
+    };
+    crate::telemetry::server::serve(args.metrics_addr, metrics.clone(), limits).await;
 }

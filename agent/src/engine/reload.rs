@@ -7,10 +7,7 @@ use std::{
 };
 
 use notify::{RecursiveMode, Watcher as _};
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    sync::{mpsc, watch},
-};
+use tokio::sync::{mpsc, watch};
 
 use crate::{
     policy::{self, PolicySet},
@@ -43,13 +40,13 @@ pub struct Reloader {
     tx: mpsc::Sender<()>,
     changes: mpsc::Receiver<()>,
     watcher: Option<notify::RecommendedWatcher>,
-    hup: Option<tokio::signal::unix::Signal>,
+    hup: watch::Receiver<u64>,
 }
 
 impl Reloader {
-    /// Starts watching `dir` and SIGHUP; a failure of either is logged and
-    /// leaves the other working.
-    pub fn new(dir: PathBuf) -> Self {
+    /// Starts watching `dir`, and reloads whenever `hangups` (the SIGHUP
+    /// count) changes; a failing watch is logged and leaves SIGHUP working.
+    pub fn new(dir: PathBuf, hangups: watch::Receiver<u64>) -> Self {
         let (tx, changes) = mpsc::channel::<()>(16);
         let watcher = match watch_dir(&dir, tx.clone()) {
             Ok(w) => Some(w),
@@ -58,19 +55,12 @@ impl Reloader {
                 None
             }
         };
-        let hup = match signal(SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(err) => {
-                tracing::warn!(%err, "cannot install the SIGHUP handler");
-                None
-            }
-        };
         Self {
             dir,
             tx,
             changes,
             watcher,
-            hup,
+            hup: hangups,
         }
     }
 
@@ -88,12 +78,7 @@ impl Reloader {
                     while self.changes.try_recv().is_ok() {}
                     tracing::info!(dir = %self.dir.display(), "policy directory changed");
                 }
-                Some(()) = async {
-                    match self.hup.as_mut() {
-                        Some(h) => h.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
+                Ok(()) = self.hup.changed() => {
                     tracing::info!("SIGHUP: reloading policies");
                 }
                 _ = poll.tick(), if self.watcher.is_none() => {
@@ -129,12 +114,15 @@ impl Reloader {
                     metrics.reloads.with_label_values(&["ok"]).inc();
                     metrics.policies_loaded.set(count as i64);
                     tracing::info!(policies = count, "policies reloaded");
-                    service::ready(&format!("{count} policies in force"));
+                    service::ready(&metrics.health.status());
                 }
                 None => {
                     metrics.reloads.with_label_values(&["rejected"]).inc();
                     tracing::error!("policy reload rejected; the running policies stay in force");
-                    service::ready("policy reload rejected; the previous policies stay in force");
+                    service::ready(&format!(
+                        "policy reload rejected; the previous policies stay in force{}",
+                        metrics.health.down_note()
+                    ));
                 }
             }
         }

@@ -37,8 +37,11 @@ pub struct ProcessContext {
     pub comm: String,
     /// Executable path, when known.
     pub exe: Option<String>,
-    /// Arguments, when known.
+    /// Arguments, when known, at most 1 KiB of them.
     pub argv: Vec<String>,
+    /// Whether `argv` was cut at 1 KiB (from an exec event or from `/proc`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub argv_truncated: bool,
     /// cgroup v2 id.
     pub cgroup_id: u64,
     /// Boot-time nanoseconds when the process started (or exec'd), when known.

@@ -1,8 +1,13 @@
 //! Reading a process's identity from `/proc`, for start-up seeding and for
-//! processes the table has not seen exec.
+//! processes the table has not seen exec. What a process controls (its
+//! arguments, its name) is read only up to the agent's caps: a 5 MiB
+//! command line costs 1 KiB, like an exec event.
+use std::io::Read as _;
+
 use procfs::process::Process;
 
 use super::ProcessInfo;
+use crate::limits::{self, ARGV_MAX_BYTES, COMM_MAX_BYTES};
 
 /// Reads one process; `None` when it is gone or unreadable.
 pub fn read(pid: u32) -> Option<ProcessInfo> {
@@ -20,18 +25,70 @@ pub fn read_all() -> Vec<ProcessInfo> {
         .collect()
 }
 
+/// The arguments of `pid`, at most [`ARGV_MAX_BYTES`] of them, and whether
+/// there were more.
+pub fn argv(pid: u32) -> (Vec<String>, bool) {
+    let mut block = Vec::with_capacity(ARGV_MAX_BYTES + 1);
+    let read = std::fs::File::open(format!("/proc/{pid}/cmdline")).and_then(|f| {
+        // One byte past the cap tells whether anything was left out.
+        f.take(ARGV_MAX_BYTES as u64 + 1).read_to_end(&mut block)
+    });
+    match read {
+        Ok(_) => limits::split_argv(&block),
+        Err(_) => (Vec::new(), false),
+    }
+}
+
 fn from_process(proc: &Process) -> Option<ProcessInfo> {
     let stat = proc.stat().ok()?;
     let status = proc.status().ok();
     let ticks = procfs::ticks_per_second().max(1);
+    let mut comm = stat.comm.clone();
+    limits::truncate(&mut comm, COMM_MAX_BYTES);
+    let (argv, argv_truncated) = argv(stat.pid as u32);
     Some(ProcessInfo {
         pid: stat.pid as u32,
         ppid: stat.ppid as u32,
         uid: status.as_ref().map(|s| s.ruid).unwrap_or(0),
         gid: status.as_ref().map(|s| s.rgid).unwrap_or(0),
-        comm: stat.comm.clone(),
+        comm,
         exe: proc.exe().ok().map(|p| p.to_string_lossy().into_owned()),
-        argv: proc.cmdline().unwrap_or_default(),
+        argv,
+        argv_truncated,
         start_ktime_ns: Some(stat.starttime * 1_000_000_000 / ticks),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_command_line_is_read_only_up_to_the_cap() {
+        // 16 × 64 KiB: far past the cap, well inside the default ARG_MAX.
+        let arg = "a".repeat(64 << 10);
+        // `read` is a builtin: the shell itself waits, with this command line.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "read -r line", "reflex-test"])
+            .args(std::iter::repeat_n(&arg, 16))
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Until the exec, the child is a copy of this test with its argv.
+        let mut info = None;
+        for _ in 0..500 {
+            info = read(child.id()).filter(|i| i.argv.first().is_some_and(|a| a == "sh"));
+            if info.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        drop(child.stdin.take());
+        child.wait().unwrap();
+        let info = info.expect("the child is readable");
+        assert!(info.argv_truncated);
+        let kept: usize = info.argv.iter().map(|a| a.len() + 1).sum();
+        assert!(kept <= ARGV_MAX_BYTES + 1, "{kept} bytes kept");
+        assert_eq!(info.argv[..3], ["sh", "-c", "read -r line"]);
+    }
 }

@@ -18,8 +18,10 @@ pub struct ProcessInfo {
     pub comm: String,
     /// Executable path, when known.
     pub exe: Option<String>,
-    /// Arguments.
+    /// Arguments, at most [`crate::limits::ARGV_MAX_BYTES`] of them.
     pub argv: Vec<String>,
+    /// Whether `argv` was cut.
+    pub argv_truncated: bool,
     /// Boot-time nanoseconds of the start or last exec, when known.
     pub start_ktime_ns: Option<u64>,
 }
@@ -30,6 +32,8 @@ pub struct ProcessTable {
     entries: HashMap<u32, ProcessInfo>,
     /// Reads a process the table does not hold; `/proc` in production.
     lookup: Option<fn(u32) -> Option<ProcessInfo>>,
+    /// Counts command lines from `/proc` cut at the cap.
+    truncated: Option<prometheus::IntCounter>,
 }
 
 impl ProcessTable {
@@ -38,7 +42,23 @@ impl ProcessTable {
         Self {
             entries: HashMap::new(),
             lookup: Some(super::procfs::read),
+            truncated: None,
         }
+    }
+
+    /// Counts each command line read from `/proc` and cut at the cap in
+    /// `counter`.
+    pub fn count_truncations(&mut self, counter: prometheus::IntCounter) {
+        self.truncated = Some(counter);
+    }
+
+    fn counted(&self, info: ProcessInfo) -> ProcessInfo {
+        if info.argv_truncated
+            && let Some(counter) = &self.truncated
+        {
+            counter.inc();
+        }
+        info
     }
 
     /// An empty table that never reads `/proc` (unit tests, replay).
@@ -49,6 +69,7 @@ impl ProcessTable {
     /// Adds every process currently in `/proc`.
     pub fn seed_from_proc(&mut self) -> usize {
         for info in super::procfs::read_all() {
+            let info = self.counted(info);
             self.entries.entry(info.pid).or_insert(info);
         }
         self.entries.len()
@@ -93,6 +114,7 @@ impl ProcessTable {
                     comm: task.comm.clone(),
                     exe,
                     argv: exec.argv.clone(),
+                    argv_truncated: exec.argv_truncated,
                     start_ktime_ns: Some(event.ktime_ns),
                 };
                 self.entries.insert(task.pid, info.clone());
@@ -122,6 +144,7 @@ impl ProcessTable {
             comm: task.comm.clone(),
             exe: info.as_ref().and_then(|i| i.exe.clone()),
             argv: info.as_ref().map(|i| i.argv.clone()).unwrap_or_default(),
+            argv_truncated: info.as_ref().is_some_and(|i| i.argv_truncated),
             cgroup_id: task.cgroup_id,
             start_ktime_ns: info.as_ref().and_then(|i| i.start_ktime_ns),
             parent: parent.or(Some(ParentContext {
@@ -148,6 +171,7 @@ impl ProcessTable {
                 comm: i.comm,
                 exe: i.exe,
                 argv: i.argv,
+                argv_truncated: i.argv_truncated,
                 cgroup_id: 0,
                 start_ktime_ns: i.start_ktime_ns,
                 parent: parent.map(|p| ParentContext {
@@ -166,7 +190,7 @@ impl ProcessTable {
 
     /// Reads an unknown, still-running process and keeps it.
     fn load(&mut self, pid: u32) -> Option<ProcessInfo> {
-        let info = (self.lookup?)(pid)?;
+        let info = self.counted((self.lookup?)(pid)?);
         self.entries.insert(pid, info.clone());
         Some(info)
     }

@@ -1,15 +1,31 @@
 //! `alert`: the decision as one JSON object per line, on stdout and in
-//! `alerts.jsonl` under the state directory.
+//! `alerts.jsonl` under the state directory, each line at most
+//! `alerts.max_line_bytes`.
 use std::{
     collections::BTreeMap,
-    fs::{File, OpenOptions},
     io::{self, Write as _},
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use serde::{Deserialize, Serialize};
 
-use crate::{engine::plan::Decision, events::Record, policy::spec::Severity};
+use super::logfile::RotatingFile;
+use crate::{
+    engine::plan::Decision,
+    events::Record,
+    limits::{self, Fit, LogEvery},
+    policy::spec::Severity,
+    telemetry::Metrics,
+};
+
+/// Bytes an alert line may take by default.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 16 << 10;
+
+/// Smallest line bound accepted: a stub alert always fits.
+pub const MIN_LINE_BYTES: usize = 4 << 10;
+
+/// The `component` label of the local alert file.
+const COMPONENT: &str = "alert_log";
 
 /// One reported decision.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -31,15 +47,6 @@ pub struct Alert {
     pub event: Record,
 }
 
-/// Appends one whole line: a write cut short (no space left) is cut back
-/// off so that the next alert starts on a line of its own.
-fn append_line(file: &mut File, line: &[u8]) -> io::Result<()> {
-    let before = file.metadata()?.len();
-    file.write_all(line).inspect_err(|_| {
-        let _ = file.set_len(before);
-    })
-}
-
 /// The outcome of one action.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionResult {
@@ -51,26 +58,63 @@ pub struct ActionResult {
     pub detail: String,
 }
 
+/// Bounds of the alert log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogBounds {
+    /// Bytes one alert line may take.
+    pub max_line_bytes: usize,
+    /// Size at which `alerts.jsonl` is rotated.
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub keep: usize,
+}
+
+impl Default for LogBounds {
+    fn default() -> Self {
+        Self {
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            max_bytes: super::logfile::DEFAULT_MAX_BYTES,
+            keep: super::logfile::DEFAULT_KEEP,
+        }
+    }
+}
+
 /// Where alerts are written: stdout, the local file, and remote sinks.
 pub struct AlertLog {
     stdout: bool,
-    file: Option<(PathBuf, File)>,
+    file: Option<RotatingFile>,
+    /// Why the file could not be opened at start, until it is.
+    unopened: Option<String>,
+    max_line_bytes: usize,
     remote: Vec<super::RemoteSink>,
-    dropped: Option<prometheus::IntCounter>,
+    metrics: Option<Metrics>,
+    /// A full disk fails every alert: logged now and then, all counted.
+    error_log: LogEvery,
 }
 
+/// How often repeated write failures are logged.
+const ERROR_LOG_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl AlertLog {
-    /// Writes to stdout when `stdout`, and appends to `STATE_DIR/alerts.jsonl`.
-    pub fn open(state_dir: &Path, stdout: bool) -> io::Result<Self> {
-        std::fs::create_dir_all(state_dir)?;
+    /// Writes to stdout when `stdout`, and appends to `STATE_DIR/alerts.jsonl`
+    /// within `bounds`. A file that cannot be opened is reported (once
+    /// metrics are attached) and opened again at each alert.
+    pub fn open(state_dir: &Path, stdout: bool, bounds: LogBounds) -> Self {
         let path = state_dir.join("alerts.jsonl");
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        Ok(Self {
+        let (file, opened) = RotatingFile::open(&path, bounds.max_bytes, bounds.keep);
+        let unopened = opened.err().map(|err| {
+            tracing::error!(%err, path = %path.display(), "opening the alert log; retried at each alert");
+            err.to_string()
+        });
+        Self {
             stdout,
-            file: Some((path, file)),
+            file: Some(file),
+            unopened,
+            max_line_bytes: bounds.max_line_bytes.max(MIN_LINE_BYTES),
             remote: Vec::new(),
-            dropped: None,
-        })
+            metrics: None,
+            error_log: LogEvery::new(ERROR_LOG_PERIOD),
+        }
     }
 
     /// Also hands every alert to `sink`.
@@ -80,12 +124,17 @@ impl AlertLog {
     }
 
     /// Counts alerts the local file could not take (a full disk, say) in
-    /// `reflex_alerts_dropped_total{sink="alert_log",reason="write"}`.
-    pub fn with_metrics(mut self, metrics: &crate::telemetry::Metrics) -> Self {
-        let counter = metrics
+    /// `reflex_alerts_dropped_total{sink="alert_log",reason="write"}`, cut
+    /// alerts, rotations and the file's size.
+    pub fn with_metrics(mut self, metrics: &Metrics) -> Self {
+        metrics
             .alerts_dropped
-            .with_label_values(&["alert_log", "write"]);
-        self.dropped = Some(counter);
+            .with_label_values(&[COMPONENT, "write"]);
+        match &self.unopened {
+            Some(why) => metrics.health.down(COMPONENT, why),
+            None => metrics.health.up(COMPONENT),
+        }
+        self.metrics = Some(metrics.clone());
         self
     }
 
@@ -94,14 +143,37 @@ impl AlertLog {
         Self {
             stdout: false,
             file: None,
+            unopened: None,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             remote: Vec::new(),
-            dropped: None,
+            metrics: None,
+            error_log: LogEvery::new(ERROR_LOG_PERIOD),
         }
     }
 
-    /// Writes `alert`; a failing destination is logged, not fatal.
+    /// Opens `alerts.jsonl` again (SIGHUP, after an external logrotate).
+    pub fn reopen(&mut self) {
+        let Some(file) = &mut self.file else { return };
+        match file.reopen() {
+            Ok(()) => {
+                tracing::info!(path = %file.path().display(), "alert log reopened");
+                if let Some(m) = &self.metrics {
+                    m.health.up(COMPONENT);
+                }
+            }
+            Err(err) => {
+                tracing::error!(%err, path = %file.path().display(), "reopening the alert log");
+                if let Some(m) = &self.metrics {
+                    m.health.down(COMPONENT, &err.to_string());
+                }
+            }
+        }
+    }
+
+    /// Writes `alert`, cut to the line bound; a failing destination is
+    /// logged and counted, not fatal.
     pub fn write(&mut self, alert: &Alert) {
-        let mut line = match serde_json::to_vec(alert) {
+        let mut line = match self.encode(alert) {
             Ok(line) => line,
             Err(err) => {
                 tracing::error!(%err, "encoding an alert");
@@ -115,16 +187,81 @@ impl AlertLog {
                 tracing::warn!(%err, "writing an alert to stdout");
             }
         }
-        if let Some((path, file)) = &mut self.file
-            && let Err(err) = append_line(file, &line)
-        {
-            if let Some(dropped) = &self.dropped {
-                dropped.inc();
+        if let Some(file) = &mut self.file {
+            let appended = file.append(&line);
+            if let Some(m) = &self.metrics {
+                match &appended {
+                    Ok(done) => {
+                        m.limits.alert_log_bytes.set(done.size as i64);
+                        if done.rotated {
+                            m.limits.alert_log_rotations.inc();
+                        }
+                        m.health.up(COMPONENT);
+                    }
+                    Err(err) => {
+                        m.alerts_dropped
+                            .with_label_values(&[COMPONENT, "write"])
+                            .inc();
+                        m.health.down(COMPONENT, &err.to_string());
+                    }
+                }
             }
-            tracing::error!(%err, path = %path.display(), "writing an alert; it is not in the alert log");
+            if let Err(err) = appended
+                && let Some(held) = self.error_log.pass()
+            {
+                tracing::error!(%err, path = %file.path().display(), earlier_unlogged = held, "writing an alert; it is not in the alert log (counted in reflex_alerts_dropped_total)");
+            }
         }
         for sink in &self.remote {
             sink.push(&line[..line.len() - 1]);
         }
     }
+
+    /// The alert as JSON of at most `max_line_bytes - 1` bytes: long
+    /// strings, arrays and maps cut (`"truncated": true`), or a stub that
+    /// names the policy and the process when even that is not enough.
+    fn encode(&self, alert: &Alert) -> serde_json::Result<Vec<u8>> {
+        let mut value = serde_json::to_value(alert)?;
+        let max = self.max_line_bytes - 1;
+        let fit = limits::fit(&mut value, max);
+        if fit != Fit::Whole {
+            if let Some(m) = &self.metrics {
+                m.limits.truncated("alert").inc();
+            }
+            if fit == Fit::Over {
+                value = stub(alert);
+            }
+            value["truncated"] = serde_json::Value::Bool(true);
+        }
+        serde_json::to_vec(&value)
+    }
+}
+
+/// What is left of an alert too large to cut: who decided what about whom.
+fn stub(alert: &Alert) -> serde_json::Value {
+    let cut = |s: &str| {
+        let mut s = s.to_string();
+        limits::truncate(&mut s, 256);
+        s
+    };
+    let process = &alert.event.process;
+    serde_json::json!({
+        "time": alert.time,
+        "policy": cut(&alert.decision.policy),
+        "mode": alert.decision.mode,
+        "severity": alert.severity,
+        "summary": cut(&alert.summary),
+        "event": {
+            "time": alert.event.time,
+            "ktime_ns": alert.event.ktime_ns,
+            "kind": alert.event.kind,
+            "process": {
+                "pid": process.pid,
+                "ppid": process.ppid,
+                "uid": process.uid,
+                "comm": cut(&process.comm),
+                "exe": process.exe.as_deref().map(cut),
+            },
+        },
+    })
 }

@@ -6,11 +6,10 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::alert::Alert;
 use crate::policy::value::DurationValue;
 
 /// `alerts.alertmanager` in the agent's configuration.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertmanagerConfig {
     /// Base URL, e.g. `http://127.0.0.1:9093`.
@@ -23,34 +22,51 @@ pub struct AlertmanagerConfig {
     pub resolve_after: Option<DurationValue>,
 }
 
-/// The Alertmanager form of one alert.
-pub fn payload(alert: &Alert, resolve_after: Duration) -> serde_json::Value {
+impl std::fmt::Debug for AlertmanagerConfig {
+    /// The URL's credentials stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertmanagerConfig")
+            .field("url", &super::redact::url(&self.url))
+            .field("timeout", &self.timeout)
+            .field("resolve_after", &self.resolve_after)
+            .finish()
+    }
+}
+
+/// The Alertmanager form of one alert as spooled (JSON, read as a value:
+/// an alert cut to its line bound, or a stub of one, is still sent).
+pub fn payload(alert: &serde_json::Value, resolve_after: Duration) -> serde_json::Value {
     let host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut labels = serde_json::Map::new();
-    for (k, v) in &alert.labels {
-        labels.insert(k.clone(), json!(v));
+    if let Some(policy_labels) = alert["labels"].as_object() {
+        for (k, v) in policy_labels {
+            labels.insert(k.clone(), v.clone());
+        }
     }
-    labels.insert("alertname".into(), json!(alert.decision.policy));
-    labels.insert("severity".into(), json!(alert.severity));
+    labels.insert("alertname".into(), alert["policy"].clone());
+    labels.insert("severity".into(), alert["severity"].clone());
     labels.insert("host".into(), json!(host));
-    labels.insert("mode".into(), json!(alert.decision.mode));
+    labels.insert("mode".into(), alert["mode"].clone());
     // Each decision is its own alert, not a repeat of the last one.
     labels.insert(
         "event_id".into(),
         json!(format!(
             "{}-{}",
-            alert.event.ktime_ns, alert.event.process.pid
+            alert["event"]["ktime_ns"], alert["event"]["process"]["pid"]
         )),
     );
-    let starts = humantime::parse_rfc3339_weak(&alert.time).unwrap_or_else(|_| SystemTime::now());
+    let starts = alert["time"]
+        .as_str()
+        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+        .unwrap_or_else(SystemTime::now);
     json!([{
         "labels": labels,
         "annotations": {
-            "summary": alert.summary,
-            "event": serde_json::to_string(&alert.event).unwrap_or_default(),
-            "actions": serde_json::to_string(&alert.results).unwrap_or_default(),
+            "summary": alert["summary"],
+            "event": alert["event"].to_string(),
+            "actions": alert.get("results").map(|r| r.to_string()).unwrap_or_default(),
         },
         "startsAt": humantime::format_rfc3339_millis(starts).to_string(),
         "endsAt": humantime::format_rfc3339_millis(starts + resolve_after).to_string(),
@@ -63,7 +79,7 @@ pub async fn send(
     config: &AlertmanagerConfig,
     body: &[u8],
 ) -> Result<(), String> {
-    let alert: Alert =
+    let alert: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| format!("spooled alert unreadable: {e}"))?;
     let resolve = config
         .resolve_after
@@ -75,10 +91,14 @@ pub async fn send(
         .json(&payload(&alert, resolve))
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| super::redact::error(&e))?;
     if response.status().is_success() {
         Ok(())
     } else {
-        Err(format!("{url} answered {}", response.status()))
+        Err(format!(
+            "{} answered {}",
+            super::redact::url(&url),
+            response.status()
+        ))
     }
 }

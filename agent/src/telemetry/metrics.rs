@@ -44,6 +44,10 @@ pub struct Metrics {
     /// shorter prefix around it decides; `too_many_ports`: ranges joined,
     /// refusing more ports than named).
     pub block_rule_errors: IntCounterVec,
+    /// What was cut, dropped or refused to keep the agent's bounds.
+    pub limits: super::limits::LimitMetrics,
+    /// `reflex_component_up{component}` and the service manager's STATUS.
+    pub health: super::health::Health,
 }
 
 impl Metrics {
@@ -201,6 +205,8 @@ impl Metrics {
         ] {
             registry.register(collector).expect("unique metric names");
         }
+        let limits = super::limits::LimitMetrics::register(&registry);
+        let health = super::health::Health::register(&registry, policies_loaded.clone());
         Self {
             registry,
             events,
@@ -217,6 +223,8 @@ impl Metrics {
             spool_entries,
             alerts_dropped,
             block_rule_errors,
+            limits,
+            health,
         }
     }
 

@@ -1,4 +1,7 @@
-//! Metrics: one registry the agent fills and a Prometheus endpoint serves.
+//! Metrics: one registry the agent fills and a Prometheus endpoint serves;
+//! component health; sd_notify.
+pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod notify;
 pub mod server;

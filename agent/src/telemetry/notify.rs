@@ -9,6 +9,11 @@ pub fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
+/// What the agent is doing, after a part of it failed or recovered.
+pub fn status(status: &str) {
+    send(&[NotifyState::Status(status)]);
+}
+
 /// A policy reload started; [`ready`] follows when it ends, either way.
 pub fn reloading() {
     match NotifyState::monotonic_usec_now() {

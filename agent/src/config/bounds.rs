@@ -1,0 +1,145 @@
+//! The configuration's bounds: sizes written as `64MiB`, the `hooks:` and
+//! `metrics:` sections, the checks that the bounds fit together, and the
+//! refusal of a configuration file that others can read while it holds
+//! sink credentials.
+use std::{fmt, path::Path};
+
+use serde::{Deserialize, Deserializer, de};
+
+use super::{Config, ConfigError, Located};
+use crate::{policy::value::DurationValue, sinks::alert::MIN_LINE_BYTES};
+
+/// A size in bytes: a number, or a number with `B`, `KiB`, `MiB` or `GiB`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses `64MiB`, `4 KiB`, `512`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("bad size {text:?}: expected a number such as 64MiB"))?;
+        let scale: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            other => return Err(format!("bad size unit {other:?}: use B, KiB, MiB or GiB")),
+        };
+        number
+            .checked_mul(scale)
+            .map(Self)
+            .ok_or_else(|| format!("size {text:?} is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as 64MiB, 4KiB or 512")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// `hooks:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    /// Hooks of one policy running at once (default 4).
+    pub max_per_policy: Option<usize>,
+    /// Bytes of each output stream kept for the log (default 4KiB).
+    pub output_max_bytes: Option<ByteSize>,
+}
+
+/// `metrics:` (the endpoint's bounds; its address is `metrics_addr`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Connections open at once (default 64).
+    pub max_connections: Option<usize>,
+    /// Time to send a request head (default 5s).
+    pub header_timeout: Option<DurationValue>,
+    /// Time without a byte moving (default 30s).
+    pub idle_timeout: Option<DurationValue>,
+}
+
+/// Checks that the bounds in force fit together.
+pub fn check(path: &Path, settings: &super::Settings) -> Result<(), ConfigError> {
+    let line = settings.alert_log.max_line_bytes;
+    let problem = if line < MIN_LINE_BYTES {
+        Some(format!(
+            "alerts.max_line_bytes is {line}; it must be at least {MIN_LINE_BYTES}"
+        ))
+    } else if settings.alert_log.max_bytes < line as u64 {
+        Some("alerts.log_max_bytes must be at least alerts.max_line_bytes".to_string())
+    } else if settings.spool.max_bytes < line as u64 {
+        Some("alerts.spool_max_bytes must be at least alerts.max_line_bytes".to_string())
+    } else if settings.hooks.max == 0 || settings.hooks.max_per_policy == 0 {
+        Some("max_hooks and hooks.max_per_policy must be at least 1".to_string())
+    } else if settings.metrics_limits.max_connections == 0 {
+        Some("metrics.max_connections must be at least 1".to_string())
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => Err(ConfigError::Invalid(Located {
+            path: path.to_owned(),
+            at: None,
+            message,
+        })),
+        None => Ok(()),
+    }
+}
+
+/// Refuses `config`, read from `path` with permission bits `mode`, when it
+/// holds sink credentials and group or others may read it.
+pub fn check_secrets(path: &Path, mode: u32, config: &Config) -> Result<(), ConfigError> {
+    let secret = config.alerts.webhooks.iter().any(|w| w.holds_secrets())
+        || config
+            .alerts
+            .alertmanager
+            .as_ref()
+            .is_some_and(|a| crate::sinks::webhook::url_has_secrets(&a.url));
+    if secret && mode & 0o044 != 0 {
+        return Err(ConfigError::Exposed {
+            path: path.to_owned(),
+            mode: mode & 0o7777,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(ByteSize::parse("64MiB").unwrap().0, 64 << 20);
+        assert_eq!(ByteSize::parse("4 KiB").unwrap().0, 4096);
+        assert_eq!(ByteSize::parse("512").unwrap().0, 512);
+        assert!(ByteSize::parse("64MB").is_err());
+        assert!(ByteSize::parse("lots").is_err());
+    }
+}
