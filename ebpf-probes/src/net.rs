@@ -24,7 +24,7 @@ use aya_ebpf::{
 };
 use reflex_wire::{
     BlockRule, EventKind, LossFamily, LossReason, NetEvent, maps,
-    net::{V4_MAPPED_PREFIX, direction, family},
+    net::{V4_MAPPED_PREFIX, addr_family, direction},
     programs,
 };
 
@@ -52,7 +52,7 @@ struct FlowKey {
     tgid: u32,
     port: u16,
     protocol: u8,
-    family: u8,
+    addr_family: u8,
     addr: [u32; 4],
 }
 
@@ -125,7 +125,7 @@ fn try_inet4(ctx: &SockAddrContext, datagram: bool) -> i32 {
         .get(Key::new(32, ip))
         .is_some_and(|r| r.refuses(port, sa.protocol));
     on_outbound(
-        family::INET,
+        addr_family::INET,
         [ip, 0, 0, 0],
         port,
         sa.protocol,
@@ -155,7 +155,7 @@ fn try_inet6(ctx: &SockAddrContext, datagram: bool) -> i32 {
         BLOCK6.get(Key::new(128, ip))
     };
     let blocked = rule.is_some_and(|r| r.refuses(port, sa.protocol));
-    on_outbound(family::INET6, ip, port, sa.protocol, blocked, datagram)
+    on_outbound(addr_family::INET6, ip, port, sa.protocol, blocked, datagram)
 }
 
 /// `127.0.0.1` as the kernel stores it.
@@ -204,7 +204,7 @@ fn this_host6(sa: &bpf_sock_addr) -> [u32; 4] {
 /// The one decision of the four hooks, and its report.
 #[inline(always)]
 fn on_outbound(
-    family: u32,
+    addr_family: u32,
     addr: [u32; 4],
     port: u16,
     protocol: u32,
@@ -217,7 +217,7 @@ fn on_outbound(
     }
     let verdict = if blocked { DENY } else { ALLOW };
     let suppressed = if datagram {
-        match flow_due(tgid, family, addr, port, protocol) {
+        match flow_due(tgid, addr_family, addr, port, protocol) {
             Some(suppressed) => suppressed,
             None => return verdict,
         }
@@ -238,7 +238,7 @@ fn on_outbound(
         ));
         addr_of_mut!((*event).direction).write(direction::OUTBOUND);
         addr_of_mut!((*event).protocol).write(protocol);
-        addr_of_mut!((*event).family).write(family);
+        addr_of_mut!((*event).addr_family).write(addr_family);
         addr_of_mut!((*event).blocked).write(blocked as u32);
         addr_of_mut!((*event).local_port).write(0);
         addr_of_mut!((*event).remote_port).write(port);
@@ -257,12 +257,12 @@ fn on_outbound(
 /// than [`FLOW_REPORT_NS`] ago. Two CPUs may both report a flow at once;
 /// that costs an event, never a datagram's verdict.
 #[inline(always)]
-fn flow_due(tgid: u32, family: u32, addr: [u32; 4], port: u16, protocol: u32) -> Option<u32> {
+fn flow_due(tgid: u32, addr_family: u32, addr: [u32; 4], port: u16, protocol: u32) -> Option<u32> {
     let key = FlowKey {
         tgid,
         port,
         protocol: protocol as u8,
-        family: family as u8,
+        addr_family: addr_family as u8,
         addr,
     };
     // SAFETY: the helper takes no pointers and cannot fault.
@@ -361,14 +361,14 @@ fn report_socket(fd: u64, dir: u32) -> Result<(), LossReason> {
         return Ok(());
     };
     let fam = task::read::<u16>(sk, off.sk_family).unwrap_or(0) as u32;
-    if fam != family::INET && fam != family::INET6 {
+    if fam != addr_family::INET && fam != addr_family::INET6 {
         return Ok(());
     }
     let mut entry = EVENTS
         .reserve::<NetEvent>(0)
         .ok_or(LossReason::RingbufFull)?;
     let event = entry.as_mut_ptr();
-    let (local, remote) = if fam == family::INET {
+    let (local, remote) = if fam == addr_family::INET {
         let l: u32 = task::read(sk, off.sk_saddr).unwrap_or(0);
         let r: u32 = task::read(sk, off.sk_daddr).unwrap_or(0);
         ([l, 0, 0, 0], [r, 0, 0, 0])
@@ -387,7 +387,7 @@ fn report_socket(fd: u64, dir: u32) -> Result<(), LossReason> {
         addr_of_mut!((*event).header).write(header(EventKind::Connect, size_of::<NetEvent>()));
         addr_of_mut!((*event).direction).write(dir);
         addr_of_mut!((*event).protocol).write(protocol);
-        addr_of_mut!((*event).family).write(fam);
+        addr_of_mut!((*event).addr_family).write(fam);
         write_volatile(addr_of_mut!((*event).blocked), 0);
         addr_of_mut!((*event).local_port).write(local_port);
         addr_of_mut!((*event).remote_port).write(remote_port);

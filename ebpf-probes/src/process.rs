@@ -29,7 +29,7 @@ use crate::{
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     if let Err(reason) = try_sched_process_exec(&ctx) {
-        count_loss(reason, LossFamily::Process);
+        count_loss(reason, LossFamily::Exec);
     }
     0
 }
@@ -101,7 +101,7 @@ unsafe fn read_args(dst: *mut u8) -> (u32, bool) {
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if let Err(reason) = try_sched_process_exit(&ctx) {
-        count_loss(reason, LossFamily::Process);
+        count_loss(reason, LossFamily::Exec);
     }
     0
 }

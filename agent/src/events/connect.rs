@@ -3,7 +3,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
-use reflex_wire::net::{direction, family, proto};
+use reflex_wire::net::{addr_family, direction, proto};
 
 /// Connection direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -63,7 +63,7 @@ impl Connect {
     /// as IPv4, and policies match it by its IPv4 form.
     pub fn from_wire(raw: &reflex_wire::NetEvent) -> Option<Self> {
         let addr = |bytes: [u8; 16]| -> IpAddr {
-            if raw.family == family::INET6 {
+            if raw.addr_family == addr_family::INET6 {
                 IpAddr::V6(Ipv6Addr::from(bytes)).to_canonical()
             } else {
                 IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
@@ -107,7 +107,7 @@ mod tests {
 
     use super::*;
 
-    fn raw(family: u32, protocol: u32, remote: [u8; 16]) -> NetEvent {
+    fn raw(addr_family: u32, protocol: u32, remote: [u8; 16]) -> NetEvent {
         NetEvent {
             header: EventHeader {
                 kind: reflex_wire::EventKind::Connect as u32,
@@ -124,7 +124,7 @@ mod tests {
             },
             direction: direction::OUTBOUND,
             protocol,
-            family,
+            addr_family,
             blocked: 1,
             local_port: 0,
             remote_port: 53,
@@ -139,22 +139,22 @@ mod tests {
     #[test]
     fn an_ipv4_mapped_address_is_reported_as_ipv4() {
         let mapped = "::ffff:127.0.0.2".parse::<Ipv6Addr>().unwrap().octets();
-        let c = Connect::from_wire(&raw(family::INET6, proto::UDP, mapped)).unwrap();
+        let c = Connect::from_wire(&raw(addr_family::INET6, proto::UDP, mapped)).unwrap();
         assert_eq!(c.remote_addr, "127.0.0.2".parse::<IpAddr>().unwrap());
         assert!(c.datagram && c.blocked);
         assert_eq!(c.suppressed, 999);
         // IPv4-compatible (::a.b.c.d) is a real IPv6 destination: left alone.
         let compat = "::127.0.0.2".parse::<Ipv6Addr>().unwrap().octets();
-        let c = Connect::from_wire(&raw(family::INET6, proto::UDP, compat)).unwrap();
+        let c = Connect::from_wire(&raw(addr_family::INET6, proto::UDP, compat)).unwrap();
         assert_eq!(c.remote_addr, "::127.0.0.2".parse::<IpAddr>().unwrap());
     }
 
     #[test]
     fn mptcp_is_tcp_and_udplite_is_udp() {
         let v4 = [127, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        let c = Connect::from_wire(&raw(family::INET, proto::MPTCP, v4)).unwrap();
+        let c = Connect::from_wire(&raw(addr_family::INET, proto::MPTCP, v4)).unwrap();
         assert_eq!(c.protocol, Some(Protocol::Tcp));
-        let c = Connect::from_wire(&raw(family::INET, proto::UDPLITE, v4)).unwrap();
+        let c = Connect::from_wire(&raw(addr_family::INET, proto::UDPLITE, v4)).unwrap();
         assert_eq!(c.protocol, Some(Protocol::Udp));
     }
 }

@@ -30,8 +30,8 @@ impl LossReason {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LossFamily {
-    /// exec, exit, fork.
-    Process = 0,
+    /// The exec family: exec, exit, fork.
+    Exec = 0,
     /// File changes.
     File = 1,
     /// Connects, accepts, listens.
@@ -40,14 +40,14 @@ pub enum LossFamily {
 
 impl LossFamily {
     /// Every family, in index order.
-    pub const ALL: [LossFamily; 3] = [LossFamily::Process, LossFamily::File, LossFamily::Connect];
+    pub const ALL: [LossFamily; 3] = [LossFamily::Exec, LossFamily::File, LossFamily::Connect];
     /// Number of families.
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
     /// Label used for this family in metrics (as in `reflex_events_total`).
     pub const fn label(self) -> &'static str {
         match self {
-            LossFamily::Process => "process",
+            LossFamily::Exec => "exec",
             LossFamily::File => "file",
             LossFamily::Connect => "connect",
         }

@@ -27,7 +27,7 @@ pub mod proto {
 }
 
 /// Address families.
-pub mod family {
+pub mod addr_family {
     /// IPv4.
     pub const INET: u32 = 2;
     /// IPv6.
@@ -118,8 +118,8 @@ pub struct NetEvent {
     pub direction: u32,
     /// A [`proto`] value.
     pub protocol: u32,
-    /// A [`family`] value.
-    pub family: u32,
+    /// An [`addr_family`] value.
+    pub addr_family: u32,
     /// 1 when the connect hook refused it.
     pub blocked: u32,
     /// Local port, host byte order (0 when not yet bound).

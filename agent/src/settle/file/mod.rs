@@ -39,8 +39,6 @@ use watch::WatchList;
 /// settled anyway.
 pub const HOLD: Duration = Duration::from_millis(500);
 
-const O_CREAT: u32 = 0o100;
-
 /// A change not yet settled.
 struct Pending {
     record: Record,
@@ -184,7 +182,9 @@ impl FileSettler {
                         if !self.watch.covers(&path) {
                             Vec::new()
                         } else {
-                            if self.watch.add(&path) && raw.open_flags & O_CREAT != 0 {
+                            if self.watch.add(&path)
+                                && raw.open_flags & reflex_wire::file::open::O_CREAT != 0
+                            {
                                 changes.insert(0, FileChange::Create);
                             }
                             vec![path]
