@@ -108,6 +108,13 @@ impl Sensor {
         self.probes.take_watch_maps()
     }
 
+    /// Takes the map of executables killed at exec; only the first call succeeds.
+    pub fn take_exec_kill_map(
+        &mut self,
+    ) -> Result<crate::loader::exec_kill::ExecKillMap, LoadError> {
+        self.probes.take_exec_kill_map()
+    }
+
     /// Takes the connect hooks' block rules; only the first call succeeds.
     pub fn take_block_maps(&mut self) -> Result<crate::loader::BlockMaps, LoadError> {
         self.probes.take_block_maps()

@@ -5,6 +5,7 @@
 
 mod cpu;
 mod event;
+mod exe;
 mod file;
 mod maps;
 mod net;

@@ -114,6 +114,13 @@ impl Executor {
                 "pid {} killed in the kernel during the syscall",
                 record.process.pid
             )),
+            Action::Kill {
+                target: KillTarget::Process,
+                ..
+            } if matches!(&record.body, Body::Exec(e) if e.killed) => Ok(format!(
+                "pid {} killed in the kernel at exec, before it ran",
+                record.process.pid
+            )),
             Action::Kill { signal, target } => {
                 let pid = match target {
                     KillTarget::Process => record.process.pid,

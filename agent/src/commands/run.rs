@@ -10,6 +10,7 @@ use crate::{
     cli::RunArgs,
     config::Settings,
     engine::{Engine, reload},
+    exec_kills::ExecKillTable,
     sensor::{Sensor, SensorOptions},
     settle::{
         Settler,
@@ -81,6 +82,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let mut options = SensorOptions::default();
     let cpu_hz = (args.cpu_hz > 0).then_some(args.cpu_hz);
     options.load.cpu_hz = cpu_hz;
+    options.load.exec_kill_entries = crate::settle::exec::kernel_room(&set);
     let (mut sensor, records) =
         Sensor::start(options, metrics.clone()).context("starting the sensor")?;
     let cpu = match cpu_hz {
@@ -111,8 +113,18 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     let baselines = BaselineStore::open(&args.state_dir).context("opening the baseline store")?;
     let files = FileSettler::new(Some(sensor.take_watch_maps()?), Some(baselines));
-    // Watches and baselines are in place before the agent says it runs.
+    // Watches, baselines and in-kernel exec kills are in place before the
+    // agent says it runs.
+    let (kill_tx, mut kill_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut exec_kills =
+        ExecKillTable::new(Some(sensor.take_exec_kill_map()?), Some(metrics.clone()));
     let (settler, drift) = Settler::new(files, cpu, set.clone());
+    let settler = settler.with_exec_kills(kill_tx.clone());
+    exec_kills.drain(&mut kill_rx);
+    tracing::info!(
+        executables = exec_kills.armed().len(),
+        "in-kernel exec kills in force"
+    );
     for probe in sensor.attached() {
         tracing::info!(probe = %probe, "attached");
     }
@@ -121,7 +133,8 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let (judged_tx, judged_rx) = tokio::sync::mpsc::channel(STAGE_QUEUE);
     let executor = Executor::new(alerts, HookRunner::new(args.max_hooks), metrics.clone())
         .with_reverts(args.state_dir.clone(), followup_tx);
-    let engine = Engine::new(set.clone(), args.kill_fuse, Some(metrics.clone()));
+    let engine =
+        Engine::new(set.clone(), args.kill_fuse, Some(metrics.clone())).with_exec_kills(kill_tx);
     let policy_count = set.len();
     let reloader =
         tokio::spawn(reload::Reloader::new(args.policies.clone()).run(set_tx, metrics.clone()));
@@ -129,6 +142,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(settler.run(drift, records, set_rx, followup_rx, settled_tx)),
         tokio::spawn(engine.run(settled_rx, judged_tx)),
         tokio::spawn(executor.run(judged_rx)),
+        tokio::spawn(exec_kills.run(kill_rx)),
     ];
     tracing::info!(
         policies = policy_count,

@@ -2,6 +2,7 @@
 //! report what attached.
 pub mod btf;
 pub mod cgroup;
+pub mod exec_kill;
 pub mod features;
 pub mod syscalls;
 pub mod tracefs;
@@ -99,6 +100,8 @@ pub struct LoadOptions {
     pub ring_bytes: u32,
     /// CPU sampling frequency; `None` leaves the CPU sensor off.
     pub cpu_hz: Option<u64>,
+    /// Room in the `EXEC_KILL` map: executables killed at exec.
+    pub exec_kill_entries: u32,
 }
 
 /// Default CPU sampling frequency (Hz).
@@ -109,6 +112,7 @@ impl Default for LoadOptions {
         Self {
             ring_bytes: DEFAULT_RING_BYTES,
             cpu_hz: Some(DEFAULT_CPU_HZ),
+            exec_kill_entries: exec_kill::DEFAULT_ENTRIES,
         }
     }
 }
@@ -256,6 +260,7 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
             .map_max_entries("EVENTS", ring)
+            .map_max_entries("EXEC_KILL", options.exec_kill_entries.max(1))
             .load(PROBES)
             .map_err(LoadError::Object)?;
 

@@ -3,6 +3,7 @@
 use procfs::process::Process;
 
 use super::ProcessInfo;
+use crate::events::FileId;
 
 /// Reads one process; `None` when it is gone or unreadable.
 pub fn read(pid: u32) -> Option<ProcessInfo> {
@@ -20,6 +21,17 @@ pub fn read_all() -> Vec<ProcessInfo> {
         .collect()
 }
 
+/// Identity of the executable `pid` runs: `/proc/PID/exe` leads to the
+/// file itself, even when it was deleted or started by another name.
+fn exe_id(pid: i32) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+    Some(FileId {
+        dev: crate::fsio::encode_dev(meta.dev()),
+        ino: meta.ino(),
+    })
+}
+
 fn from_process(proc: &Process) -> Option<ProcessInfo> {
     let stat = proc.stat().ok()?;
     let status = proc.status().ok();
@@ -31,6 +43,7 @@ fn from_process(proc: &Process) -> Option<ProcessInfo> {
         gid: status.as_ref().map(|s| s.rgid).unwrap_or(0),
         comm: stat.comm.clone(),
         exe: proc.exe().ok().map(|p| p.to_string_lossy().into_owned()),
+        exe_id: exe_id(stat.pid),
         argv: proc.cmdline().unwrap_or_default(),
         start_ktime_ns: Some(stat.starttime * 1_000_000_000 / ticks),
     })

@@ -1,7 +1,7 @@
 //! The agent's metrics. Every place an event can be lost has a counter.
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The `family` label of losses whose family cannot be trusted (a record
@@ -39,6 +39,11 @@ pub struct Metrics {
     pub spool_entries: IntGaugeVec,
     /// `reflex_alerts_dropped_total{sink,reason}`: alerts a sink will never get.
     pub alerts_dropped: IntCounterVec,
+    /// `reflex_exec_kill_entries`: executables (by identity) the kernel kills at exec.
+    pub exec_kill_entries: IntGauge,
+    /// `reflex_exec_kill_errors_total`: identities that could not be armed
+    /// in the kernel (those execs are killed from user space, later).
+    pub exec_kill_errors: IntCounter,
 }
 
 impl Metrics {
@@ -142,6 +147,16 @@ impl Metrics {
             &["sink", "reason"],
         )
         .expect("valid metric");
+        let exec_kill_entries = IntGauge::new(
+            "reflex_exec_kill_entries",
+            "Executables, by device and inode, that the kernel kills at exec.",
+        )
+        .expect("valid metric");
+        let exec_kill_errors = IntCounter::new(
+            "reflex_exec_kill_errors_total",
+            "Executables an enforcing exec kill policy covers that could not be armed in the kernel.",
+        )
+        .expect("valid metric");
         let build = IntGaugeVec::new(
             Opts::new("reflex_build_info", "Always 1; labels name the build."),
             &["version"],
@@ -180,6 +195,8 @@ impl Metrics {
             Box::new(queue_depth.clone()),
             Box::new(spool_entries.clone()),
             Box::new(alerts_dropped.clone()),
+            Box::new(exec_kill_entries.clone()),
+            Box::new(exec_kill_errors.clone()),
             Box::new(build),
         ] {
             registry.register(collector).expect("unique metric names");
@@ -199,6 +216,8 @@ impl Metrics {
             queue_depth,
             spool_entries,
             alerts_dropped,
+            exec_kill_entries,
+            exec_kill_errors,
         }
     }
 
