@@ -1,8 +1,9 @@
 //! The exec family's in-kernel kill as the agent drives it: the exec probe
 //! kills a process at `sched_process_exec` when the executable the kernel
-//! loaded is in `EXEC_KILL`, and this table keeps that map equal to the
-//! identities of the files the enforcing exec `kill` policies cover, minus
-//! those of policies whose kill fuse blew.
+//! loaded is in `EXEC_KILL` (by identity) or `EXEC_KILL_NAMES` (by name in
+//! its directory), and this table keeps those maps equal to what the
+//! enforcing exec `kill` policies cover, minus the policies whose kill fuse
+//! blew.
 //!
 //! Two stages inform it, each by a [`Notice`] on one channel: the settler,
 //! which knows which files the policies cover (it expands globs over the
@@ -12,31 +13,58 @@
 //! another; sharing one channel keeps them in order, so a fuse notice about
 //! a set always arrives after that set's targets.
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
 };
 
 use nix::sys::signal::Signal;
-use reflex_wire::{FileKey, process::exec_kill};
+use reflex_wire::{
+    FileKey,
+    file::{NAME_HASH_START, name_hash_step},
+    process::{EXEC_NAME_MAX, ExecName, exec_kill},
+};
 use tokio::sync::mpsc;
 
 use crate::{
     events::FileId,
-    loader::exec_kill::ExecKillMap,
+    loader::exec_kill::ExecKillMaps,
     policy::{Action, Mode, Policy, PolicySet, model::Trigger, spec::KillTarget},
     telemetry::Metrics,
 };
 
+/// A name under which the kernel kills in a directory, whatever the file's
+/// identity: the exact name of a literal path, or the start of the names a
+/// `dir/start*` glob covers. It closes the gap between a file landing under
+/// a covered name and the agent taking its identity in.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NameRule {
+    /// Identity of the directory.
+    pub dir: FileId,
+    /// The name, or its start (at most `EXEC_NAME_MAX` bytes).
+    pub name: Vec<u8>,
+    /// Whether any name starting with `name` counts.
+    pub prefix: bool,
+}
+
+/// What one kernel-enforced policy covers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Covered {
+    /// Identities of the files it names that exist.
+    pub files: HashSet<FileId>,
+    /// Names it covers in directories that exist.
+    pub names: HashSet<NameRule>,
+}
+
 /// What the table is told.
 #[derive(Debug)]
 pub enum Notice {
-    /// From the settler: the files each kernel-enforced policy of `set`
-    /// covers now, complete (a new set, or files that appeared or changed).
+    /// From the settler: what each kernel-enforced policy of `set` covers
+    /// now, complete (a new set, or files that appeared or changed).
     Targets {
         /// The policy set the targets were computed from.
         set: Arc<PolicySet>,
-        /// Policy name → identities of the files it covers.
-        policies: BTreeMap<String, HashSet<FileId>>,
+        /// Policy name → what it covers.
+        policies: BTreeMap<String, Covered>,
     },
     /// From the engine: `policy` of `set` blew its kill fuse; the kernel
     /// stops killing for it until another set is loaded.
@@ -72,32 +100,41 @@ pub fn kernel_enforced(policy: &Policy) -> bool {
         })
 }
 
-/// The `EXEC_KILL` map and what decides its content.
+/// The exec kill maps and what decides their content.
 pub struct ExecKillTable {
-    map: Option<ExecKillMap>,
+    maps: Option<ExecKillMaps>,
     metrics: Option<Metrics>,
     set: Option<Arc<PolicySet>>,
-    targets: BTreeMap<String, HashSet<FileId>>,
+    targets: BTreeMap<String, Covered>,
     blown: HashSet<String>,
     applied: HashSet<FileId>,
+    applied_names: HashMap<ExecName, u32>,
+    applied_dirs: HashMap<FileKey, u32>,
 }
 
 impl ExecKillTable {
-    /// A table writing to `map` (none in unit tests), counting in `metrics`.
-    pub fn new(map: Option<ExecKillMap>, metrics: Option<Metrics>) -> Self {
+    /// A table writing to `maps` (none in unit tests), counting in `metrics`.
+    pub fn new(maps: Option<ExecKillMaps>, metrics: Option<Metrics>) -> Self {
         Self {
-            map,
+            maps,
             metrics,
             set: None,
             targets: BTreeMap::new(),
             blown: HashSet::new(),
             applied: HashSet::new(),
+            applied_names: HashMap::new(),
+            applied_dirs: HashMap::new(),
         }
     }
 
     /// Identities the kernel kills now.
     pub fn armed(&self) -> &HashSet<FileId> {
         &self.applied
+    }
+
+    /// Names (in directories) the kernel kills now.
+    pub fn armed_names(&self) -> usize {
+        self.applied_names.len()
     }
 
     /// Applies every notice already queued on `notices`, without waiting:
@@ -144,53 +181,176 @@ impl ExecKillTable {
         self.sync();
     }
 
-    /// Makes the kernel map the union of the armed policies' targets, by
-    /// difference: an identity two policies share stays while either kills.
+    /// Makes the kernel maps the union of the armed policies' targets, by
+    /// difference: an entry two policies share stays while either kills.
     fn sync(&mut self) {
-        let wanted: HashSet<FileId> = self
-            .targets
-            .iter()
-            .filter(|(policy, _)| !self.blown.contains(*policy))
-            .flat_map(|(_, ids)| ids.iter().copied())
-            .collect();
-        let key = |id: &FileId| FileKey {
-            dev: id.dev,
-            _pad: 0,
-            ino: id.ino,
+        let armed = || {
+            self.targets
+                .iter()
+                .filter(|(policy, _)| !self.blown.contains(*policy))
+                .map(|(_, covered)| covered)
         };
-        let mut applied = HashSet::with_capacity(wanted.len());
-        for id in self.applied.difference(&wanted) {
-            if let Some(map) = self.map.as_mut()
-                && let Err(err) = map.remove(&key(id))
-            {
-                tracing::debug!(%err, dev = id.dev, ino = id.ino, "removing an exec kill entry");
-            }
+        let wanted: HashSet<FileId> = armed().flat_map(|c| c.files.iter().copied()).collect();
+        let mut names: HashMap<ExecName, u32> = HashMap::new();
+        let mut dirs: HashMap<FileKey, u32> = HashMap::new();
+        for rule in armed().flat_map(|c| c.names.iter()) {
+            let Some((key, bits)) = name_entry(rule) else {
+                continue;
+            };
+            *names.entry(key).or_default() |= bits;
+            let longest = dirs.entry(key.dir).or_default();
+            *longest = (*longest).max(key.len);
         }
-        for id in &wanted {
-            if self.applied.contains(id) {
-                applied.insert(*id);
+        let (mut ids_map, mut names_map, mut dirs_map) = match self.maps.as_mut() {
+            Some(m) => (Some(&mut m.ids), Some(&mut m.names), Some(&mut m.dirs)),
+            None => (None, None, None),
+        };
+        let mut failed = 0;
+        // Directories go in first and out last, names the other way round,
+        // so a name is never looked for in a directory the kernel skips.
+        apply_diff(
+            &mut dirs_map,
+            &mut self.applied_dirs,
+            &dirs,
+            true,
+            &mut failed,
+        );
+        apply_diff(
+            &mut names_map,
+            &mut self.applied_names,
+            &names,
+            true,
+            &mut failed,
+        );
+        let wanted_bits: HashMap<FileKey, u32> =
+            wanted.iter().map(|id| (key(id), exec_kill::KILL)).collect();
+        let mut applied_bits: HashMap<FileKey, u32> = self
+            .applied
+            .iter()
+            .map(|id| (key(id), exec_kill::KILL))
+            .collect();
+        apply_diff(
+            &mut ids_map,
+            &mut applied_bits,
+            &wanted_bits,
+            true,
+            &mut failed,
+        );
+        apply_diff(
+            &mut ids_map,
+            &mut applied_bits,
+            &wanted_bits,
+            false,
+            &mut failed,
+        );
+        apply_diff(
+            &mut names_map,
+            &mut self.applied_names,
+            &names,
+            false,
+            &mut failed,
+        );
+        apply_diff(
+            &mut dirs_map,
+            &mut self.applied_dirs,
+            &dirs,
+            false,
+            &mut failed,
+        );
+        self.applied = applied_bits
+            .keys()
+            .map(|k| FileId {
+                dev: k.dev,
+                ino: k.ino,
+            })
+            .collect();
+        if let Some(metrics) = &self.metrics {
+            metrics.exec_kill_errors.inc_by(failed);
+            metrics.exec_kill_entries.set(self.applied.len() as i64);
+        }
+    }
+}
+
+fn key(id: &FileId) -> FileKey {
+    FileKey {
+        dev: id.dev,
+        _pad: 0,
+        ino: id.ino,
+    }
+}
+
+/// The `EXEC_KILL_NAMES` entry of `rule`; none for a name the kernel does
+/// not look that far into.
+fn name_entry(rule: &NameRule) -> Option<(ExecName, u32)> {
+    if rule.name.is_empty() || rule.name.len() > EXEC_NAME_MAX {
+        return None;
+    }
+    let hash = rule
+        .name
+        .iter()
+        .fold(NAME_HASH_START, |h, &b| name_hash_step(h, b));
+    let bits = if rule.prefix {
+        exec_kill::PREFIX
+    } else {
+        exec_kill::EXACT
+    };
+    Some((
+        ExecName {
+            dir: key(&rule.dir),
+            len: rule.name.len() as u32,
+            _pad: 0,
+            hash,
+        },
+        bits,
+    ))
+}
+
+/// One half of bringing a kernel map from `applied` to `wanted`: the
+/// inserts and changes (`add`) or the removals. An entry that could not be
+/// inserted is left out of `applied` and counted in `failed`: those execs
+/// are killed from user space, later.
+fn apply_diff<K, V>(
+    map: &mut Option<&mut aya::maps::HashMap<aya::maps::MapData, K, V>>,
+    applied: &mut HashMap<K, V>,
+    wanted: &HashMap<K, V>,
+    add: bool,
+    failed: &mut u64,
+) where
+    K: aya::Pod + Eq + std::hash::Hash + std::fmt::Debug,
+    V: aya::Pod + Eq,
+{
+    if add {
+        for (k, v) in wanted {
+            if applied.get(k) == Some(v) {
                 continue;
             }
-            let result = match self.map.as_mut() {
-                Some(map) => map.insert(key(id), exec_kill::KILL, 0),
+            let result = match map.as_mut() {
+                Some(map) => map.insert(k, v, 0),
                 None => Ok(()),
             };
             match result {
                 Ok(()) => {
-                    applied.insert(*id);
+                    applied.insert(*k, *v);
                 }
                 Err(err) => {
-                    // The user-space kill still answers these execs, later.
-                    if let Some(metrics) = &self.metrics {
-                        metrics.exec_kill_errors.inc();
-                    }
-                    tracing::error!(%err, dev = id.dev, ino = id.ino, "arming an in-kernel exec kill");
+                    *failed += 1;
+                    tracing::error!(%err, key = ?k, "arming an in-kernel exec kill");
                 }
             }
         }
-        self.applied = applied;
-        if let Some(metrics) = &self.metrics {
-            metrics.exec_kill_entries.set(self.applied.len() as i64);
+    } else {
+        let stale: Vec<K> = applied
+            .keys()
+            .filter(|k| !wanted.contains_key(k))
+            .copied()
+            .collect();
+        for k in stale {
+            if let Some(map) = map.as_mut()
+                && let Err(err) = map.remove(&k)
+            {
+                tracing::debug!(%err, key = ?k, "removing an exec kill entry");
+            }
+            applied.remove(&k);
         }
     }
 }
@@ -218,7 +378,18 @@ mod tests {
             set: set.clone(),
             policies: entries
                 .iter()
-                .map(|(p, inos)| (p.to_string(), inos.iter().map(|&i| id(i)).collect()))
+                .map(|(p, inos)| {
+                    let covered = Covered {
+                        files: inos.iter().map(|&i| id(i)).collect(),
+                        names: [NameRule {
+                            dir: id(100),
+                            name: format!("{p}-tool").into_bytes(),
+                            prefix: true,
+                        }]
+                        .into(),
+                    };
+                    (p.to_string(), covered)
+                })
                 .collect(),
         }
     }
@@ -278,6 +449,7 @@ do: [kill]
         });
         let armed: HashSet<FileId> = [id(1), id(2)].into();
         assert_eq!(table.armed(), &armed, "2 stays: policy a still kills it");
+        assert_eq!(table.armed_names(), 1, "b's names went with it");
 
         table.apply(targets(&first, &[("a", &[1, 2, 4]), ("b", &[2, 3, 5])]));
         assert!(
@@ -303,5 +475,23 @@ do: [kill]
             policy: "a".into(),
         });
         assert_eq!(table.armed(), &HashSet::from([id(3)]));
+    }
+
+    #[test]
+    fn names_hash_as_the_probe_does() {
+        let rule = NameRule {
+            dir: id(7),
+            name: b"nc".to_vec(),
+            prefix: true,
+        };
+        let (key, bits) = name_entry(&rule).unwrap();
+        assert_eq!(bits, exec_kill::PREFIX);
+        assert_eq!(key.len, 2);
+        assert_eq!(key.hash, reflex_wire::file::name_hash(b"nc"));
+        let long = NameRule {
+            name: vec![b'x'; EXEC_NAME_MAX + 1],
+            ..rule
+        };
+        assert!(name_entry(&long).is_none(), "too long for the probe");
     }
 }

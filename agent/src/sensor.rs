@@ -108,11 +108,11 @@ impl Sensor {
         self.probes.take_watch_maps()
     }
 
-    /// Takes the map of executables killed at exec; only the first call succeeds.
-    pub fn take_exec_kill_map(
+    /// Takes the maps of the in-kernel exec kill; only the first call succeeds.
+    pub fn take_exec_kill_maps(
         &mut self,
-    ) -> Result<crate::loader::exec_kill::ExecKillMap, LoadError> {
-        self.probes.take_exec_kill_map()
+    ) -> Result<crate::loader::exec_kill::ExecKillMaps, LoadError> {
+        self.probes.take_exec_kill_maps()
     }
 
     /// Takes the connect hooks' block rules; only the first call succeeds.

@@ -1,22 +1,19 @@
 //! The executable a task runs, read from `mm->exe_file` after exec: its
-//! identity (device, inode), matched against `EXEC_KILL`, and its path,
-//! walked up the dentries and mounts, so the agent matches what the kernel
-//! loaded and not how the caller spelled it.
-
-use core::{
-    ffi::c_void,
-    mem::{MaybeUninit, size_of},
-    ptr::{addr_of, addr_of_mut, read_volatile, write_volatile},
-};
+//! identity (device, inode), and whether the agent asked for it to be
+//! killed, by that identity or by its name in its directory.
 
 use aya_ebpf::{
-    helpers::generated::bpf_probe_read_kernel,
+    helpers::generated::bpf_probe_read_kernel_str,
     macros::map,
     maps::{HashMap, PerCpuArray},
 };
-use reflex_wire::{FileKey, process::EXE_PATH_MAX};
+use reflex_wire::{
+    FileKey,
+    file::{NAME_HASH_START, name_hash_step},
+    process::{EXEC_NAME_MAX, ExecName, exec_kill},
+};
 
-use crate::{maps::OFFSETS, task};
+use crate::{exe_path::peek, maps::OFFSETS, task};
 
 /// Executables killed at exec, by identity → `exec_kill` bits. Filled by the
 /// agent from the enforcing exec `kill` policies (globs expanded over the
@@ -24,35 +21,21 @@ use crate::{maps::OFFSETS, task};
 #[map]
 pub static EXEC_KILL: HashMap<FileKey, u32> = HashMap::with_max_entries(4096, 0);
 
-/// Per-CPU room to build a path: how many dentries the climb noted, then
-/// the bytes, root first. The byte room is twice the path's size so that
-/// every masked write stays inside.
-#[repr(C)]
-pub struct PathRoom {
-    count: u64,
-    /// Never written: reads as 0 at run time and as an unknown number to
-    /// the verifier (see [`climb`]).
-    zero: u64,
-    bytes: [u8; 2 * EXE_PATH_MAX],
-}
-
-/// This CPU's [`PathRoom`].
+/// Names (exact, or a start such as `nc` for `nc*`) under which an
+/// executable is killed in a directory, whatever its identity: a file
+/// renamed into place and run at once is killed before the agent has taken
+/// in its identity. Keyed by directory, length and hash of the bytes.
 #[map]
-static PATH_ROOM: PerCpuArray<PathRoom> = PerCpuArray::with_max_entries(1, 0);
+pub static EXEC_KILL_NAMES: HashMap<ExecName, u32> = HashMap::with_max_entries(4096, 0);
 
-/// The dentries the climb noted, bottom up, per CPU. A map lookup by index
-/// rather than an array indexed in place: the verifier then needs no exact
-/// count, and checks the climb once per depth instead of once per way of
-/// reaching it.
+/// Directories with names in `EXEC_KILL_NAMES` → the longest of them, so
+/// that an exec elsewhere costs one lookup.
 #[map]
-static PATH_PARTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_STEPS, 0);
+pub static EXEC_KILL_DIRS: HashMap<FileKey, u32> = HashMap::with_max_entries(4096, 0);
 
-/// Most steps up (path components plus mount crossings).
-const MAX_STEPS: u32 = 48;
-/// Mask keeping an offset below [`EXE_PATH_MAX`] (a power of two).
-const HALF_MASK: u32 = EXE_PATH_MAX as u32 - 1;
-/// Longest name a dentry holds (`NAME_MAX`).
-const NAME_MASK: u32 = 0xff;
+/// Per-CPU room for the name being matched.
+#[map]
+static NAME_ROOM: PerCpuArray<[u8; EXEC_NAME_MAX]> = PerCpuArray::with_max_entries(1, 0);
 
 /// The `struct file` of the current task's executable, if it has one.
 #[inline(always)]
@@ -69,159 +52,81 @@ pub fn current_exe_file() -> Option<u64> {
 /// Device and inode of an open file.
 #[inline(always)]
 pub fn identity(file: u64) -> Option<FileKey> {
+    let inode: u64 = task::read(file, OFFSETS.load().file_inode).ok()?;
+    inode_identity(inode)
+}
+
+/// Device and inode of an inode.
+#[inline(always)]
+fn inode_identity(inode: u64) -> Option<FileKey> {
     let off = OFFSETS.load();
-    let inode: u64 = task::read(file, off.file_inode).ok()?;
     let ino: u64 = task::read(inode, off.inode_ino).ok()?;
     let sb: u64 = task::read(inode, off.inode_sb).ok()?;
     let dev: u32 = task::read(sb, off.sb_dev).ok()?;
     Some(FileKey { dev, _pad: 0, ino })
 }
 
-/// Whether the agent asked for executables of identity `key` to be killed.
+/// Whether the agent asked for the executable `file`, of identity `key`, to
+/// be killed: by identity, or by its name in its directory.
 #[inline(always)]
-pub fn kill_listed(key: &FileKey) -> bool {
-    // SAFETY: plain u32 map value; only presence and bits are read.
-    unsafe { EXEC_KILL.get(key) }
-        .is_some_and(|bits| bits & reflex_wire::process::exec_kill::KILL != 0)
+pub fn kill_listed(file: u64, key: &FileKey) -> bool {
+    // SAFETY: plain u32 map value; only its bits are read.
+    unsafe { EXEC_KILL.get(key) }.is_some_and(|bits| bits & exec_kill::KILL != 0)
+        || name_listed(file)
 }
 
-/// Writes the path of `file` into `dst` (`EXE_PATH_MAX` bytes) and returns
-/// its length and whether it is incomplete (deeper than [`MAX_STEPS`],
-/// longer than the room, or unreadable). The walk stops at the root of the
-/// mount namespace the file is mounted in, like `d_path`.
-///
-/// Two loops, each with one way to go on, so that the verifier's work grows
-/// with the depth and not with the ways through it: the first climbs and
-/// notes each dentry, the second writes the names root first.
-///
-/// # Safety
-/// `dst` must be valid for `EXE_PATH_MAX` bytes of writes.
+/// Whether `file`'s name, in its directory, is in `EXEC_KILL_NAMES`: the
+/// name's hash is extended byte by byte and each length looked up, up to
+/// the longest name the directory has.
 #[inline(always)]
-pub unsafe fn write_path(file: u64, dst: *mut u8) -> (u32, bool) {
-    let Some(room) = PATH_ROOM.get_ptr_mut(0) else {
-        return (0, true);
+fn name_listed(file: u64) -> bool {
+    let off = OFFSETS.load();
+    let dentry: u64 = peek(file, off.file_dentry);
+    let parent: u64 = peek(dentry, off.dentry_parent);
+    let Some(dir) = inode_identity(peek(parent, off.dentry_inode)) else {
+        return false;
     };
-    let mut cut = climb(file, room);
-    // Read back from the map rather than carried in a register: the
-    // verifier then checks the writing loop once for any count, not once
-    // per count the climb can end with.
-    // SAFETY: `room` is this CPU's map slot; nothing else runs on this CPU
-    // while the program does.
-    let count = unsafe { read_volatile(addr_of!((*room).count)) } as u32;
-    // SAFETY: as above.
-    let bytes = unsafe { addr_of_mut!((*room).bytes) } as *mut u8;
-    let off = OFFSETS.load();
-    let mut at: u32 = 0;
-    let mut k: u32 = 0;
-    while k < MAX_STEPS {
-        if k >= count {
+    // SAFETY: plain u32 map value, copied.
+    let Some(longest) = (unsafe { EXEC_KILL_DIRS.get(&dir) }).copied() else {
+        return false;
+    };
+    let Some(room) = NAME_ROOM.get_ptr_mut(0) else {
+        return false;
+    };
+    let name_len: u32 = peek(dentry, off.dentry_name_len);
+    let name: u64 = peek(dentry, off.dentry_name);
+    // SAFETY: the helper writes at most EXEC_NAME_MAX bytes into this CPU's
+    // slot and stops at the name's NUL; it fails cleanly on a bad address.
+    unsafe {
+        bpf_probe_read_kernel_str(room.cast(), EXEC_NAME_MAX as u32, name as *const _);
+    }
+    let limit = name_len.min(longest);
+    let mut hash = NAME_HASH_START;
+    let mut i: u32 = 0;
+    while i < EXEC_NAME_MAX as u32 {
+        if i >= limit {
             break;
         }
-        let dentry = PATH_PARTS.get(count - 1 - k).copied().unwrap_or(0);
-        let len = peek::<u32>(dentry, off.dentry_name_len) & NAME_MASK;
-        let name = peek::<u64>(dentry, off.dentry_name);
-        if at + 1 + len > EXE_PATH_MAX as u32 {
-            cut = true;
+        // SAFETY: this CPU's slot, read only here; `get` bounds the index
+        // (an indexing panic would leave the program without an exit).
+        let Some(&byte) = (unsafe { &*room }).get(i as usize) else {
             break;
+        };
+        hash = name_hash_step(hash, byte);
+        let key = ExecName {
+            dir,
+            len: i + 1,
+            _pad: 0,
+            hash,
+        };
+        // SAFETY: plain u32 map value, copied.
+        if let Some(bits) = (unsafe { EXEC_KILL_NAMES.get(&key) }).copied()
+            && (bits & exec_kill::PREFIX != 0
+                || (bits & exec_kill::EXACT != 0 && i + 1 == name_len))
+        {
+            return true;
         }
-        // SAFETY: both offsets are masked below EXE_PATH_MAX and the copy
-        // is at most NAME_MASK bytes, so every byte written lies inside the
-        // 2 * EXE_PATH_MAX bytes of `bytes`; the helper fails cleanly on a
-        // bad kernel address.
-        unsafe {
-            *bytes.add((at & HALF_MASK) as usize) = b'/';
-            bpf_probe_read_kernel(
-                bytes.add(((at + 1) & HALF_MASK) as usize).cast(),
-                len,
-                name as *const c_void,
-            );
-        }
-        at += 1 + len;
-        k += 1;
+        i += 1;
     }
-    if at == 0 {
-        // The root itself.
-        // SAFETY: offset 0 of `bytes`.
-        unsafe { *bytes = b'/' };
-        at = 1;
-    }
-    // SAFETY: `bytes` holds 2 * EXE_PATH_MAX bytes and `dst` EXE_PATH_MAX
-    // (the caller's contract).
-    unsafe {
-        bpf_probe_read_kernel(dst.cast(), EXE_PATH_MAX as u32, bytes as *const c_void);
-    }
-    (at, cut)
-}
-
-/// Climbs from `file`'s dentry to the root of its mount namespace, noting
-/// each dentry that names a path component in `PATH_PARTS` and how many in
-/// `room`; returns whether the climb stopped short of the root.
-#[inline(always)]
-fn climb(file: u64, room: *mut PathRoom) -> bool {
-    // The count starts from a number the verifier cannot know: a known one
-    // would make it track every count separately (a constant key into an
-    // array map is made precise), once per way of reaching each depth.
-    // SAFETY: `room` is this CPU's map slot.
-    let start = unsafe { read_volatile(addr_of!((*room).zero)) } as u32;
-    let (count, cut) = climb_steps(file, start);
-    // SAFETY: `room` is this CPU's map slot.
-    unsafe { write_volatile(addr_of_mut!((*room).count), count as u64) };
-    cut
-}
-
-/// The loop of [`climb`]: returns how many dentries it noted and whether
-/// it stopped short of the root.
-#[inline(always)]
-fn climb_steps(file: u64, start: u32) -> (u32, bool) {
-    let off = OFFSETS.load();
-    let mut dentry = peek::<u64>(file, off.file_dentry);
-    let mut vfsmnt = peek::<u64>(file, off.file_vfsmount);
-    let mut mnt = vfsmnt.wrapping_sub(off.mount_mnt as u64);
-    let mut count: u32 = start;
-    let mut step = 0;
-    while step < MAX_STEPS {
-        step += 1;
-        let root = peek::<u64>(vfsmnt, off.vfsmount_root);
-        let parent = peek::<u64>(dentry, off.dentry_parent);
-        if dentry == root || dentry == parent {
-            if dentry != root {
-                // A dentry outside its mount's tree (detached): no path.
-                return (count, true);
-            }
-            let up = peek::<u64>(mnt, off.mount_parent);
-            if up == mnt || up == 0 {
-                return (count, false);
-            }
-            dentry = peek::<u64>(mnt, off.mount_mountpoint);
-            mnt = up;
-            vfsmnt = up.wrapping_add(off.mount_mnt as u64);
-            continue;
-        }
-        if let Some(slot) = PATH_PARTS.get_ptr_mut(count) {
-            // SAFETY: this CPU's slot of the map.
-            unsafe { *slot = dentry };
-        }
-        count += 1;
-        dentry = parent;
-    }
-    (count, true)
-}
-
-/// Reads a `T` at `base + offset` in kernel memory, or zeroes when that
-/// fails (the helper clears its destination then). Not branching on the
-/// outcome keeps the walk's loops cheap to verify: each iteration has one
-/// way through, not one per read that might fail.
-#[inline(always)]
-fn peek<T: Copy>(base: u64, offset: u32) -> T {
-    let mut value = MaybeUninit::<T>::uninit();
-    // SAFETY: the helper writes all size_of::<T>() bytes of `value`, the
-    // read ones or zeroes, so it is initialised after the call.
-    unsafe {
-        bpf_probe_read_kernel(
-            value.as_mut_ptr().cast(),
-            size_of::<T>() as u32,
-            base.wrapping_add(offset as u64) as *const c_void,
-        );
-        value.assume_init()
-    }
+    false
 }

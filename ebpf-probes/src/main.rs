@@ -6,6 +6,7 @@
 mod cpu;
 mod event;
 mod exe;
+mod exe_path;
 mod file;
 mod maps;
 mod net;

@@ -22,7 +22,7 @@ use reflex_wire::{
 
 use crate::{
     event::header,
-    exe,
+    exe, exe_path,
     maps::{EVENTS, EXCLUDED, OFFSETS, count_loss, is_excluded},
     task,
 };
@@ -55,8 +55,8 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), LossReason> {
     // Kill before anything can fail: a full ring buffer costs the report,
     // never the kill.
     let mut flags = 0;
-    if let Some(key) = &key
-        && exe::kill_listed(key)
+    if let (Some(file), Some(key)) = (file, &key)
+        && exe::kill_listed(file, key)
     {
         flags |= kill_current(tgid);
     }
@@ -80,7 +80,7 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), LossReason> {
         addr_of_mut!((*event).exe_len).write(exe_len);
 
         let (path_len, cut) = match file {
-            Some(file) => exe::write_path(file, addr_of_mut!((*event).path).cast()),
+            Some(file) => exe_path::write_path(file, addr_of_mut!((*event).path).cast()),
             None => (0, true),
         };
         if cut {

@@ -117,7 +117,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     // agent says it runs.
     let (kill_tx, mut kill_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut exec_kills =
-        ExecKillTable::new(Some(sensor.take_exec_kill_map()?), Some(metrics.clone()));
+        ExecKillTable::new(Some(sensor.take_exec_kill_maps()?), Some(metrics.clone()));
     let (settler, drift) = Settler::new(files, cpu, set.clone());
     let settler = settler.with_exec_kills(kill_tx.clone());
     exec_kills.drain(&mut kill_rx);

@@ -100,7 +100,7 @@ pub struct LoadOptions {
     pub ring_bytes: u32,
     /// CPU sampling frequency; `None` leaves the CPU sensor off.
     pub cpu_hz: Option<u64>,
-    /// Room in the `EXEC_KILL` map: executables killed at exec.
+    /// Room in each of the exec kill maps (identities, names, directories).
     pub exec_kill_entries: u32,
 }
 
@@ -261,6 +261,8 @@ impl Probes {
             .override_global("OFFSETS", &offsets, true)
             .map_max_entries("EVENTS", ring)
             .map_max_entries("EXEC_KILL", options.exec_kill_entries.max(1))
+            .map_max_entries("EXEC_KILL_NAMES", options.exec_kill_entries.max(1))
+            .map_max_entries("EXEC_KILL_DIRS", options.exec_kill_entries.max(1))
             .load(PROBES)
             .map_err(LoadError::Object)?;
 

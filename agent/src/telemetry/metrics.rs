@@ -41,8 +41,8 @@ pub struct Metrics {
     pub alerts_dropped: IntCounterVec,
     /// `reflex_exec_kill_entries`: executables (by identity) the kernel kills at exec.
     pub exec_kill_entries: IntGauge,
-    /// `reflex_exec_kill_errors_total`: identities that could not be armed
-    /// in the kernel (those execs are killed from user space, later).
+    /// `reflex_exec_kill_errors_total`: identities or names that could not
+    /// be armed in the kernel (those execs are killed from user space, later).
     pub exec_kill_errors: IntCounter,
 }
 
@@ -154,7 +154,7 @@ impl Metrics {
         .expect("valid metric");
         let exec_kill_errors = IntCounter::new(
             "reflex_exec_kill_errors_total",
-            "Executables an enforcing exec kill policy covers that could not be armed in the kernel.",
+            "Executables or names an enforcing exec kill policy covers that could not be armed in the kernel.",
         )
         .expect("valid metric");
         let build = IntGaugeVec::new(

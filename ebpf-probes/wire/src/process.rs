@@ -18,11 +18,36 @@ pub mod exec_flag {
     pub const PATH_CUT: u32 = 2;
 }
 
-/// `EXEC_KILL` map value bits.
+/// `EXEC_KILL` and `EXEC_KILL_NAMES` map value bits.
 pub mod exec_kill {
-    /// Kill the task at exec.
+    /// `EXEC_KILL`: kill the task at exec.
     pub const KILL: u32 = 1;
+    /// `EXEC_KILL_NAMES`: kill when the whole name is the key's bytes.
+    pub const EXACT: u32 = 2;
+    /// `EXEC_KILL_NAMES`: kill when the name starts with the key's bytes.
+    pub const PREFIX: u32 = 4;
 }
+
+/// Longest name, or start of a name, `EXEC_KILL_NAMES` can hold.
+pub const EXEC_NAME_MAX: usize = 64;
+
+/// Key of `EXEC_KILL_NAMES`: a name, or the start of one, in a directory,
+/// so that a file that lands under a covered name is killed before the
+/// agent has seen it (its identity is new).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ExecName {
+    /// Identity of the directory.
+    pub dir: FileKey,
+    /// Bytes of the name hashed, at most [`EXEC_NAME_MAX`].
+    pub len: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// FNV-1a of those bytes (`file::name_hash_step` from `NAME_HASH_START`).
+    pub hash: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<ExecName>() == 32);
 
 /// A task replaced its image.
 #[repr(C)]

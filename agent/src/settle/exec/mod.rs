@@ -9,7 +9,8 @@
 //! met in an exec is taken in then. Each exec record gets its `aliases`
 //! (policy paths that are the same file: a hardlink, a bind mount) and its
 //! `script` (the file `execve` named when an interpreter runs it), and the
-//! exec kill table hears which files each kernel-enforced policy covers.
+//! exec kill table hears which files, and which names in which directories,
+//! each kernel-enforced policy covers.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     fs,
@@ -24,7 +25,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     events::{Body, FileId, Record},
-    exec_kills::{Notice, NoticeSender, kernel_enforced},
+    exec_kills::{Covered, NameRule, Notice, NoticeSender, kernel_enforced},
     fsio,
     loader::exec_kill::DEFAULT_ENTRIES,
     policy::{
@@ -44,8 +45,9 @@ pub struct ExecWatch {
     set: Arc<PolicySet>,
     /// Every exec policy's paths.
     patterns: Option<GlobSet>,
-    /// Kernel-enforced policies by name, with their paths.
-    kernel: Vec<(String, GlobSet)>,
+    /// Kernel-enforced policies by name, with their paths and the names
+    /// they cover in directories that exist.
+    kernel: Vec<(String, GlobSet, HashSet<NameRule>)>,
     /// Path (as the policy's pattern matched it) → identity of the file.
     files: BTreeMap<String, FileId>,
     by_id: HashMap<FileId, BTreeSet<String>>,
@@ -53,7 +55,7 @@ pub struct ExecWatch {
     changes_tx: mpsc::UnboundedSender<PathBuf>,
     changes_rx: Option<mpsc::UnboundedReceiver<PathBuf>>,
     kills: Option<NoticeSender>,
-    sent: Option<BTreeMap<String, HashSet<FileId>>>,
+    sent: Option<BTreeMap<String, Covered>>,
 }
 
 impl Default for ExecWatch {
@@ -104,7 +106,8 @@ impl ExecWatch {
             .filter(|p| kernel_enforced(p))
             .filter_map(|p| match &p.trigger {
                 Trigger::Exec { paths } => {
-                    glob_set(paths.iter().map(PathGlob::glob)).map(|g| (p.name.clone(), g))
+                    let names = paths.iter().filter_map(name_rule).collect();
+                    glob_set(paths.iter().map(PathGlob::glob)).map(|g| (p.name.clone(), g, names))
                 }
                 _ => None,
             })
@@ -120,6 +123,9 @@ impl ExecWatch {
         }
         self.watch(dirs);
         self.set = set;
+        // A new set is always told, even with the same files: it re-arms
+        // the fuses of the table.
+        self.sent = None;
         self.publish();
     }
 
@@ -200,17 +206,21 @@ impl ExecWatch {
     /// they differ from what it was last told.
     fn publish(&mut self) {
         let Some(kills) = &self.kills else { return };
-        let policies: BTreeMap<String, HashSet<FileId>> = self
+        let policies: BTreeMap<String, Covered> = self
             .kernel
             .iter()
-            .map(|(name, paths)| {
-                let ids = self
+            .map(|(name, paths, names)| {
+                let files = self
                     .files
                     .iter()
                     .filter(|(path, _)| paths.is_match(path))
                     .map(|(_, id)| *id)
                     .collect();
-                (name.clone(), ids)
+                let covered = Covered {
+                    files,
+                    names: names.clone(),
+                };
+                (name.clone(), covered)
             })
             .collect();
         if self.sent.as_ref() == Some(&policies) {
@@ -331,6 +341,33 @@ fn expand(glob: &PathGlob, files: &mut BTreeMap<String, FileId>, dirs: &mut BTre
     }
 }
 
+/// The name the kernel can match for `glob` in its directory, whatever the
+/// file's identity: a literal path's last component, or the start of a
+/// last component `start*` (nothing else varying). Other globs are matched
+/// by the identities of their files only.
+fn name_rule(glob: &PathGlob) -> Option<NameRule> {
+    let (dir, last) = glob.as_str().rsplit_once('/')?;
+    let dir = if dir.is_empty() { "/" } else { dir };
+    let meta = ['*', '?', '[', '{', '\\'];
+    if dir.contains(meta) {
+        return None;
+    }
+    let (name, prefix) = match last.strip_suffix('*') {
+        _ if glob.is_literal() => (last, false),
+        Some(start) if !start.is_empty() && !start.contains(meta) => (start, true),
+        _ => return None,
+    };
+    let meta = fs::metadata(dir).ok().filter(fs::Metadata::is_dir)?;
+    Some(NameRule {
+        dir: FileId {
+            dev: fsio::encode_dev(meta.dev()),
+            ino: meta.ino(),
+        },
+        name: name.as_bytes().to_vec(),
+        prefix,
+    })
+}
+
 /// Identity of the regular file `path` names, following symlinks.
 fn identity(path: &Path) -> Option<FileId> {
     let meta = fs::metadata(path).ok()?;
@@ -368,121 +405,4 @@ fn script_of(pid: u32, filename: &str, exe: Option<&str>, id: Option<FileId>) ->
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{
-        events::{Exec, Kind, ProcessContext},
-        policy::{compile, load},
-    };
-
-    fn set(text: &str) -> Arc<PolicySet> {
-        let (sources, mut errors) = load::parse_source(Path::new("t.yaml"), text);
-        let policies = compile::compile_all(sources, &mut errors);
-        assert!(errors.is_empty(), "{errors:?}");
-        Arc::new(PolicySet::new(policies))
-    }
-
-    fn exec_record(pid: u32, exe: &Path, filename: &str) -> Record {
-        let id = identity(exe).expect("exe exists");
-        Record {
-            time: String::new(),
-            ktime_ns: 1,
-            kind: Kind::Exec,
-            process: ProcessContext {
-                pid,
-                exe: Some(exe.to_string_lossy().into_owned()),
-                ..ProcessContext::default()
-            },
-            body: Body::Exec(Exec {
-                filename: filename.into(),
-                dev: id.dev,
-                ino: id.ino,
-                ..Exec::default()
-            }),
-        }
-    }
-
-    fn targets(rx: &mut mpsc::UnboundedReceiver<Notice>) -> BTreeMap<String, HashSet<FileId>> {
-        let mut last = None;
-        while let Ok(Notice::Targets { policies, .. }) = rx.try_recv() {
-            last = Some(policies);
-        }
-        last.expect("targets were sent")
-    }
-
-    #[test]
-    fn globs_expand_to_identities_and_hardlinks_are_aliases() {
-        let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("bin");
-        fs::create_dir(&bin).unwrap();
-        fs::write(bin.join("ncx"), b"x").unwrap();
-        fs::write(bin.join("other"), b"y").unwrap();
-        let elsewhere = dir.path().join("hidden");
-        fs::hard_link(bin.join("ncx"), &elsewhere).unwrap();
-        let set = set(&format!(
-            "name: k\nmode: enforce\non: {{ exec: {{ paths: [\"{}/nc*\"] }} }}\ndo: [kill]\n",
-            bin.display()
-        ));
-        let mut watch = ExecWatch::new();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        watch.tell(tx);
-        watch.configure(set);
-        let ncx = identity(&bin.join("ncx")).unwrap();
-        assert_eq!(targets(&mut rx)["k"], HashSet::from([ncx]));
-
-        let mut record = exec_record(0, &elsewhere, "/tmp/whatever");
-        watch.finish(&mut record);
-        let Body::Exec(exec) = &record.body else {
-            unreachable!()
-        };
-        assert_eq!(exec.aliases, [bin.join("ncx").to_string_lossy()]);
-    }
-
-    #[test]
-    fn a_file_met_in_an_exec_is_taken_in() {
-        let dir = tempfile::tempdir().unwrap();
-        let set = set(&format!(
-            "name: k\nmode: enforce\non: {{ exec: {{ paths: [\"{}/nc*\"] }} }}\ndo: [kill]\n",
-            dir.path().display()
-        ));
-        let mut watch = ExecWatch::new();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        watch.tell(tx);
-        watch.configure(set);
-        assert!(targets(&mut rx)["k"].is_empty());
-        let late = dir.path().join("nc-late");
-        fs::write(&late, b"x").unwrap();
-        let mut record = exec_record(0, &late, "./nc-late");
-        watch.finish(&mut record);
-        assert_eq!(
-            targets(&mut rx)["k"],
-            HashSet::from([identity(&late).unwrap()])
-        );
-    }
-
-    #[test]
-    fn a_script_is_told_apart_from_its_interpreter() {
-        let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("job.sh");
-        fs::write(&script, b"#!/bin/sh\n").unwrap();
-        let sh = fs::canonicalize("/bin/sh").unwrap();
-        let script_text = script.to_string_lossy().into_owned();
-        let pid = std::process::id();
-        let id = identity(&sh);
-        assert_eq!(
-            script_of(pid, &script_text, sh.to_str(), id),
-            Some(
-                fs::canonicalize(&script)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned()
-            )
-        );
-        assert_eq!(
-            script_of(pid, "/bin/sh", sh.to_str(), id),
-            None,
-            "a symlink to the loaded executable is no script"
-        );
-        assert_eq!(script_of(pid, "/dev/fd/3", sh.to_str(), id), None);
-    }
-}
+mod tests;
