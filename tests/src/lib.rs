@@ -18,6 +18,8 @@ use nix::{
 use reflex::events::Record;
 use tokio::sync::mpsc::Receiver;
 
+pub mod programs;
+
 /// Fails the test early, with a clear reason, when not running as root.
 pub fn require_root() {
     assert!(
