@@ -32,8 +32,9 @@ use crate::{
 const SIGKILL: u32 = 9;
 
 /// `tp/sched/sched_process_exec`: kills the task with SIGKILL when the
-/// executable the kernel loaded (`mm->exe_file`, by device and inode) is in
-/// `EXEC_KILL`, before the new image runs a single instruction, then emits
+/// executable the kernel loaded (`mm->exe_file`) is listed, by device and
+/// inode in `EXEC_KILL` or by name in its directory in `EXEC_KILL_NAMES`,
+/// before the new image runs a single instruction, then emits
 /// an [`ExecEvent`] with the file name as spelled, the identity and path of
 /// the loaded executable and the new image's argument block. No fallback
 /// needed: this tracepoint exists on every kernel reflex targets.

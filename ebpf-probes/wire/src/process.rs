@@ -28,7 +28,8 @@ pub mod exec_kill {
     pub const PREFIX: u32 = 4;
 }
 
-/// Longest name, or start of a name, `EXEC_KILL_NAMES` can hold.
+/// Bytes of an executable's name the probe reads to match `EXEC_KILL_NAMES`,
+/// NUL included: names, or starts of names, of up to 63 bytes match.
 pub const EXEC_NAME_MAX: usize = 64;
 
 /// Key of `EXEC_KILL_NAMES`: a name, or the start of one, in a directory,
