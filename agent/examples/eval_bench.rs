@@ -38,6 +38,7 @@ fn record(exe: &str) -> Record {
             filename: exe.into(),
             argv: vec![],
             argv_truncated: false,
+            ..Exec::default()
         }),
     }
 }

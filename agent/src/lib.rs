@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod engine;
 pub mod events;
+pub mod exec_kills;
 pub mod fsio;
 pub mod limits;
 pub mod loader;

@@ -109,6 +109,13 @@ impl Sensor {
         self.probes.take_watch_maps()
     }
 
+    /// Takes the maps of the in-kernel exec kill; only the first call succeeds.
+    pub fn take_exec_kill_maps(
+        &mut self,
+    ) -> Result<crate::loader::exec_kill::ExecKillMaps, LoadError> {
+        self.probes.take_exec_kill_maps()
+    }
+
     /// Takes the connect hooks' block rules; only the first call succeeds.
     pub fn take_block_maps(&mut self) -> Result<crate::loader::BlockMaps, LoadError> {
         self.probes.take_block_maps()

@@ -21,6 +21,8 @@ macro_rules! exported_as {
 
 mod cpu;
 mod event;
+mod exe;
+mod exe_path;
 mod file;
 mod maps;
 mod net;

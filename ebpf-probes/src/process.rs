@@ -1,31 +1,44 @@
 //! Process family: exec and exit, from the `sched` tracepoints.
 
-use core::{ffi::c_void, mem::size_of, ptr::addr_of_mut};
+use core::{
+    ffi::c_void,
+    mem::size_of,
+    ptr::{addr_of_mut, write_volatile},
+};
 
 use aya_ebpf::{
     EbpfContext,
     helpers::{
         bpf_get_current_pid_tgid,
-        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user},
+        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_send_signal},
     },
     macros::tracepoint,
     programs::TracePointContext,
 };
 use reflex_wire::{
     EventKind, ExecEvent, ExitEvent, LossFamily, LossReason,
-    process::{ARGS_MAX, EXE_MAX},
+    process::{ARGS_MAX, EXE_MAX, exec_flag},
     programs,
 };
 
 use crate::{
     event::header,
+    exe, exe_path,
     maps::{EVENTS, EXCLUDED, OFFSETS, count_loss, is_excluded},
     task,
 };
 
-/// `tp/sched/sched_process_exec`: emits an [`ExecEvent`] with the executed
-/// file name and the new image's argument block. No fallback needed: this
-/// tracepoint exists on every kernel reflex targets.
+/// The signal an in-kernel kill sends: it cannot be caught, blocked or
+/// ignored, so the new image never runs.
+const SIGKILL: u32 = 9;
+
+/// `tp/sched/sched_process_exec`: kills the task with SIGKILL when the
+/// executable the kernel loaded (`mm->exe_file`) is listed, by device and
+/// inode in `EXEC_KILL` or by name in its directory in `EXEC_KILL_NAMES`,
+/// before the new image runs a single instruction, then emits
+/// an [`ExecEvent`] with the file name as spelled, the identity and path of
+/// the loaded executable and the new image's argument block. No fallback
+/// needed: this tracepoint exists on every kernel reflex targets.
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     if let Err(reason) = try_sched_process_exec(&ctx) {
@@ -36,9 +49,21 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 exported_as!(sched_process_exec, programs::SCHED_PROCESS_EXEC);
 
 fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), LossReason> {
-    if is_excluded((bpf_get_current_pid_tgid() >> 32) as u32) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if is_excluded(tgid) {
         return Ok(());
     }
+    let file = exe::current_exe_file();
+    let key = file.and_then(exe::identity);
+    // Kill before anything can fail: a full ring buffer costs the report,
+    // never the kill.
+    let mut flags = 0;
+    if let (Some(file), Some(key)) = (file, &key)
+        && exe::kill_listed(file, key)
+    {
+        flags |= kill_current(tgid);
+    }
+    let (dev, ino) = key.map_or((0, 0), |k| (k.dev, k.ino));
     let mut entry = EVENTS
         .reserve::<ExecEvent>(0)
         .ok_or(LossReason::RingbufFull)?;
@@ -57,14 +82,42 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), LossReason> {
         let exe_len = if copied > 0 { copied as u32 - 1 } else { 0 };
         addr_of_mut!((*event).exe_len).write(exe_len);
 
+        let (path_len, cut) = match file {
+            Some(file) => exe_path::write_path(file, addr_of_mut!((*event).path).cast()),
+            None => (0, true),
+        };
+        if cut {
+            flags |= exec_flag::PATH_CUT;
+        }
+        // Field by field, volatile: LLVM would turn a zeroed key into a
+        // `memset` call, which the BPF target cannot make.
+        write_volatile(addr_of_mut!((*event).path_len), path_len);
+        write_volatile(addr_of_mut!((*event).file.dev), dev);
+        write_volatile(addr_of_mut!((*event).file._pad), 0);
+        write_volatile(addr_of_mut!((*event).file.ino), ino);
+        write_volatile(addr_of_mut!((*event).flags), flags);
+        write_volatile(addr_of_mut!((*event)._pad), 0);
+
         let (args_len, truncated) = read_args(addr_of_mut!((*event).args).cast());
         addr_of_mut!((*event).args_len).write(args_len);
         addr_of_mut!((*event).args_truncated).write(truncated as u32);
-        addr_of_mut!((*event)._pad).write(0);
         addr_of_mut!((*event).header).write(header(EventKind::Exec, size_of::<ExecEvent>()));
     }
     entry.submit(0);
     Ok(())
+}
+
+/// Sends SIGKILL to the current task and returns [`exec_flag::KILLED`] if it
+/// went; never to init (pid 1), whatever a policy says. The agent and its
+/// hooks never get here: they are excluded before the lookup.
+#[inline(always)]
+fn kill_current(tgid: u32) -> u32 {
+    if tgid <= 1 {
+        return 0;
+    }
+    // SAFETY: the helper signals the current task only.
+    let sent = unsafe { bpf_send_signal(SIGKILL) };
+    if sent == 0 { exec_flag::KILLED } else { 0 }
 }
 
 /// Copies the current task's argument block (NUL-separated) into `dst`, which

@@ -23,6 +23,7 @@ pub use reflex_harness::Metrics;
 use reflex_harness::{Launch, run_args};
 use tokio::sync::mpsc::Receiver;
 
+pub mod programs;
 pub mod sockets;
 
 /// Fails the test early, with a clear reason, when not running as root.

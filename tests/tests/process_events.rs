@@ -52,12 +52,22 @@ async fn exec_and_exit_of_a_child_are_reported_with_context() {
         std::process::id(),
         "ppid is the test process"
     );
-    assert_eq!(exec.process.exe.as_deref(), Some("/bin/sh"));
+    // The executable the kernel loaded, with every symlink (`/bin`, `sh`)
+    // resolved; the name as spelled stays in `filename`.
+    let loaded = std::fs::canonicalize("/bin/sh").expect("/bin/sh resolves");
+    assert_eq!(exec.process.exe.as_deref(), loaded.to_str());
     assert_eq!(exec.process.argv, ["/bin/sh", "-c", "exit 3"]);
     let Body::Exec(body) = &exec.body else {
         panic!("exec record without exec body: {exec:?}")
     };
     assert_eq!(body.filename, "/bin/sh");
+    let meta = std::fs::metadata(&loaded).expect("stat the loaded file");
+    assert_eq!(
+        body.ino,
+        std::os::unix::fs::MetadataExt::ino(&meta),
+        "the identity of the loaded file"
+    );
+    assert!(!body.killed);
     assert_eq!(
         exec.process.parent.as_ref().map(|p| p.pid),
         Some(std::process::id())
@@ -75,7 +85,7 @@ async fn exec_and_exit_of_a_child_are_reported_with_context() {
     assert_eq!(body.signal, None);
     assert_eq!(
         exit.process.exe.as_deref(),
-        Some("/bin/sh"),
+        loaded.to_str(),
         "context from the table"
     );
     assert!(exit.ktime_ns >= exec.ktime_ns);

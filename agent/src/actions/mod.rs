@@ -149,6 +149,13 @@ impl Executor {
                 record.process.pid
             )),
             Action::Kill {
+                target: KillTarget::Process,
+                ..
+            } if matches!(&record.body, Body::Exec(e) if e.killed) => Ok(format!(
+                "pid {} killed in the kernel at exec, before it ran",
+                record.process.pid
+            )),
+            Action::Kill {
                 signal,
                 target: KillTarget::Process,
             } => {

@@ -14,6 +14,7 @@ use crate::{
     cli::RunArgs,
     config::Settings,
     engine::{Engine, reload},
+    exec_kills::ExecKillTable,
     sensor::{Sensor, SensorOptions},
     settle::{
         Settler,
@@ -87,6 +88,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let mut options = SensorOptions::default();
     let cpu_hz = (args.cpu_hz > 0).then_some(args.cpu_hz);
     options.load.cpu_hz = cpu_hz;
+    options.load.exec_kill_entries = crate::settle::exec::kernel_room(&set);
     let (mut sensor, records) =
         Sensor::start(options, metrics.clone()).context("starting the sensor")?;
     let cpu = match cpu_hz {
@@ -117,8 +119,18 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     let baselines = BaselineStore::open(&args.state_dir).context("opening the baseline store")?;
     let files = FileSettler::new(Some(sensor.take_watch_maps()?), Some(baselines));
-    // Watches and baselines are in place before the agent says it runs.
+    // Watches, baselines and in-kernel exec kills are in place before the
+    // agent says it runs.
+    let (kill_tx, mut kill_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut exec_kills =
+        ExecKillTable::new(Some(sensor.take_exec_kill_maps()?), Some(metrics.clone()));
     let (settler, drift) = Settler::new(files, cpu, set.clone());
+    let settler = settler.with_exec_kills(kill_tx.clone());
+    exec_kills.drain(&mut kill_rx);
+    tracing::info!(
+        executables = exec_kills.armed().len(),
+        "in-kernel exec kills in force"
+    );
     for probe in sensor.attached() {
         tracing::info!(probe = %probe, "attached");
     }
@@ -135,7 +147,8 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .with_reverts(args.state_dir.clone(), followup_tx)
         .with_reopen(hangups.clone())
         .with_stdin_bound(args.alert_log.max_line_bytes);
-    let engine = Engine::new(set.clone(), args.kill_fuse, Some(metrics.clone()));
+    let engine =
+        Engine::new(set.clone(), args.kill_fuse, Some(metrics.clone())).with_exec_kills(kill_tx);
     let policy_count = set.len();
     let reloader = tokio::spawn(
         reload::Reloader::new(args.policies.clone(), hangups).run(set_tx, metrics.clone()),
@@ -144,6 +157,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(settler.run(drift, records, set_rx, followup_rx, settled_tx)),
         tokio::spawn(engine.run(settled_rx, judged_tx)),
         tokio::spawn(executor.run(judged_rx)),
+        tokio::spawn(exec_kills.run(kill_rx)),
     ];
     serve_metrics(args, &metrics, nofile.soft).await;
     tracing::info!(

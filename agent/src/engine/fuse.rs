@@ -1,6 +1,20 @@
 //! The kill fuse: a kill policy that hits too many different executables in
 //! a minute is probably too broad; it stops killing until the next reload.
+//! Executables are told apart by identity (device and inode), so one file
+//! started by many names counts once.
 use std::collections::{HashMap, HashSet, VecDeque};
+
+use crate::events::FileId;
+
+/// An executable as the fuse counts it: by identity when the kernel or
+/// `/proc` gave one, by path otherwise.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Executable {
+    /// Device and inode.
+    Id(FileId),
+    /// Path (or command name) when the identity is unknown.
+    Path(String),
+}
 
 /// Window over which distinct executables are counted.
 const WINDOW_NS: u64 = 60_000_000_000;
@@ -9,7 +23,7 @@ const WINDOW_NS: u64 = 60_000_000_000;
 #[derive(Debug)]
 pub struct KillFuse {
     limit: usize,
-    recent: HashMap<String, VecDeque<(u64, String)>>,
+    recent: HashMap<String, VecDeque<(u64, Executable)>>,
     blown: HashSet<String>,
 }
 
@@ -30,7 +44,7 @@ impl KillFuse {
 
     /// Records a kill of `exe` by `policy` at `now_ns`; returns the number of
     /// distinct executables when this kill blows the fuse.
-    pub fn record(&mut self, policy: &str, exe: &str, now_ns: u64) -> Option<usize> {
+    pub fn record(&mut self, policy: &str, exe: Executable, now_ns: u64) -> Option<usize> {
         let recent = self.recent.entry(policy.to_string()).or_default();
         while recent
             .front()
@@ -38,8 +52,8 @@ impl KillFuse {
         {
             recent.pop_front();
         }
-        recent.push_back((now_ns, exe.to_string()));
-        let distinct: HashSet<&str> = recent.iter().map(|(_, e)| e.as_str()).collect();
+        recent.push_back((now_ns, exe));
+        let distinct: HashSet<&Executable> = recent.iter().map(|(_, e)| e).collect();
         if distinct.len() > self.limit && self.blown.insert(policy.to_string()) {
             return Some(distinct.len());
         }
@@ -57,13 +71,21 @@ impl KillFuse {
 mod tests {
     use super::*;
 
+    fn path(p: &str) -> Executable {
+        Executable::Path(p.to_string())
+    }
+
+    fn id(ino: u64) -> Executable {
+        Executable::Id(FileId { dev: 1, ino })
+    }
+
     #[test]
     fn blows_past_the_limit_of_distinct_executables() {
         let mut fuse = KillFuse::new(2);
-        assert_eq!(fuse.record("p", "/a", 0), None);
-        assert_eq!(fuse.record("p", "/a", 1), None, "same exe again");
-        assert_eq!(fuse.record("p", "/b", 2), None);
-        assert_eq!(fuse.record("p", "/c", 3), Some(3));
+        assert_eq!(fuse.record("p", path("/a"), 0), None);
+        assert_eq!(fuse.record("p", path("/a"), 1), None, "same exe again");
+        assert_eq!(fuse.record("p", path("/b"), 2), None);
+        assert_eq!(fuse.record("p", path("/c"), 3), Some(3));
         assert!(fuse.is_blown("p"));
         assert!(!fuse.is_blown("q"));
         fuse.reset();
@@ -73,7 +95,16 @@ mod tests {
     #[test]
     fn old_kills_leave_the_window() {
         let mut fuse = KillFuse::new(1);
-        fuse.record("p", "/a", 0);
-        assert_eq!(fuse.record("p", "/b", WINDOW_NS + 1), None);
+        fuse.record("p", path("/a"), 0);
+        assert_eq!(fuse.record("p", path("/b"), WINDOW_NS + 1), None);
+    }
+
+    #[test]
+    fn one_file_under_many_names_counts_once() {
+        let mut fuse = KillFuse::new(1);
+        for t in 0..5 {
+            assert_eq!(fuse.record("p", id(7), t), None);
+        }
+        assert_eq!(fuse.record("p", id(8), 9), Some(2));
     }
 }

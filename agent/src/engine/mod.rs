@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 
 use crate::{
     events::Record,
-    policy::{PolicyRef, PolicySet},
+    exec_kills::{Notice, NoticeSender},
+    policy::{PolicyRef, PolicySet, model::Trigger},
     settle::Settled,
     telemetry::Metrics,
 };
@@ -43,6 +44,7 @@ pub struct Engine {
     set: Arc<PolicySet>,
     planner: Planner,
     metrics: Option<Metrics>,
+    exec_kills: Option<NoticeSender>,
 }
 
 impl Engine {
@@ -54,7 +56,15 @@ impl Engine {
             set,
             planner: Planner::new(fuse_limit),
             metrics,
+            exec_kills: None,
         }
+    }
+
+    /// Tells `kills` (the exec kill table) when an exec policy's kill fuse
+    /// blows, so the kernel stops killing for it too.
+    pub fn with_exec_kills(mut self, kills: NoticeSender) -> Self {
+        self.exec_kills = Some(kills);
+        self
     }
 
     /// Takes a new policy set into use and re-arms the kill fuses.
@@ -72,6 +82,16 @@ impl Engine {
             .into_iter()
             .map(|policy| {
                 let plan = self.planner.plan(&policy, record);
+                if plan.fuse_blew
+                    && matches!(policy.trigger, Trigger::Exec { .. })
+                    && let Some(kills) = &self.exec_kills
+                {
+                    // Fails only when the table has stopped (shutdown).
+                    let _ = kills.send(Notice::FuseBlown {
+                        set: self.set.clone(),
+                        policy: policy.name.clone(),
+                    });
+                }
                 if let Some(metrics) = &self.metrics {
                     metrics
                         .policy_matches

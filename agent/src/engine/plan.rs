@@ -3,7 +3,10 @@
 //! reaches the same decisions as the live agent.
 use serde::{Deserialize, Serialize};
 
-use super::{fuse::KillFuse, throttle::Throttler};
+use super::{
+    fuse::{Executable, KillFuse},
+    throttle::Throttler,
+};
 use crate::{
     events::{Body, Kind, Record},
     policy::{Action, Mode, Policy, spec::ThrottleKey},
@@ -39,6 +42,8 @@ pub struct Plan {
     pub steps: Vec<usize>,
     /// Whether to write an alert.
     pub report: bool,
+    /// Whether this event blew the policy's kill fuse.
+    pub fuse_blew: bool,
 }
 
 /// Keeps the state decisions depend on: throttle windows and kill fuses.
@@ -68,23 +73,31 @@ impl Planner {
         let has = |name: &str| policy.actions.iter().any(|a| a.name() == name);
         let mut mode = policy.mode;
         let mut note = None;
+        let mut fuse_blew = false;
+        // The in-kernel kill at exec comes before any decision here; say so
+        // when the decision is not to kill.
+        let in_kernel = match &record.body {
+            Body::Exec(exec) if exec.killed => {
+                "; the kernel had already killed this process at exec"
+            }
+            _ => "",
+        };
         if mode == Mode::Enforce && self.fuse.is_blown(&policy.name) {
             mode = Mode::Monitor;
-            note = Some("kill fuse blown; in monitor until reload".to_string());
+            note = Some(format!(
+                "kill fuse blown; in monitor until reload{in_kernel}"
+            ));
         }
-        if mode == Mode::Enforce && has("kill") {
-            let exe = record
-                .process
-                .exe
-                .as_deref()
-                .unwrap_or(&record.process.comm);
-            if let Some(count) = self.fuse.record(&policy.name, exe, now) {
-                mode = Mode::Monitor;
-                note = Some(format!(
-                    "kill fuse blown: {count} different executables killed within a minute; \
-                     the policy stays in monitor until reload"
-                ));
-            }
+        if mode == Mode::Enforce
+            && has("kill")
+            && let Some(count) = self.fuse.record(&policy.name, executable(record), now)
+        {
+            mode = Mode::Monitor;
+            fuse_blew = true;
+            note = Some(format!(
+                "kill fuse blown: {count} different executables killed within a minute; \
+                 the policy stays in monitor until reload{in_kernel}"
+            ));
         }
 
         let budgeted = mode == Mode::Monitor || has("alert") || has("run");
@@ -146,7 +159,27 @@ impl Planner {
             decision,
             steps,
             report,
+            fuse_blew,
         }
+    }
+}
+
+/// The executable the fuse counts for `record`: the identity the exec probe
+/// read, else the one the process table holds, else the path.
+fn executable(record: &Record) -> Executable {
+    let kernel = match &record.body {
+        Body::Exec(exec) => exec.identity(),
+        _ => None,
+    };
+    match kernel.or(record.process.exe_id) {
+        Some(id) => Executable::Id(id),
+        None => Executable::Path(
+            record
+                .process
+                .exe
+                .clone()
+                .unwrap_or_else(|| record.process.comm.clone()),
+        ),
     }
 }
 
@@ -195,6 +228,7 @@ mod tests {
                 filename: exe.into(),
                 argv: vec![],
                 argv_truncated: false,
+                ..Exec::default()
             }),
         }
     }
@@ -244,6 +278,7 @@ mod tests {
             );
         }
         let blown = planner.plan(&p, &record(9, "/c", 3));
+        assert!(blown.fuse_blew);
         assert_eq!(blown.decision.mode, Mode::Monitor);
         assert!(
             blown.steps.is_empty(),
@@ -252,10 +287,36 @@ mod tests {
         assert!(blown.report && blown.decision.note.is_some());
         let after = planner.plan(&p, &record(10, "/a", 4));
         assert_eq!(after.decision.mode, Mode::Monitor, "stays in monitor");
+        assert!(!after.fuse_blew, "it blows once");
         planner.reset_fuses();
         assert_eq!(
             planner.plan(&p, &record(11, "/a", 5)).decision.mode,
             Mode::Enforce
         );
+    }
+
+    #[test]
+    fn the_fuse_counts_files_not_names() {
+        let p = policy(KILLER);
+        let mut planner = Planner::new(1);
+        for (pid, name) in ["/usr/bin/nc", "/tmp/link-to-nc", "/dev/fd/3"]
+            .iter()
+            .enumerate()
+        {
+            let mut r = record(pid as u32, name, pid as u64);
+            if let Body::Exec(exec) = &mut r.body {
+                (exec.dev, exec.ino, exec.killed) = (8, 42, true);
+            }
+            let plan = planner.plan(&p, &r);
+            assert_eq!(plan.decision.mode, Mode::Enforce, "{name}: one file");
+        }
+        let mut other = record(9, "/usr/bin/ncat", 9);
+        if let Body::Exec(exec) = &mut other.body {
+            (exec.dev, exec.ino, exec.killed) = (8, 43, true);
+        }
+        let blown = planner.plan(&p, &other);
+        assert!(blown.fuse_blew);
+        let note = blown.decision.note.unwrap_or_default();
+        assert!(note.contains("already killed"), "{note}");
     }
 }

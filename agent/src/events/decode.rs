@@ -3,7 +3,7 @@
 use reflex_wire::{
     COMM_LEN, EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, NetEvent,
     file::{NAME_MAX, PATH_MAX, flag},
-    process::{ARGS_MAX, EXE_MAX},
+    process::{ARGS_MAX, EXE_MAX, EXE_PATH_MAX, exec_flag},
 };
 
 use super::{
@@ -108,10 +108,19 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let raw: ExecEvent = read_exact(kind, bytes)?;
             let exe_len = (raw.exe_len as usize).min(EXE_MAX);
             let args_len = (raw.args_len as usize).min(ARGS_MAX);
+            let path_len = (raw.path_len as usize).min(EXE_PATH_MAX);
+            // A cut path names some other file: leave it to the fallback.
+            let loaded = (raw.flags & exec_flag::PATH_CUT == 0 && path_len > 0)
+                .then(|| lossy(&raw.path[..path_len]));
             Body::Exec(Exec {
                 filename: lossy(&raw.exe[..exe_len]),
                 argv: split_args(&raw.args[..args_len]),
                 argv_truncated: raw.args_truncated != 0,
+                dev: raw.file.dev,
+                ino: raw.file.ino,
+                killed: raw.flags & exec_flag::KILLED != 0,
+                loaded,
+                ..Exec::default()
             })
         }
         EventKind::Exit => {
@@ -241,21 +250,46 @@ mod tests {
     fn decodes_exec_args() {
         let mut raw = ExecEvent {
             header: header(EventKind::Exec as u32, size_of::<ExecEvent>()),
-            exe_len: 7,
+            exe_len: 4,
             args_len: 16,
             args_truncated: 0,
+            flags: exec_flag::KILLED,
+            file: reflex_wire::FileKey {
+                dev: 8 << 20 | 1,
+                _pad: 0,
+                ino: 77,
+            },
+            path_len: 13,
             _pad: 0,
             exe: [0; EXE_MAX],
+            path: [0; EXE_PATH_MAX],
             args: [0; ARGS_MAX],
         };
-        raw.exe[..7].copy_from_slice(b"/bin/sh");
+        raw.exe[..4].copy_from_slice(b"./sh");
+        raw.path[..13].copy_from_slice(b"/usr/bin/dash");
         raw.args[..16].copy_from_slice(b"/bin/sh\0-c\0exit\0");
         let event = decode(&bytes_of(&raw)).unwrap();
         let Body::Exec(exec) = event.body else {
             panic!("not exec")
         };
-        assert_eq!(exec.filename, "/bin/sh");
+        assert_eq!(exec.filename, "./sh");
+        assert_eq!(exec.loaded.as_deref(), Some("/usr/bin/dash"));
+        assert_eq!(
+            exec.identity(),
+            Some(super::super::FileId {
+                dev: 8 << 20 | 1,
+                ino: 77
+            })
+        );
+        assert!(exec.killed);
         assert_eq!(exec.argv, ["/bin/sh", "-c", "exit"]);
+
+        raw.flags = exec_flag::PATH_CUT;
+        let Body::Exec(exec) = decode(&bytes_of(&raw)).unwrap().body else {
+            panic!("not exec")
+        };
+        assert_eq!(exec.loaded, None, "a cut path is not trusted");
+        assert!(!exec.killed);
     }
 
     #[test]

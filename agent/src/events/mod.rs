@@ -11,7 +11,7 @@ pub mod record;
 use serde::{Deserialize, Serialize};
 
 pub use decode::{DecodeError, decode};
-pub use record::{ParentContext, ProcessContext, Record};
+pub use record::{FileId, ParentContext, ProcessContext, Record};
 
 /// The kind of an event, by its stable, user-facing name (CLI, JSON,
 /// policies). Each kind belongs to one family, the word after `on:`.
@@ -127,15 +127,50 @@ impl Body {
     }
 }
 
-/// An `execve` that succeeded.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// An `execve` that succeeded. The process context's `exe` is the path of
+/// the executable the kernel loaded, whatever name it was started by.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exec {
-    /// File name as the kernel resolved it for the exec.
+    /// File name passed to `execve`, as the caller spelled it (relative,
+    /// through a symlink, `/dev/fd/N` for `fexecve`).
     pub filename: String,
     /// Arguments of the new image.
     pub argv: Vec<String>,
     /// Whether the argument list was cut at the probe's limit.
     pub argv_truncated: bool,
+    /// Device of the executable the kernel loaded (`major << 20 | minor`);
+    /// 0 when unknown.
+    #[serde(default)]
+    pub dev: u32,
+    /// Inode of the executable the kernel loaded; 0 when unknown.
+    #[serde(default)]
+    pub ino: u64,
+    /// Whether the kernel killed the process at exec, before it ran.
+    #[serde(default)]
+    pub killed: bool,
+    /// The file `execve` named when the kernel ran it through an
+    /// interpreter (`#!` scripts, binfmt_misc), resolved; the loaded
+    /// executable is then the interpreter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+    /// Paths that exec policies name and that are this same file (device
+    /// and inode): the name a hardlink or bind mount hides.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Path of the loaded executable as the kernel walked it; it becomes
+    /// the process context's `exe`.
+    #[serde(skip)]
+    pub loaded: Option<String>,
+}
+
+impl Exec {
+    /// The identity of the loaded executable, when the kernel read it.
+    pub fn identity(&self) -> Option<FileId> {
+        (self.dev != 0 || self.ino != 0).then_some(FileId {
+            dev: self.dev,
+            ino: self.ino,
+        })
+    }
 }
 
 /// A process exit.

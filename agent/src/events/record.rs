@@ -35,8 +35,12 @@ pub struct ProcessContext {
     pub gid: u32,
     /// Command name.
     pub comm: String,
-    /// Executable path, when known.
+    /// Path of the executable the process runs (as the kernel loaded it,
+    /// whatever name it was started by), when known.
     pub exe: Option<String>,
+    /// Identity of that executable, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe_id: Option<FileId>,
     /// Arguments, when known, at most 1 KiB of them.
     pub argv: Vec<String>,
     /// Whether `argv` was cut at 1 KiB (from an exec event or from `/proc`).
@@ -48,6 +52,16 @@ pub struct ProcessContext {
     pub start_ktime_ns: Option<u64>,
     /// The parent, when known.
     pub parent: Option<ParentContext>,
+}
+
+/// Identity of a file: its device (`major << 20 | minor`, as the kernel
+/// keeps it) and inode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FileId {
+    /// Device.
+    pub dev: u32,
+    /// Inode.
+    pub ino: u64,
 }
 
 /// What the agent knows of a parent process.

@@ -74,6 +74,13 @@ pub fn resolve(path: &Path) -> Result<KernelOffsets, BtfError> {
         sk_v6_daddr: at("sock", "__sk_common.skc_v6_daddr")?,
         sk_v6_saddr: at("sock", "__sk_common.skc_v6_rcv_saddr")?,
         sk_protocol: at("sock", "sk_protocol")?,
+        mm_exe_file: at("mm_struct", "exe_file")?,
+        file_vfsmount: at("file", "f_path.mnt")?,
+        vfsmount_root: at("vfsmount", "mnt_root")?,
+        mount_mnt: at("mount", "mnt")?,
+        mount_parent: at("mount", "mnt_parent")?,
+        mount_mountpoint: at("mount", "mnt_mountpoint")?,
+        dentry_name_len: at("dentry", "d_name.len")?,
         ..KernelOffsets::default()
     })
 }
@@ -163,5 +170,8 @@ mod tests {
         assert!(offsets.task_tgid > 0);
         assert!(offsets.mm_arg_end > offsets.mm_arg_start);
         assert!(offsets.file_dentry > 0 && offsets.dentry_name > 0);
+        assert!(offsets.mm_exe_file > 0 && offsets.mount_parent > 0);
+        // `len` sits after the 32-bit hash inside `qstr`, and `name` after both.
+        assert_eq!(offsets.dentry_name, offsets.dentry_name_len + 4);
     }
 }

@@ -6,6 +6,7 @@ mod attach;
 pub mod btf;
 pub mod cgroup;
 mod error;
+pub mod exec_kill;
 pub mod features;
 mod maps;
 #[cfg(test)]
@@ -43,6 +44,8 @@ pub struct LoadOptions {
     pub ring_bytes: u32,
     /// CPU sampling frequency; `None` leaves the CPU sensor off.
     pub cpu_hz: Option<u64>,
+    /// Room in each of the exec kill maps (identities, names, directories).
+    pub exec_kill_entries: u32,
 }
 
 impl Default for LoadOptions {
@@ -50,6 +53,7 @@ impl Default for LoadOptions {
         Self {
             ring_bytes: DEFAULT_RING_BYTES,
             cpu_hz: Some(DEFAULT_CPU_HZ),
+            exec_kill_entries: exec_kill::DEFAULT_ENTRIES,
         }
     }
 }
@@ -75,6 +79,18 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global(offsets::GLOBAL, &offsets, true)
             .map_max_entries(reflex_wire::maps::EVENTS, ring)
+            .map_max_entries(
+                reflex_wire::maps::EXEC_KILL,
+                options.exec_kill_entries.max(1),
+            )
+            .map_max_entries(
+                reflex_wire::maps::EXEC_KILL_NAMES,
+                options.exec_kill_entries.max(1),
+            )
+            .map_max_entries(
+                reflex_wire::maps::EXEC_KILL_DIRS,
+                options.exec_kill_entries.max(1),
+            )
             .load(PROBES)
             .map_err(LoadError::Object)?;
 

@@ -36,7 +36,16 @@ const COMMON_FIELDS: [&str; 17] = [
 /// Fields each family adds.
 fn family_fields(family: &str) -> &'static [&'static str] {
     match family {
-        "exec" => &["exec.filename", "exec.argv", "exec.argv_truncated"],
+        "exec" => &[
+            "exec.filename",
+            "exec.argv",
+            "exec.argv_truncated",
+            "exec.dev",
+            "exec.ino",
+            "exec.killed",
+            "exec.script",
+            "exec.aliases",
+        ],
         "file" => &["file.path", "file.change", "file.dev", "file.ino"],
         "connect" => &[
             "connect.direction",

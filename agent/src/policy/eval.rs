@@ -45,9 +45,17 @@ impl PolicySet {
     /// The policies `record` matches, in load order.
     pub fn evaluate(&self, record: &Record) -> Vec<PolicyRef> {
         let candidates = match &record.body {
+            // What ran: the executable the kernel loaded, the policy paths
+            // that are the same file, and the script an interpreter runs.
             Body::Exec(exec) => {
-                let path = record.process.exe.as_deref().unwrap_or(&exec.filename);
-                self.exec.candidates(path)
+                let loaded = record.process.exe.as_deref().unwrap_or(&exec.filename);
+                let mut candidates = self.exec.candidates(loaded);
+                for path in exec.aliases.iter().chain(&exec.script) {
+                    candidates.extend(self.exec.candidates(path));
+                }
+                candidates.sort_unstable();
+                candidates.dedup();
+                candidates
             }
             Body::File(file) => match &file.path {
                 Some(path) => self.file.candidates(path),
@@ -135,6 +143,7 @@ mod tests {
                 filename: exe.into(),
                 argv: vec![],
                 argv_truncated: false,
+                ..Exec::default()
             }),
         }
     }
@@ -181,6 +190,23 @@ do: [alert]
             names(&set, &exec("/usr/bin/php8.2", "/bin/bash", 33)),
             ["everything-by-www"]
         );
+    }
+
+    #[test]
+    fn aliases_and_scripts_match_like_the_executable() {
+        let set = set(POLICIES);
+        let mut hardlink = exec("/tmp/innocent", "/bin/bash", 0);
+        assert!(names(&set, &hardlink).is_empty());
+        if let Body::Exec(e) = &mut hardlink.body {
+            e.aliases = vec!["/usr/bin/ncat".into()];
+        }
+        assert_eq!(names(&set, &hardlink), ["nc"], "same file as a named one");
+
+        let mut script = exec("/usr/bin/dash", "/bin/bash", 0);
+        if let Body::Exec(e) = &mut script.body {
+            e.script = Some("/usr/bin/nc-wrapper".into());
+        }
+        assert_eq!(names(&set, &script), ["nc"], "the script counts too");
     }
 
     #[test]

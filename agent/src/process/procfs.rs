@@ -7,6 +7,7 @@ use std::io::Read as _;
 use procfs::process::Process;
 
 use super::ProcessInfo;
+use crate::events::FileId;
 use crate::limits::{self, ARGV_MAX_BYTES, COMM_MAX_BYTES};
 
 /// Reads one process; `None` when it is gone or unreadable.
@@ -39,6 +40,17 @@ pub fn argv(pid: u32) -> (Vec<String>, bool) {
     }
 }
 
+/// Identity of the executable `pid` runs: `/proc/PID/exe` leads to the
+/// file itself, even when it was deleted or started by another name.
+fn exe_id(pid: i32) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+    Some(FileId {
+        dev: crate::fsio::encode_dev(meta.dev()),
+        ino: meta.ino(),
+    })
+}
+
 fn from_process(proc: &Process) -> Option<ProcessInfo> {
     let stat = proc.stat().ok()?;
     let status = proc.status().ok();
@@ -53,6 +65,7 @@ fn from_process(proc: &Process) -> Option<ProcessInfo> {
         gid: status.as_ref().map(|s| s.rgid).unwrap_or(0),
         comm,
         exe: proc.exe().ok().map(|p| p.to_string_lossy().into_owned()),
+        exe_id: exe_id(stat.pid),
         argv,
         argv_truncated,
         start_ktime_ns: Some(stat.starttime * 1_000_000_000 / ticks),

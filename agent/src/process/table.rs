@@ -1,7 +1,7 @@
 //! The in-memory process table and how events update it.
 use std::collections::HashMap;
 
-use crate::events::{Body, Event, ParentContext, ProcessContext};
+use crate::events::{Body, Event, FileId, ParentContext, ProcessContext};
 
 /// What the agent knows of one process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,8 +16,10 @@ pub struct ProcessInfo {
     pub gid: u32,
     /// Command name.
     pub comm: String,
-    /// Executable path, when known.
+    /// Path of the executable it runs, when known.
     pub exe: Option<String>,
+    /// Identity of that executable, when known.
+    pub exe_id: Option<FileId>,
     /// Arguments, at most [`crate::limits::ARGV_MAX_BYTES`] of them.
     pub argv: Vec<String>,
     /// Whether `argv` was cut.
@@ -97,15 +99,18 @@ impl ProcessTable {
         let task = &event.task;
         let info = match &event.body {
             Body::Exec(exec) => {
-                let exe = if exec.filename.starts_with('/') {
-                    Some(exec.filename.clone())
-                } else {
-                    // A relative name: ask the kernel for the resolved path.
-                    std::fs::read_link(format!("/proc/{}/exe", task.pid))
-                        .ok()
-                        .map(|p| p.to_string_lossy().into_owned())
-                        .or_else(|| Some(exec.filename.clone()))
-                };
+                // The path the kernel walked from the loaded executable;
+                // without it, the kernel's link to it while the process
+                // lives, and the name as spelled as the last resort.
+                let exe = exec
+                    .loaded
+                    .clone()
+                    .or_else(|| {
+                        std::fs::read_link(format!("/proc/{}/exe", task.pid))
+                            .ok()
+                            .map(|p| p.to_string_lossy().into_owned())
+                    })
+                    .or_else(|| Some(exec.filename.clone()));
                 let info = ProcessInfo {
                     pid: task.pid,
                     ppid: task.ppid,
@@ -113,6 +118,7 @@ impl ProcessTable {
                     gid: task.gid,
                     comm: task.comm.clone(),
                     exe,
+                    exe_id: exec.identity(),
                     argv: exec.argv.clone(),
                     argv_truncated: exec.argv_truncated,
                     start_ktime_ns: Some(event.ktime_ns),
@@ -143,6 +149,7 @@ impl ProcessTable {
             gid: task.gid,
             comm: task.comm.clone(),
             exe: info.as_ref().and_then(|i| i.exe.clone()),
+            exe_id: info.as_ref().and_then(|i| i.exe_id),
             argv: info.as_ref().map(|i| i.argv.clone()).unwrap_or_default(),
             argv_truncated: info.as_ref().is_some_and(|i| i.argv_truncated),
             cgroup_id: task.cgroup_id,
@@ -170,6 +177,7 @@ impl ProcessTable {
                 gid: i.gid,
                 comm: i.comm,
                 exe: i.exe,
+                exe_id: i.exe_id,
                 argv: i.argv,
                 argv_truncated: i.argv_truncated,
                 cgroup_id: 0,
@@ -224,6 +232,7 @@ mod tests {
             filename: "/usr/bin/tool".into(),
             argv: vec!["tool".into(), "-x".into()],
             argv_truncated: false,
+            ..Exec::default()
         });
         let ctx = table.apply(&event(10, 1, exec));
         assert_eq!(ctx.exe.as_deref(), Some("/usr/bin/tool"));
@@ -235,6 +244,27 @@ mod tests {
     }
 
     #[test]
+    fn the_loaded_executable_beats_the_spelled_name() {
+        let mut table = ProcessTable::detached();
+        let exec = Body::Exec(Exec {
+            filename: "./nc".into(),
+            dev: 3,
+            ino: 9,
+            loaded: Some("/usr/bin/nc.openbsd".into()),
+            ..Exec::default()
+        });
+        let ctx = table.apply(&event(30, 1, exec));
+        assert_eq!(ctx.exe.as_deref(), Some("/usr/bin/nc.openbsd"));
+        assert_eq!(ctx.exe_id, Some(FileId { dev: 3, ino: 9 }));
+        let child = table.apply(&event(31, 30, Body::Exit(Exit::from_raw(0))));
+        assert_eq!(
+            child.parent.and_then(|p| p.exe).as_deref(),
+            Some("/usr/bin/nc.openbsd"),
+            "parent_exe sees the same resolved path"
+        );
+    }
+
+    #[test]
     fn parent_context_comes_from_the_table() {
         let mut table = ProcessTable::detached();
         let exec = |path: &str| {
@@ -242,6 +272,7 @@ mod tests {
                 filename: path.into(),
                 argv: vec![],
                 argv_truncated: false,
+                ..Exec::default()
             })
         };
         table.apply(&event(20, 1, exec("/usr/sbin/sshd")));

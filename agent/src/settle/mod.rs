@@ -1,13 +1,15 @@
 //! The settler: the stage between the sensor and the engine. It owns the
 //! state that turns raw kernel records into finished events: the file watch
-//! list, baselines and settling of file changes, and the CPU counters and
-//! thresholds. Everything it emits is final, so `reflex events` prints and
-//! `reflex replay` reads exactly what policies see.
+//! list, baselines and settling of file changes, the files exec policies
+//! name (by identity), and the CPU counters and thresholds. Everything it
+//! emits is final, so `reflex events` prints and `reflex replay` reads
+//! exactly what policies see.
 //!
 //! Policy sets reach it by a watch channel and leave it in-band, ahead of
 //! the events judged by them, so the engine swaps sets at the same point of
 //! the stream. The one message flowing back is [`Followup`], from actions.
 pub mod cpu;
+pub mod exec;
 pub mod file;
 
 use std::{sync::Arc, time::Instant};
@@ -16,9 +18,11 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     events::{Body, Record},
+    exec_kills::NoticeSender,
     policy::PolicySet,
 };
 use cpu::CpuSettler;
+use exec::ExecWatch;
 use file::FileSettler;
 
 /// What the settler passes on, in order.
@@ -44,9 +48,10 @@ pub enum Followup {
     },
 }
 
-/// The settler's state: files always, CPU when sampling runs.
+/// The settler's state: files and executables always, CPU when sampling runs.
 pub struct Settler {
     files: FileSettler,
+    exec: ExecWatch,
     cpu: Option<CpuSettler>,
     set: Arc<PolicySet>,
 }
@@ -62,6 +67,7 @@ impl Settler {
     ) -> (Self, Vec<Record>) {
         let mut settler = Self {
             files,
+            exec: ExecWatch::new(),
             cpu,
             set: Arc::new(PolicySet::default()),
         };
@@ -74,9 +80,17 @@ impl Settler {
         &self.files
     }
 
+    /// Tells `kills` (the exec kill table) which files each kernel-enforced
+    /// exec policy covers, now and whenever that changes.
+    pub fn with_exec_kills(mut self, kills: NoticeSender) -> Self {
+        self.exec.tell(kills);
+        self
+    }
+
     /// Takes `set` into use: watches what it covers; returns drift records.
     pub fn configure(&mut self, set: Arc<PolicySet>) -> Vec<Record> {
         self.set = set;
+        self.exec.configure(self.set.clone());
         self.files.configure(&self.set)
     }
 
@@ -84,10 +98,11 @@ impl Settler {
     /// completes, in order: a file record is held until it settles, any
     /// other record is finished as it is (an exit first settles what that
     /// process held open).
-    pub fn ingest(&mut self, record: Record, now: Instant) -> Vec<Record> {
+    pub fn ingest(&mut self, mut record: Record, now: Instant) -> Vec<Record> {
         if matches!(record.body, Body::File(_)) {
             return self.files.ingest(record, now);
         }
+        self.exec.finish(&mut record);
         let settled = match record.body {
             Body::Exit(_) => self.files.process_exited(record.process.pid, now),
             _ => self.files.expire(now),
@@ -134,6 +149,7 @@ impl Settler {
         out: mpsc::Sender<Settled>,
     ) {
         let mut initial = initial;
+        let mut exec_changes = self.exec.take_changes();
         let current = policies.borrow_and_update().clone();
         if !Arc::ptr_eq(&current, &self.set) {
             initial.extend(self.configure(current));
@@ -159,6 +175,12 @@ impl Settler {
                 biased;
                 Some(followup) = followups.recv() => {
                     self.follow(followup);
+                    continue;
+                }
+                // A file an exec policy names may have appeared: take it in
+                // before the next exec is looked at.
+                Some(path) = next_change(&mut exec_changes) => {
+                    self.exec.changed(&path);
                     continue;
                 }
                 Ok(()) = policies.changed() => {
@@ -191,6 +213,15 @@ async fn send_all(out: &mpsc::Sender<Settled>, records: Vec<Record>) -> bool {
         }
     }
     true
+}
+
+async fn next_change(
+    changes: &mut Option<mpsc::UnboundedReceiver<std::path::PathBuf>>,
+) -> Option<std::path::PathBuf> {
+    match changes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -1,7 +1,7 @@
 //! The agent's metrics. Every place an event can be lost has a counter.
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The `family` label of losses whose family cannot be trusted (a record
@@ -48,6 +48,11 @@ pub struct Metrics {
     pub limits: super::limits::LimitMetrics,
     /// `reflex_component_up{component}` and the service manager's STATUS.
     pub health: super::health::Health,
+    /// `reflex_exec_kill_entries`: executables (by identity) the kernel kills at exec.
+    pub exec_kill_entries: IntGauge,
+    /// `reflex_exec_kill_errors_total`: identities or names that could not
+    /// be armed in the kernel (those execs are killed from user space, later).
+    pub exec_kill_errors: IntCounter,
 }
 
 impl Metrics {
@@ -162,6 +167,16 @@ impl Metrics {
         for reason in ["install_failed", "too_many_ports"] {
             block_rule_errors.with_label_values(&[reason]);
         }
+        let exec_kill_entries = IntGauge::new(
+            "reflex_exec_kill_entries",
+            "Executables, by device and inode, that the kernel kills at exec.",
+        )
+        .expect("valid metric");
+        let exec_kill_errors = IntCounter::new(
+            "reflex_exec_kill_errors_total",
+            "Executables or names an enforcing exec kill policy covers that could not be armed in the kernel.",
+        )
+        .expect("valid metric");
         let build = IntGaugeVec::new(
             Opts::new("reflex_build_info", "Always 1; labels name the build."),
             &["version"],
@@ -201,6 +216,8 @@ impl Metrics {
             Box::new(spool_entries.clone()),
             Box::new(alerts_dropped.clone()),
             Box::new(block_rule_errors.clone()),
+            Box::new(exec_kill_entries.clone()),
+            Box::new(exec_kill_errors.clone()),
             Box::new(build),
         ] {
             registry.register(collector).expect("unique metric names");
@@ -225,6 +242,8 @@ impl Metrics {
             block_rule_errors,
             limits,
             health,
+            exec_kill_entries,
+            exec_kill_errors,
         }
     }
 

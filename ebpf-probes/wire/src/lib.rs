@@ -62,4 +62,6 @@ mod pod {
     unsafe impl aya::Pod for crate::FileKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::BlockRule {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::process::ExecName {}
 }

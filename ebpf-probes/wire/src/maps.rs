@@ -35,13 +35,25 @@ pub const BLOCK4: &str = "BLOCK4";
 pub const BLOCK6: &str = "BLOCK6";
 /// Datagram flows reported in the last second.
 pub const FLOWS: &str = "FLOWS";
+/// Executables killed at exec, by identity (device, inode).
+pub const EXEC_KILL: &str = "EXEC_KILL";
+/// Executables killed at exec, by directory identity and name.
+pub const EXEC_KILL_NAMES: &str = "EXEC_KILL_NAMES";
+/// Directories with name rules, and the longest name prefix each holds.
+pub const EXEC_KILL_DIRS: &str = "EXEC_KILL_DIRS";
+/// Per-CPU room for the name of an exec'd file.
+pub const NAME_ROOM: &str = "NAME_ROOM";
+/// Per-CPU room to build an executable's path.
+pub const PATH_ROOM: &str = "PATH_ROOM";
+/// Per-CPU dentry names of an executable's path, leaf first.
+pub const PATH_PARTS: &str = "PATH_PARTS";
 /// CPU samples per process.
 pub const CPU_SAMPLES: &str = "CPU_SAMPLES";
 /// CPU samples for the host, in [`crate::cpu`] slots.
 pub const CPU_HOST: &str = "CPU_HOST";
 
 /// Every map in the object.
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 23] = [
     EVENTS,
     LOST,
     EXCLUDED,
@@ -57,6 +69,12 @@ pub const ALL: [&str; 17] = [
     BLOCK4,
     BLOCK6,
     FLOWS,
+    EXEC_KILL,
+    EXEC_KILL_NAMES,
+    EXEC_KILL_DIRS,
+    NAME_ROOM,
+    PATH_ROOM,
+    PATH_PARTS,
     CPU_SAMPLES,
     CPU_HOST,
 ];

@@ -76,9 +76,23 @@ pub struct KernelOffsets {
     pub sk_v6_saddr: u32,
     /// `sock.sk_protocol`.
     pub sk_protocol: u32,
+    /// `mm_struct.exe_file`: the executable a process runs.
+    pub mm_exe_file: u32,
+    /// `file.f_path.mnt`.
+    pub file_vfsmount: u32,
+    /// `vfsmount.mnt_root`.
+    pub vfsmount_root: u32,
+    /// `mount.mnt`: the `vfsmount` embedded in a `struct mount`.
+    pub mount_mnt: u32,
+    /// `mount.mnt_parent`.
+    pub mount_parent: u32,
+    /// `mount.mnt_mountpoint`.
+    pub mount_mountpoint: u32,
+    /// `dentry.d_name.len`.
+    pub dentry_name_len: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 132);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 160);
 
 impl KernelOffsets {
     /// All offsets zero: the value compiled into the probes before the agent
@@ -117,6 +131,13 @@ impl KernelOffsets {
         sk_v6_daddr: 0,
         sk_v6_saddr: 0,
         sk_protocol: 0,
+        mm_exe_file: 0,
+        file_vfsmount: 0,
+        vfsmount_root: 0,
+        mount_mnt: 0,
+        mount_parent: 0,
+        mount_mountpoint: 0,
+        dentry_name_len: 0,
     };
 }
 

@@ -81,7 +81,12 @@ impl CpuSampler {
                 self.idle_reads.remove(&tgid);
             }
         }
-        let busy: u64 = self.maps.host.get(&0, 0)?.iter().sum();
+        let busy: u64 = self
+            .maps
+            .host
+            .get(&reflex_wire::cpu::HOST_BUSY, 0)?
+            .iter()
+            .sum();
         let delta_busy = busy.saturating_sub(self.last_busy);
         self.last_busy = busy;
         let host = (delta_busy as f64 / (per_core * self.cpus as f64)).min(100.0);

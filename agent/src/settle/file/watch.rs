@@ -261,7 +261,7 @@ impl WatchList {
             if self.applied_files.get(key) != Some(bits)
                 && let Err(e) = maps.files.insert(key, bits, 0)
             {
-                report("WATCHED", e);
+                report(reflex_wire::maps::WATCHED, e);
             }
         }
         for key in self.applied_dirs.difference(&dirs) {
@@ -269,7 +269,7 @@ impl WatchList {
         }
         for key in dirs.difference(&self.applied_dirs) {
             if let Err(e) = maps.dirs.insert(key, watch::REPORT, 0) {
-                report("WATCHED_DIRS", e);
+                report(reflex_wire::maps::WATCHED_DIRS, e);
             }
         }
         for hash in self.applied_names.difference(&names) {
@@ -277,7 +277,7 @@ impl WatchList {
         }
         for hash in names.difference(&self.applied_names) {
             if let Err(e) = maps.names.insert(hash, watch::REPORT, 0) {
-                report("WATCHED_NAMES", e);
+                report(reflex_wire::maps::WATCHED_NAMES, e);
             }
         }
         self.applied_files = files;
