@@ -57,17 +57,7 @@ pub fn current_exe_file() -> Option<u64> {
 #[inline(always)]
 pub fn identity(file: u64) -> Option<FileKey> {
     let inode: u64 = task::read(file, OFFSETS.load().file_inode).ok()?;
-    inode_identity(inode)
-}
-
-/// Device and inode of an inode.
-#[inline(always)]
-fn inode_identity(inode: u64) -> Option<FileKey> {
-    let off = OFFSETS.load();
-    let ino: u64 = task::read(inode, off.inode_ino).ok()?;
-    let sb: u64 = task::read(inode, off.inode_sb).ok()?;
-    let dev: u32 = task::read(sb, off.sb_dev).ok()?;
-    Some(FileKey { dev, _pad: 0, ino })
+    task::inode_key(inode)
 }
 
 /// Whether the agent asked for the executable `file`, of identity `key`, to
@@ -87,7 +77,7 @@ fn name_listed(file: u64) -> bool {
     let off = OFFSETS.load();
     let dentry: u64 = peek(file, off.file_dentry);
     let parent: u64 = peek(dentry, off.dentry_parent);
-    let Some(dir) = inode_identity(peek(parent, off.dentry_inode)) else {
+    let Some(dir) = task::inode_key(peek(parent, off.dentry_inode)) else {
         return false;
     };
     // SAFETY: plain u32 map value, copied.

@@ -47,3 +47,14 @@ pub fn fd_file(fd: u64) -> Option<u64> {
     let file: u64 = read(table, (fd * 8) as u32).ok()?;
     (file != 0).then_some(file)
 }
+
+/// Device and inode of an inode pointer: the identity the agent's watch and
+/// kill maps are keyed by.
+#[inline(always)]
+pub fn inode_key(inode: u64) -> Option<reflex_wire::FileKey> {
+    let off = OFFSETS.load();
+    let ino: u64 = read(inode, off.inode_ino).ok()?;
+    let sb: u64 = read(inode, off.inode_sb).ok()?;
+    let dev: u32 = read(sb, off.sb_dev).ok()?;
+    Some(reflex_wire::FileKey { dev, _pad: 0, ino })
+}

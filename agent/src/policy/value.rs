@@ -158,6 +158,16 @@ impl PathGlob {
         !self.text.contains(['*', '?', '[', '{'])
     }
 
+    /// How many directory levels below [`PathGlob::literal_dir`] a walk must
+    /// go to see every file the pattern can match (unbounded for `**`).
+    pub fn walk_depth(&self) -> usize {
+        if self.text.contains("**") {
+            usize::MAX
+        } else {
+            self.text[self.literal_dir().len()..].matches('/').count()
+        }
+    }
+
     /// The directory its literal part ends in: `/opt/app/bin` for
     /// `/opt/app/bin/*`, `/` for `/*/bin/nc`; the parent directory of a
     /// literal path.

@@ -78,21 +78,11 @@ fn try_exit_file_op(ctx: &RawTracePointContext) -> Result<(), LossReason> {
     sent
 }
 
-/// Device and inode of an inode pointer.
-#[inline(always)]
-fn inode_key(inode: u64) -> Option<FileKey> {
-    let off = OFFSETS.load();
-    let ino: u64 = task::read(inode, off.inode_ino).ok()?;
-    let sb: u64 = task::read(inode, off.inode_sb).ok()?;
-    let dev: u32 = task::read(sb, off.sb_dev).ok()?;
-    Some(FileKey { dev, _pad: 0, ino })
-}
-
 /// Identity of an open file.
 #[inline(always)]
 fn file_key(file: u64) -> Option<FileKey> {
     let inode: u64 = task::read(file, OFFSETS.load().file_inode).ok()?;
-    inode_key(inode)
+    task::inode_key(inode)
 }
 
 /// The dentry of an open file and the identity of its directory.
@@ -102,7 +92,7 @@ fn dir_key(file: u64) -> Option<(u64, FileKey)> {
     let dentry: u64 = task::read(file, off.file_dentry).ok()?;
     let parent: u64 = task::read(dentry, off.dentry_parent).ok()?;
     let inode: u64 = task::read(parent, off.dentry_inode).ok()?;
-    Some((dentry, inode_key(inode)?))
+    Some((dentry, task::inode_key(inode)?))
 }
 
 /// Sends SIGKILL to the current task and says so; never to init (pid 1)

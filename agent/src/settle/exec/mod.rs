@@ -308,11 +308,7 @@ fn expand(glob: &PathGlob, files: &mut BTreeMap<String, FileId>, dirs: &mut BTre
     }
     let base = glob.literal_dir();
     let matcher = glob.matcher();
-    let depth = if glob.as_str().contains("**") {
-        usize::MAX
-    } else {
-        glob.as_str()[base.len()..].matches('/').count()
-    };
+    let depth = glob.walk_depth();
     for (seen, entry) in walkdir::WalkDir::new(base)
         .max_depth(depth)
         .follow_links(false)

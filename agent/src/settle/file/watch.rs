@@ -173,11 +173,7 @@ impl WatchList {
         }
         let base = glob.literal_dir();
         let matcher = glob.matcher();
-        let depth = if glob.as_str().contains("**") {
-            usize::MAX
-        } else {
-            glob.as_str()[base.len()..].matches('/').count()
-        };
+        let depth = glob.walk_depth();
         let mut seen = 0;
         for entry in walkdir::WalkDir::new(base)
             .max_depth(depth)
