@@ -83,6 +83,23 @@ impl ChildGuard {
 /// `stderr`, `log`; `stdout_line` and `log_line` wait for a line).
 pub type Agent = reflex_harness::Agent<ChildGuard>;
 
+/// The first alert `agent` prints on stdout within `limit` whose policy is
+/// `policy` and for which `found` holds; panics when none comes.
+pub fn policy_alert(
+    agent: &Agent,
+    limit: Duration,
+    policy: &str,
+    found: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let line = agent
+        .stdout_line(limit, |l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .is_ok_and(|v| v["policy"] == policy && found(&v))
+        })
+        .unwrap_or_else(|| panic!("no alert from {policy}"));
+    serde_json::from_str(&line).expect("alert JSON")
+}
+
 /// Starts `reflex ARGS` with piped stdout and stderr, and waits (bounded)
 /// until its log says `ready`.
 pub fn start_agent(args: &[&str], ready: &str) -> Agent {

@@ -39,12 +39,7 @@ fn alerts(
 
 /// The first alert of `policy` for which `found` holds.
 fn alert(agent: &Agent, policy: &str, found: impl Fn(&Value) -> bool) -> Value {
-    let line = agent
-        .stdout_line(WAIT, |l| {
-            serde_json::from_str::<Value>(l).is_ok_and(|v| v["policy"] == policy && found(&v))
-        })
-        .unwrap_or_else(|| panic!("no alert from {policy}"));
-    serde_json::from_str(&line).expect("alert JSON")
+    reflex_tests::policy_alert(agent, WAIT, policy, found)
 }
 
 fn addr(text: &str) -> SocketAddr {

@@ -13,12 +13,7 @@ const WAIT: Duration = Duration::from_secs(5);
 const EPERM: i32 = 1;
 
 fn alert(agent: &Agent, policy: &str, found: impl Fn(&Value) -> bool) -> Value {
-    let line = agent
-        .stdout_line(WAIT, |l| {
-            serde_json::from_str::<Value>(l).is_ok_and(|v| v["policy"] == policy && found(&v))
-        })
-        .unwrap_or_else(|| panic!("no alert from {policy}"));
-    serde_json::from_str(&line).expect("alert JSON")
+    reflex_tests::policy_alert(agent, WAIT, policy, found)
 }
 
 fn connect(addr: &str) -> std::io::Result<TcpStream> {
