@@ -33,15 +33,19 @@ pub fn run() -> Result<()> {
              install it with `rustup toolchain install {NIGHTLY}`"
         );
     }
-    if !nightly_has_rust_src() {
-        cmd::status(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            NIGHTLY,
-        ]))?;
-        installed.push("rust-src (nightly)".to_string());
+    // rust-src builds `core` for BPF; clippy checks the probes for BPF in
+    // `cargo xtask test`.
+    for component in ["rust-src", "clippy"] {
+        if !nightly_has(component) {
+            cmd::status(Command::new("rustup").args([
+                "component",
+                "add",
+                component,
+                "--toolchain",
+                NIGHTLY,
+            ]))?;
+            installed.push(format!("{component} (nightly)"));
+        }
     }
     if !has_bpf_linker() {
         let missing = missing_debs(&LLVM_PACKAGES);
@@ -81,12 +85,12 @@ fn has_nightly() -> bool {
         .is_some_and(|list| list.lines().any(|l| l.starts_with(NIGHTLY)))
 }
 
-fn nightly_has_rust_src() -> bool {
+fn nightly_has(component: &str) -> bool {
     cmd::output(
         "rustup",
         &["component", "list", "--installed", "--toolchain", NIGHTLY],
     )
-    .is_some_and(|list| list.lines().any(|l| l.trim().starts_with("rust-src")))
+    .is_some_and(|list| list.lines().any(|l| l.trim().starts_with(component)))
 }
 
 fn has_bpf_linker() -> bool {
