@@ -28,10 +28,11 @@ use reflex_wire::{FileKey, LossFamily, LossReason, loss_slot};
 static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/reflex-probes"));
 
 /// Tracepoint programs: (program, category, tracepoint).
-const TRACEPOINTS: [(&str, &str, &str); 3] = [
+const TRACEPOINTS: [(&str, &str, &str); 4] = [
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sched_process_exit", "sched", "sched_process_exit"),
     ("sched_process_fork", "sched", "sched_process_fork"),
+    ("task_newtask", "task", "task_newtask"),
 ];
 
 /// Default size of the event ring buffer.
@@ -246,6 +247,10 @@ impl Probes {
             "sched_process_fork",
             "child_pid",
         )?;
+        offsets.tp_newtask_pid =
+            tracefs::required_field_offset(&trace_root, "task", "task_newtask", "pid")?;
+        offsets.tp_newtask_clone_flags =
+            tracefs::required_field_offset(&trace_root, "task", "task_newtask", "clone_flags")?;
         if offsets.tp_exit_group_dead == 0 {
             tracing::warn!(
                 "sched_process_exit has no group_dead field; exits of thread-group leaders stand in for process exits"

@@ -88,6 +88,7 @@ impl Settler {
         if matches!(record.body, Body::File(_)) {
             return self.files.ingest(record, now);
         }
+        self.files.observe(record.ktime_ns);
         let settled = match record.body {
             Body::Exit(_) => self.files.process_exited(record.process.pid, now),
             _ => self.files.expire(now),

@@ -1,7 +1,7 @@
 //! The agent's metrics. Every place an event can be lost has a counter.
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The `family` label of losses whose family cannot be trusted (a record
@@ -39,6 +39,14 @@ pub struct Metrics {
     pub spool_entries: IntGaugeVec,
     /// `reflex_alerts_dropped_total{sink,reason}`: alerts a sink will never get.
     pub alerts_dropped: IntCounterVec,
+    /// `reflex_process_ancestry_truncated_total`: chains cut at `process.ancestry_depth`.
+    pub ancestry_truncated: IntCounter,
+    /// `reflex_baselines_accepted_total{policy,how}`: changes that became the baseline.
+    pub baselines_accepted: IntCounterVec,
+    /// `reflex_baseline_versions_pruned_total`: predecessors dropped past `baselines.history`.
+    pub baseline_versions_pruned: IntCounter,
+    /// `reflex_evidence_dropped_total{reason}`: rejected content not kept (or no longer kept).
+    pub evidence_dropped: IntCounterVec,
 }
 
 impl Metrics {
@@ -142,6 +150,35 @@ impl Metrics {
             &["sink", "reason"],
         )
         .expect("valid metric");
+        let ancestry_truncated = IntCounter::new(
+            "reflex_process_ancestry_truncated_total",
+            "Process ancestry chains cut at process.ancestry_depth (the farthest ancestors dropped).",
+        )
+        .expect("valid metric");
+        let baselines_accepted = IntCounterVec::new(
+            Opts::new(
+                "reflex_baselines_accepted_total",
+                "Changes that became a file's baseline, by policy and how (writer: an accept_from writer; drift: on_drift accept; withdrawn: an acceptance undone because an unauthorised write raced it).",
+            ),
+            &["policy", "how"],
+        )
+        .expect("valid metric");
+        let baseline_versions_pruned = IntCounter::new(
+            "reflex_baseline_versions_pruned_total",
+            "Earlier baseline versions dropped past baselines.history.",
+        )
+        .expect("valid metric");
+        let evidence_dropped = IntCounterVec::new(
+            Opts::new(
+                "reflex_evidence_dropped_total",
+                "Rejected content a revert did not keep (too_large, write) or removed later (pruned: past evidence.max_files).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for reason in ["too_large", "write", "pruned"] {
+            evidence_dropped.with_label_values(&[reason]);
+        }
         let build = IntGaugeVec::new(
             Opts::new("reflex_build_info", "Always 1; labels name the build."),
             &["version"],
@@ -180,6 +217,10 @@ impl Metrics {
             Box::new(queue_depth.clone()),
             Box::new(spool_entries.clone()),
             Box::new(alerts_dropped.clone()),
+            Box::new(ancestry_truncated.clone()),
+            Box::new(baselines_accepted.clone()),
+            Box::new(baseline_versions_pruned.clone()),
+            Box::new(evidence_dropped.clone()),
             Box::new(build),
         ] {
             registry.register(collector).expect("unique metric names");
@@ -199,6 +240,10 @@ impl Metrics {
             queue_depth,
             spool_entries,
             alerts_dropped,
+            ancestry_truncated,
+            baselines_accepted,
+            baseline_versions_pruned,
+            evidence_dropped,
         }
     }
 

@@ -73,9 +73,13 @@ pub struct KernelOffsets {
     pub sk_v6_saddr: u32,
     /// `sock.sk_protocol`.
     pub sk_protocol: u32,
+    /// Offset of `pid` in the `task_newtask` record.
+    pub tp_newtask_pid: u32,
+    /// Offset of `clone_flags` (u64) in the `task_newtask` record.
+    pub tp_newtask_clone_flags: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 132);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 140);
 
 impl KernelOffsets {
     /// All offsets zero: the value compiled into the probes before the agent
@@ -114,6 +118,8 @@ impl KernelOffsets {
         sk_v6_daddr: 0,
         sk_v6_saddr: 0,
         sk_protocol: 0,
+        tp_newtask_pid: 0,
+        tp_newtask_clone_flags: 0,
     };
 }
 

@@ -1,24 +1,36 @@
 //! Baselines: the recorded good state of each file a `revert` policy
 //! covers, in a content-addressed store under the state directory that
 //! survives restarts (`baselines/objects/<sha256>`, and one index per
-//! policy in `baselines/policies/<policy>.json`).
+//! policy in `baselines/policies/<policy>.json`). Each file keeps its
+//! current baseline and a bounded number of predecessors (`history`).
+//!
+//! The agent and `reflex baseline` both write the store: every change is
+//! made under `baselines/lock` on a fresh read of the indexes, and the agent
+//! reads them again whenever the index directory changed, so a rollback or
+//! an update made by the command is in force at the agent's next look.
 use std::{
     collections::BTreeMap,
     fs, io,
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
 };
 
+use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 
+use super::history::{self, Entry, How};
 use crate::{
     events::file::Snapshot,
-    fsio::{self, FsError},
+    fsio::{self, FileState, FsError},
 };
 
 /// Largest file a baseline is kept for.
 pub const MAX_BASELINE_BYTES: u64 = 64 << 20;
 
-/// The recorded state of one file.
+/// Predecessors kept per file unless the settings say otherwise.
+pub const DEFAULT_HISTORY: usize = 10;
+
+/// One recorded state of a file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Baseline {
     /// SHA-256 of the content (the object's name).
@@ -36,6 +48,20 @@ pub struct Baseline {
     /// Golden file the content came from, if not the file itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Version number of the file's baseline, from 1, never reused.
+    #[serde(default = "first_version")]
+    pub version: u64,
+    /// How this version came to be.
+    #[serde(default)]
+    pub how: How,
+    /// Who made it, when known (the writer an `accept_from` authorised, the
+    /// version a rollback went back to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+fn first_version() -> u64 {
+    1
 }
 
 impl Baseline {
@@ -97,18 +123,55 @@ pub enum BaselineError {
     /// The watched file could not be read.
     #[error(transparent)]
     File(#[from] FsError),
+    /// The policy keeps no baseline of the path.
+    #[error("policy {policy} has no baseline of {path}")]
+    Missing {
+        /// The policy.
+        policy: String,
+        /// The path.
+        path: String,
+    },
+    /// No version of the file's baseline is named so.
+    #[error("no version {wanted:?} of the baseline of {path} (see `reflex baseline history`)")]
+    NoVersion {
+        /// The path.
+        path: String,
+        /// What was asked for.
+        wanted: String,
+    },
+}
+
+fn io_error(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BaselineError {
+    let path = path.to_owned();
+    move |source| BaselineError::Io { what, path, source }
 }
 
 /// The baseline store.
 #[derive(Debug)]
 pub struct BaselineStore {
     root: PathBuf,
-    policies: BTreeMap<String, BTreeMap<String, Baseline>>,
+    policies: BTreeMap<String, BTreeMap<String, Entry>>,
+    /// The index directory's change time when last read or written.
+    seen: Option<(i64, i64)>,
+    history: usize,
+    pruned: Option<IntCounter>,
 }
 
-fn io_error(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BaselineError {
-    let path = path.to_owned();
-    move |source| BaselineError::Io { what, path, source }
+/// The new content and state of a file that becomes its baseline.
+#[derive(Clone, Copy, Debug)]
+pub struct NewVersion<'a> {
+    /// The content, exactly as hashed.
+    pub content: &'a [u8],
+    /// Its SHA-256.
+    pub sha256: &'a str,
+    /// Mode and owner at the time.
+    pub state: &'a FileState,
+    /// How it came to be.
+    pub how: How,
+    /// Who made it.
+    pub by: Option<&'a str>,
+    /// The golden file it was read from, if not the file itself.
+    pub source: Option<&'a str>,
 }
 
 impl BaselineStore {
@@ -118,8 +181,42 @@ impl BaselineStore {
         for dir in [root.join("objects"), root.join("policies")] {
             fs::create_dir_all(&dir).map_err(io_error("creating", &dir))?;
         }
+        let mut store = Self {
+            root,
+            policies: BTreeMap::new(),
+            seen: None,
+            history: DEFAULT_HISTORY,
+            pruned: None,
+        };
+        store.reload()?;
+        Ok(store)
+    }
+
+    /// Keeps at most `history` predecessors per file.
+    pub fn with_history(mut self, history: usize) -> Self {
+        self.history = history;
+        self
+    }
+
+    /// Counts predecessors dropped past the bound in `counter`.
+    pub fn with_metrics(mut self, counter: IntCounter) -> Self {
+        self.pruned = Some(counter);
+        self
+    }
+
+    fn index_dir(&self) -> PathBuf {
+        self.root.join("policies")
+    }
+
+    fn stamp(&self) -> Option<(i64, i64)> {
+        let stat = rustix::fs::stat(&self.index_dir()).ok()?;
+        Some((stat.st_mtime, stat.st_mtime_nsec as i64))
+    }
+
+    fn reload(&mut self) -> Result<(), BaselineError> {
+        let index_dir = self.index_dir();
+        self.seen = self.stamp();
         let mut policies = BTreeMap::new();
-        let index_dir = root.join("policies");
         for entry in fs::read_dir(&index_dir).map_err(io_error("reading", &index_dir))? {
             let path = entry.map_err(io_error("reading", &index_dir))?.path();
             if path.extension().is_none_or(|x| x != "json") {
@@ -137,12 +234,50 @@ impl BaselineStore {
                 .into_owned();
             policies.insert(name, files);
         }
-        Ok(Self { root, policies })
+        self.policies = policies;
+        Ok(())
+    }
+
+    /// Reads the indexes again if another process changed them.
+    pub fn refresh(&mut self) {
+        if self.stamp() != self.seen
+            && let Err(err) = self.reload()
+        {
+            tracing::error!(error = %crate::logging::error_chain(&err), "reading the baseline store again");
+        }
+    }
+
+    /// Holds the store's lock and brings the indexes up to date, for a
+    /// change; the lock is released when the guard drops.
+    fn lock(&mut self) -> Result<OwnedFd, BaselineError> {
+        let path = self.root.join("lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_error("opening", &path))?;
+        let fd = OwnedFd::from(file);
+        rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io_error("locking", &path)(e.into()))?;
+        if self.stamp() != self.seen {
+            self.reload()?;
+        }
+        Ok(fd)
     }
 
     /// The baseline of `path` under `policy`.
     pub fn get(&self, policy: &str, path: &str) -> Option<&Baseline> {
-        self.policies.get(policy)?.get(path)
+        Some(&self.policies.get(policy)?.get(path)?.current)
+    }
+
+    /// Every version of `path` under `policy`, newest (the current) first.
+    pub fn versions(&self, policy: &str, path: &str) -> Vec<&Baseline> {
+        self.policies
+            .get(policy)
+            .and_then(|files| files.get(path))
+            .map(Entry::versions)
+            .unwrap_or_default()
     }
 
     /// Where the content of `baseline` is kept.
@@ -154,7 +289,7 @@ impl BaselineStore {
     pub fn of_path(&self, path: &str) -> impl Iterator<Item = (&str, &Baseline)> {
         self.policies
             .iter()
-            .filter_map(move |(policy, files)| Some((policy.as_str(), files.get(path)?)))
+            .filter_map(move |(policy, files)| Some((policy.as_str(), &files.get(path)?.current)))
     }
 
     /// Every baseline: (policy, path, baseline).
@@ -162,7 +297,7 @@ impl BaselineStore {
         self.policies.iter().flat_map(|(policy, files)| {
             files
                 .iter()
-                .map(move |(path, b)| (policy.as_str(), path.as_str(), b))
+                .map(move |(path, e)| (policy.as_str(), path.as_str(), &e.current))
         })
     }
 
@@ -178,42 +313,163 @@ impl BaselineStore {
             fsio::state(path)?.ok_or_else(|| FsError::NotAFile(path.display().to_string()))?;
         let content = fsio::read_content(source.unwrap_or(path), MAX_BASELINE_BYTES)?;
         let sha256 = fsio::hash_reader(content.as_slice()).map_err(io_error("hashing", path))?;
-        let object = self.root.join("objects").join(&sha256);
-        if !object.exists() {
-            let temp = object.with_extension("tmp");
-            fs::write(&temp, &content)
-                .and_then(|()| fs::File::open(&temp)?.sync_all())
-                .and_then(|()| fs::rename(&temp, &object))
-                .map_err(io_error("writing baseline object", &object))?;
-        }
-        let baseline = Baseline {
-            sha256,
-            mode: state.mode,
-            uid: state.uid,
-            gid: state.gid,
-            size: content.len() as u64,
-            recorded: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            source: source.map(|s| s.display().to_string()),
+        let how = match self.get(policy, &path.display().to_string()) {
+            Some(_) => How::Updated,
+            None => How::Recorded,
         };
-        self.policies
-            .entry(policy.to_string())
-            .or_default()
-            .insert(path.display().to_string(), baseline.clone());
+        let source = source.map(|s| s.display().to_string());
+        self.put(
+            policy,
+            &path.display().to_string(),
+            NewVersion {
+                content: &content,
+                sha256: &sha256,
+                state: &state,
+                how,
+                by: None,
+                source: source.as_deref(),
+            },
+        )
+    }
+
+    /// Makes `new` the baseline of `path` under `policy`; the one it
+    /// replaces joins the history.
+    pub fn put(
+        &mut self,
+        policy: &str,
+        path: &str,
+        new: NewVersion<'_>,
+    ) -> Result<Baseline, BaselineError> {
+        self.write_object(new.sha256, new.content)?;
+        let _guard = self.lock()?;
+        let baseline = Baseline {
+            sha256: new.sha256.to_string(),
+            mode: new.state.mode,
+            uid: new.state.uid,
+            gid: new.state.gid,
+            size: new.content.len() as u64,
+            recorded: now(),
+            source: new.source.map(str::to_string),
+            version: 0,
+            how: new.how,
+            by: new.by.map(str::to_string),
+        };
+        let baseline = self.install(policy, path, baseline);
         self.save(policy)?;
         Ok(baseline)
     }
 
-    /// Writes the index of `policy` atomically.
-    fn save(&self, policy: &str) -> Result<(), BaselineError> {
-        let path = self.root.join("policies").join(format!("{policy}.json"));
+    /// Forgets the baseline of `path` under `policy`, history and all (an
+    /// authorised writer removed the file).
+    pub fn retire(&mut self, policy: &str, path: &str) -> Result<(), BaselineError> {
+        let _guard = self.lock()?;
+        let removed = self.policies.get_mut(policy).and_then(|f| f.remove(path));
+        if let Some(entry) = removed {
+            for old in entry.versions() {
+                if !self.references(&old.sha256) {
+                    let _ = fs::remove_file(self.object(old));
+                }
+            }
+        }
+        self.save(policy)
+    }
+
+    /// Makes a copy of version `wanted` (a number, or a prefix of its
+    /// sha256) the baseline of `path` under `policy`, as `how`.
+    pub fn reinstate(
+        &mut self,
+        policy: &str,
+        path: &str,
+        wanted: &str,
+        how: How,
+    ) -> Result<Baseline, BaselineError> {
+        let _guard = self.lock()?;
+        let versions = self.versions(policy, path);
+        if versions.is_empty() {
+            return Err(BaselineError::Missing {
+                policy: policy.into(),
+                path: path.into(),
+            });
+        }
+        let old = history::select(&versions, wanted).cloned().ok_or_else(|| {
+            BaselineError::NoVersion {
+                path: path.into(),
+                wanted: wanted.into(),
+            }
+        })?;
+        let baseline = Baseline {
+            recorded: now(),
+            how,
+            by: Some(format!("version {}", old.version)),
+            ..old
+        };
+        let baseline = self.install(policy, path, baseline);
+        self.save(policy)?;
+        Ok(baseline)
+    }
+
+    /// Puts `baseline` in as the current version (numbered after the
+    /// last), prunes the history and drops objects no version needs.
+    fn install(&mut self, policy: &str, path: &str, mut baseline: Baseline) -> Baseline {
+        let files = self.policies.entry(policy.to_string()).or_default();
+        let dropped = match files.get_mut(path) {
+            Some(entry) => {
+                baseline.version = entry.next_version();
+                entry.push(baseline.clone(), self.history)
+            }
+            None => {
+                baseline.version = 1;
+                files.insert(path.to_string(), Entry::new(baseline.clone()));
+                Vec::new()
+            }
+        };
+        if let Some(counter) = &self.pruned {
+            counter.inc_by(dropped.len() as u64);
+        }
+        for old in dropped {
+            if !self.references(&old.sha256) {
+                let _ = fs::remove_file(self.object(&old));
+            }
+        }
+        baseline
+    }
+
+    fn references(&self, sha256: &str) -> bool {
+        self.policies
+            .values()
+            .flat_map(|files| files.values())
+            .any(|entry| entry.versions().iter().any(|b| b.sha256 == sha256))
+    }
+
+    fn write_object(&self, sha256: &str, content: &[u8]) -> Result<(), BaselineError> {
+        let object = self.root.join("objects").join(sha256);
+        if object.exists() {
+            return Ok(());
+        }
+        let temp = object.with_extension(format!("tmp{}", std::process::id()));
+        fs::write(&temp, content)
+            .and_then(|()| fs::File::open(&temp)?.sync_all())
+            .and_then(|()| fs::rename(&temp, &object))
+            .map_err(io_error("writing baseline object", &object))
+    }
+
+    /// Writes the index of `policy` atomically (the lock is held).
+    fn save(&mut self, policy: &str) -> Result<(), BaselineError> {
+        let path = self.index_dir().join(format!("{policy}.json"));
         let temp = path.with_extension("json.tmp");
         let files = self.policies.get(policy).cloned().unwrap_or_default();
         let text = serde_json::to_vec_pretty(&files).expect("baselines serialise");
-        fs::write(&temp, text)
+        let written = fs::write(&temp, text)
             .and_then(|()| fs::File::open(&temp)?.sync_all())
             .and_then(|()| fs::rename(&temp, &path))
-            .map_err(io_error("writing baseline index", &path))
+            .map_err(io_error("writing baseline index", &path));
+        self.seen = self.stamp();
+        written
     }
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
 #[cfg(test)]
@@ -236,5 +492,81 @@ mod tests {
         let reopened = BaselineStore::open(state.path()).unwrap();
         assert_eq!(reopened.get("p", a.to_str().unwrap()), Some(&first));
         assert_eq!(reopened.list().count(), 2);
+    }
+
+    #[test]
+    fn an_index_written_before_history_existed_still_reads() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = state.path().join("baselines/policies");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("p.json"),
+            r#"{"/etc/a": {"sha256": "ab", "mode": 420, "uid": 0, "gid": 0, "size": 2, "recorded": "2026-01-01T00:00:00Z"}}"#,
+        )
+        .unwrap();
+        let store = BaselineStore::open(state.path()).unwrap();
+        let b = store.get("p", "/etc/a").unwrap();
+        assert_eq!((b.version, b.how), (1, How::Recorded));
+    }
+
+    #[test]
+    fn history_is_bounded_counted_and_unneeded_objects_go() {
+        let state = tempfile::tempdir().unwrap();
+        let files = tempfile::tempdir().unwrap();
+        let a = files.path().join("a.conf");
+        let counter = IntCounter::new("t", "t").unwrap();
+        let mut store = BaselineStore::open(state.path())
+            .unwrap()
+            .with_history(2)
+            .with_metrics(counter.clone());
+        let mut hashes = Vec::new();
+        for i in 0..5 {
+            fs::write(&a, format!("v{i}\n")).unwrap();
+            hashes.push(store.record("p", &a, None).unwrap().sha256);
+        }
+        let path = a.to_str().unwrap();
+        let versions: Vec<u64> = store
+            .versions("p", path)
+            .iter()
+            .map(|b| b.version)
+            .collect();
+        assert_eq!(versions, [5, 4, 3], "the current and two predecessors");
+        assert_eq!(counter.get(), 2);
+        assert!(
+            !state
+                .path()
+                .join("baselines/objects")
+                .join(&hashes[0])
+                .exists()
+        );
+        assert!(
+            state
+                .path()
+                .join("baselines/objects")
+                .join(&hashes[2])
+                .exists()
+        );
+
+        let back = store.reinstate("p", path, "3", How::Rollback).unwrap();
+        assert_eq!(
+            (back.version, back.sha256.as_str()),
+            (6, hashes[2].as_str())
+        );
+        assert!(store.reinstate("p", path, "1", How::Rollback).is_err());
+    }
+
+    #[test]
+    fn a_change_by_another_process_is_read_at_the_next_look() {
+        let state = tempfile::tempdir().unwrap();
+        let files = tempfile::tempdir().unwrap();
+        let a = files.path().join("a.conf");
+        fs::write(&a, "one\n").unwrap();
+        let mut agent = BaselineStore::open(state.path()).unwrap();
+        agent.record("p", &a, None).unwrap();
+        let mut command = BaselineStore::open(state.path()).unwrap();
+        fs::write(&a, "two\n").unwrap();
+        let two = command.record("p", &a, None).unwrap();
+        agent.refresh();
+        assert_eq!(agent.get("p", a.to_str().unwrap()), Some(&two));
     }
 }
