@@ -20,3 +20,4 @@ pub mod sensor;
 pub mod settle;
 pub mod sinks;
 pub mod telemetry;
+pub mod textdiff;

@@ -1,5 +1,6 @@
 //! Carrying out what the engine planned: revert, kill, block, run, and the
 //! alert every reported decision becomes (handed to the sinks).
+pub mod evidence;
 pub mod kill;
 pub mod revert;
 pub mod run;
@@ -17,9 +18,10 @@ use crate::{
         spec::{KillTarget, Severity},
     },
     settle::Followup,
-    sinks::alert::{ActionResult, Alert, AlertLog},
+    sinks::alert::{ActionResult, Alert, AlertLog, Evidence},
     telemetry::Metrics,
 };
+use evidence::{EvidenceSettings, EvidenceStore};
 use run::HookRunner;
 
 /// Carries out decisions. Owned by the actions task.
@@ -29,6 +31,7 @@ pub struct Executor {
     metrics: Metrics,
     state_dir: Option<PathBuf>,
     followups: Option<mpsc::UnboundedSender<Followup>>,
+    evidence: Option<EvidenceStore>,
 }
 
 impl Executor {
@@ -40,6 +43,7 @@ impl Executor {
             metrics,
             state_dir: None,
             followups: None,
+            evidence: None,
         }
     }
 
@@ -50,8 +54,23 @@ impl Executor {
         state_dir: PathBuf,
         followups: mpsc::UnboundedSender<Followup>,
     ) -> Self {
+        self.evidence = Some(
+            EvidenceStore::new(&state_dir, EvidenceSettings::default())
+                .with_metrics(self.metrics.evidence_dropped.clone()),
+        );
         self.state_dir = Some(state_dir);
         self.followups = Some(followups);
+        self
+    }
+
+    /// Keeps the evidence of reverts within `settings` (after `with_reverts`).
+    pub fn with_evidence(mut self, settings: EvidenceSettings) -> Self {
+        if let Some(state_dir) = &self.state_dir {
+            self.evidence = Some(
+                EvidenceStore::new(state_dir, settings)
+                    .with_metrics(self.metrics.evidence_dropped.clone()),
+            );
+        }
         self
     }
 
@@ -69,10 +88,13 @@ impl Executor {
         let context = template_context(record);
         for verdict in verdicts {
             let (policy, plan) = (&verdict.policy, verdict.plan);
+            let mut evidence = None;
             let results: Vec<ActionResult> = plan
                 .steps
                 .iter()
-                .map(|&i| self.carry_out(policy, &policy.actions[i], record, &context))
+                .map(|&i| {
+                    self.carry_out(policy, &policy.actions[i], record, &context, &mut evidence)
+                })
                 .collect();
             tracing::info!(
                 policy = policy.name,
@@ -84,7 +106,8 @@ impl Executor {
                 "policy matched"
             );
             if plan.report {
-                let alert = build_alert(policy, record, &context, plan, results);
+                let mut alert = build_alert(policy, record, &context, plan, results);
+                alert.evidence = evidence;
                 self.metrics
                     .actions
                     .with_label_values(&["alert", "ok"])
@@ -100,6 +123,7 @@ impl Executor {
         action: &Action,
         record: &Record,
         context: &serde_json::Value,
+        evidence: &mut Option<Evidence>,
     ) -> ActionResult {
         let name = action.name();
         let file = match &record.body {
@@ -133,7 +157,12 @@ impl Executor {
             }
             Action::Revert { .. } => match (&self.state_dir, file) {
                 (Some(state_dir), Some(file)) => {
-                    let done = revert::revert(file, &policy.name, state_dir);
+                    let keep = self
+                        .evidence
+                        .as_ref()
+                        .map(|store| (store, policy.answers.evidence));
+                    let (done, kept) = revert::revert(file, &policy.name, state_dir, keep);
+                    *evidence = kept;
                     if done.is_ok()
                         && let (Some(tx), Some(path)) = (&self.followups, &file.path)
                     {
@@ -231,5 +260,6 @@ fn build_alert(
         labels: policy.labels.clone(),
         results,
         event: record.clone(),
+        evidence: None,
     }
 }

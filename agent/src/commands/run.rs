@@ -78,7 +78,10 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("serving /metrics on {}", args.metrics_addr))?;
     tracing::info!(addr = %served, "metrics at http://{served}/metrics");
-    let mut options = SensorOptions::default();
+    let mut options = SensorOptions {
+        ancestry_depth: args.ancestry_depth,
+        ..SensorOptions::default()
+    };
     let cpu_hz = (args.cpu_hz > 0).then_some(args.cpu_hz);
     options.load.cpu_hz = cpu_hz;
     let (mut sensor, records) =
@@ -109,8 +112,12 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    let baselines = BaselineStore::open(&args.state_dir).context("opening the baseline store")?;
-    let files = FileSettler::new(Some(sensor.take_watch_maps()?), Some(baselines));
+    let baselines = BaselineStore::open(&args.state_dir)
+        .context("opening the baseline store")?
+        .with_history(args.baseline_history)
+        .with_metrics(metrics.baseline_versions_pruned.clone());
+    let files = FileSettler::new(Some(sensor.take_watch_maps()?), Some(baselines))
+        .with_metrics(metrics.clone());
     // Watches and baselines are in place before the agent says it runs.
     let (settler, drift) = Settler::new(files, cpu, set.clone());
     for probe in sensor.attached() {
@@ -120,7 +127,8 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let (settled_tx, settled_rx) = tokio::sync::mpsc::channel(STAGE_QUEUE);
     let (judged_tx, judged_rx) = tokio::sync::mpsc::channel(STAGE_QUEUE);
     let executor = Executor::new(alerts, HookRunner::new(args.max_hooks), metrics.clone())
-        .with_reverts(args.state_dir.clone(), followup_tx);
+        .with_reverts(args.state_dir.clone(), followup_tx)
+        .with_evidence(args.evidence);
     let engine = Engine::new(set.clone(), args.kill_fuse, Some(metrics.clone()));
     let policy_count = set.len();
     let reloader =

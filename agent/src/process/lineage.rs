@@ -16,6 +16,21 @@ use crate::events::Ancestor;
 /// Ancestors kept per process unless the settings say otherwise.
 pub const DEFAULT_ANCESTRY_DEPTH: usize = 16;
 
+/// `process:` in the agent's configuration.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessConfig {
+    /// Ancestors kept per process (default 16).
+    pub ancestry_depth: Option<usize>,
+}
+
+impl ProcessConfig {
+    /// The depth in force.
+    pub fn depth(&self) -> usize {
+        self.ancestry_depth.unwrap_or(DEFAULT_ANCESTRY_DEPTH)
+    }
+}
+
 /// One process's place in the tree.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Lineage {

@@ -45,13 +45,17 @@ pub fn payload(alert: &Alert, resolve_after: Duration) -> serde_json::Value {
         )),
     );
     let starts = humantime::parse_rfc3339_weak(&alert.time).unwrap_or_else(|_| SystemTime::now());
+    let mut annotations = json!({
+        "summary": alert.summary,
+        "event": serde_json::to_string(&alert.event).unwrap_or_default(),
+        "actions": serde_json::to_string(&alert.results).unwrap_or_default(),
+    });
+    if let Some(diff) = alert.evidence.as_ref().and_then(|e| e.diff.as_ref()) {
+        annotations["diff"] = json!(diff);
+    }
     json!([{
         "labels": labels,
-        "annotations": {
-            "summary": alert.summary,
-            "event": serde_json::to_string(&alert.event).unwrap_or_default(),
-            "actions": serde_json::to_string(&alert.results).unwrap_or_default(),
-        },
+        "annotations": annotations,
         "startsAt": humantime::format_rfc3339_millis(starts).to_string(),
         "endsAt": humantime::format_rfc3339_millis(starts + resolve_after).to_string(),
     }])

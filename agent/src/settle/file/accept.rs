@@ -133,7 +133,8 @@ pub fn read_version(path: &Path) -> Option<(Vec<u8>, String, FileState)> {
 pub enum Outcome {
     /// The change is the new baseline of the policies named.
     Accepted(Accepted),
-    /// The file is changing still; look again.
+    /// The file is changing still, or cannot be kept; look again while
+    /// the writer may still finish.
     Busy,
 }
 

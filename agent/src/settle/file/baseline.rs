@@ -30,6 +30,21 @@ pub const MAX_BASELINE_BYTES: u64 = 64 << 20;
 /// Predecessors kept per file unless the settings say otherwise.
 pub const DEFAULT_HISTORY: usize = 10;
 
+/// `baselines:` in the agent's configuration.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselinesConfig {
+    /// Earlier versions kept per file (default 10).
+    pub history: Option<usize>,
+}
+
+impl BaselinesConfig {
+    /// The bound in force.
+    pub fn history(&self) -> usize {
+        self.history.unwrap_or(DEFAULT_HISTORY)
+    }
+}
+
 /// One recorded state of a file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Baseline {

@@ -241,6 +241,9 @@ impl FileSettler {
             None => pending.by_name_only && self.watch.get(path).map(|w| &w.last) == Some(&current),
         };
         if unchanged {
+            // A rename of identical content (a rollback, a deploy of the same
+            // version) leaves a new inode at the path: watch that one.
+            self.watch.refresh(path);
             if !pending.last_look {
                 pending.deadline = pending.hold_until.max(now);
                 self.pending.insert(path.to_string(), pending);
@@ -250,16 +253,19 @@ impl FileSettler {
             return None;
         }
         let mut accepted = None;
-        if !pending.writers.authorised.is_empty() {
+        if !pending.writers.authorised.is_empty() && self.baselines.is_some() {
             let authorised = pending.writers.authorised.clone();
             match self.accept(path, &authorised, &pending.record.process) {
                 Outcome::Accepted(a) => accepted = Some(a),
-                Outcome::Busy => {
+                Outcome::Busy if !pending.last_look => {
                     pending.deadline = now + HOLD / 10;
-                    pending.last_look = false;
                     self.pending.insert(path.to_string(), pending);
                     return None;
                 }
+                Outcome::Busy => tracing::warn!(
+                    path,
+                    "an authorised change could not be read whole (still changing, or too large to keep); handled as any change"
+                ),
             }
         }
         let (baseline, after) = match &accepted {
