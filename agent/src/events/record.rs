@@ -47,10 +47,11 @@ pub struct ProcessContext {
     pub start_ktime_ns: Option<u64>,
     /// The parent, when known.
     pub parent: Option<ParentContext>,
-    /// The file the process exec'd, made absolute: for a script this is the
-    /// script, where `exe` may name its interpreter. Absent when unknown.
+    /// The process's own image as its lineage knows it: the executable the
+    /// kernel resolved (for a script, its interpreter) and the file it
+    /// exec'd (the script). Absent when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filename: Option<String>,
+    pub image: Option<Ancestor>,
     /// Where the process comes from, nearest first: the image it had before
     /// its last exec (when it exec'd more than once), its parent, the
     /// parent's parent, and so on, as the process table saw them at fork

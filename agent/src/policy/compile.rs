@@ -32,7 +32,7 @@ const COMMON_FIELDS: [&str; 19] = [
     "process.cgroup_id",
     "process.start_ktime_ns",
     "process.parent",
-    "process.filename",
+    "process.image",
     "process.ancestors",
 ];
 

@@ -245,8 +245,12 @@ pub fn lineage_match<'a>(
     set: &GlobSet,
     process: &'a ProcessContext,
 ) -> Option<(Option<&'a crate::events::Ancestor>, &'a str)> {
-    let own = process.exe.iter().chain(&process.filename);
-    if let Some(path) = own.map(String::as_str).find(|p| set.is_match(p)) {
+    let image = process
+        .image
+        .iter()
+        .flat_map(crate::events::Ancestor::paths);
+    let mut own = process.exe.as_deref().into_iter().chain(image);
+    if let Some(path) = own.find(|p| set.is_match(p)) {
         return Some((None, path));
     }
     process

@@ -159,8 +159,8 @@ impl ProcessTable {
             exe: p.exe.clone(),
             comm: Some(p.comm.clone()),
         });
-        let (filename, ancestors) = lineage
-            .map(|l| (l.image.filename, l.ancestors))
+        let (image, ancestors) = lineage
+            .map(|l| (Some(l.image), l.ancestors))
             .unwrap_or_default();
         ProcessContext {
             pid: task.pid,
@@ -178,7 +178,7 @@ impl ProcessTable {
                 exe: None,
                 comm: None,
             })),
-            filename,
+            image,
             ancestors,
         }
     }
@@ -209,10 +209,10 @@ impl ProcessTable {
         let parent = info
             .as_ref()
             .and_then(|i| self.get(i.ppid).cloned().or_else(|| self.load(i.ppid)));
-        let (filename, ancestors) = self
+        let (image, ancestors) = self
             .lineages
             .get(pid)
-            .map(|l| (l.image.filename.clone(), l.ancestors.clone()))
+            .map(|l| (Some(l.image.clone()), l.ancestors.clone()))
             .unwrap_or_default();
         match info {
             Some(i) => ProcessContext {
@@ -231,7 +231,7 @@ impl ProcessTable {
                     exe: p.exe,
                     comm: Some(p.comm),
                 }),
-                filename,
+                image,
                 ancestors,
             },
             None => ProcessContext {
@@ -331,5 +331,46 @@ mod tests {
             ctx.parent.and_then(|p| p.exe).as_deref(),
             Some("/usr/sbin/sshd")
         );
+    }
+
+    #[test]
+    fn a_forked_child_carries_its_lineage_into_its_events() {
+        use crate::events::{
+            Fork,
+            file::{File, FileChange},
+        };
+        let mut table = ProcessTable::detached();
+        let exec = |path: &str| {
+            Body::Exec(Exec {
+                filename: path.into(),
+                argv: vec![],
+                argv_truncated: false,
+            })
+        };
+        table.apply(&event(30, 1, exec("/usr/bin/dpkg")));
+        table.apply(&event(
+            30,
+            1,
+            Body::Fork(Fork {
+                child_pid: 31,
+                sibling: false,
+            }),
+        ));
+        // The child writes before (or without) exec'ing.
+        let write = Body::File(File {
+            change: Some(FileChange::Write),
+            ..File::default()
+        });
+        let ctx = table.apply(&event(31, 30, write));
+        assert_eq!(
+            ctx.exe.as_deref(),
+            Some("/usr/bin/dpkg"),
+            "a copy of its parent"
+        );
+        let parents: Vec<_> = ctx.ancestors.iter().map(|a| a.pid).collect();
+        assert_eq!(parents, [30]);
+        assert_eq!(ctx.ancestors[0].filename.as_deref(), Some("/usr/bin/dpkg"));
+        table.apply(&event(31, 30, Body::Exit(Exit::from_raw(0))));
+        assert!(table.lineage(31).is_none(), "an exit frees the lineage");
     }
 }
