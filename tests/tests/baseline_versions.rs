@@ -202,3 +202,62 @@ fn a_package_owns_the_file_and_its_versions_can_be_listed_diffed_and_rolled_back
     );
     stop_agent(agent);
 }
+
+#[test]
+fn drift_at_start_up_is_answered_as_on_drift_says() {
+    require_root();
+    for (on_drift, kept) in [("revert", false), ("accept", true), ("report", true)] {
+        let scratch = Scratch::new();
+        let etc = scratch.path("etc");
+        fs::create_dir(&etc).unwrap();
+        let file = etc.join("app.conf");
+        fs::write(&file, "before\n").unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+        scratch.policy(
+            "managed.yaml",
+            &format!(
+                "name: managed\nmode: enforce\non:\n  file: {{ paths: [\"{}\"] }}\non_drift: {on_drift}\ndo: [revert, alert]\n",
+                s(&file)
+            ),
+        );
+        stop_agent(scratch.start());
+        // A deploy while no agent watched.
+        fs::write(&file, "deployed while down\n").unwrap();
+        let agent = scratch.start();
+        let drift = file_alert(&agent, &file, WAIT, |v| {
+            v["event"]["file"]["change"] == "drift"
+        });
+        let expected = if kept {
+            "deployed while down\n"
+        } else {
+            "before\n"
+        };
+        assert!(holds(&file, expected, WAIT), "{on_drift}");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(fs::read_to_string(&file).unwrap(), expected, "{on_drift}");
+        let reverted = drift["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "revert");
+        assert_eq!(reverted, !kept, "{on_drift}: {}", drift["actions"]);
+        assert_eq!(
+            drift["event"]["file"]["accepted"].is_object(),
+            on_drift == "accept",
+            "{on_drift}"
+        );
+        stop_agent(agent);
+        // A second start: accepted drift is drift no more; reported drift
+        // still is.
+        let agent = scratch.start();
+        let again = agent
+            .stdout_line(Duration::from_millis(1500), |l| l.contains("\"drift\""))
+            .is_some();
+        assert_eq!(
+            again,
+            on_drift == "report",
+            "{on_drift}: drift again after a restart"
+        );
+        stop_agent(agent);
+    }
+}

@@ -118,7 +118,7 @@ pub struct File {
     /// Set when the change became the baseline of some policies (`baseline`
     /// then holds the new one for them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub accepted: Option<Accepted>,
+    pub accepted: Option<Box<Accepted>>,
 }
 
 /// A change that became the baseline.

@@ -245,3 +245,88 @@ pub fn compile(
     answers.accept_from = Some(AcceptFrom { process, sha256 });
     Some(answers)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, sync::Arc};
+
+    use crate::{
+        events::{Ancestor, ProcessContext},
+        policy::{compile, load},
+    };
+
+    fn accept_from(yaml: &str) -> super::AcceptFrom {
+        let text = format!(
+            "name: p\nmode: enforce\non: {{ file: {{ paths: [\"/etc/a\"] }} }}\naccept_from: {yaml}\ndo: [revert]\n"
+        );
+        let (sources, mut errors) = load::parse_source(Path::new("t.yaml"), &text);
+        let mut policies = compile::compile_all(sources, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        policies.remove(0).answers.accept_from.expect("accept_from")
+    }
+
+    fn writer(exe: &str, ancestors: &[(&str, &str)]) -> ProcessContext {
+        ProcessContext {
+            pid: 100,
+            uid: 0,
+            exe: Some(exe.into()),
+            ancestors: ancestors
+                .iter()
+                .enumerate()
+                .map(|(i, (exe, filename))| Ancestor {
+                    pid: 99 - i as u32,
+                    start_ktime_ns: None,
+                    exe: Some(exe.to_string()),
+                    filename: Some(filename.to_string()),
+                })
+                .collect::<Vec<_>>()
+                .into(),
+            image: None,
+            ..ProcessContext::default()
+        }
+    }
+
+    #[test]
+    fn the_script_an_interpreter_runs_and_the_nearest_match_authorise() {
+        let rule = accept_from("{ process: { ancestor_exe: [\"/usr/bin/salt-call\"] } }");
+        let w = writer(
+            "/usr/bin/cp",
+            &[
+                ("/usr/bin/dash", "/bin/sh"),
+                ("/usr/bin/python3.11", "/usr/bin/salt-call"),
+            ],
+        );
+        let authority = rule.authorises(&w).expect("authorised");
+        assert_eq!(
+            (authority.pid, authority.path.as_deref()),
+            (98, Some("/usr/bin/salt-call"))
+        );
+        let impostor = writer("/usr/bin/cp", &[("/usr/bin/python3.11", "/tmp/salt-call")]);
+        assert!(rule.authorises(&impostor).is_none());
+        let mut empty = writer("/usr/bin/cp", &[]);
+        empty.ancestors = Arc::from([]);
+        assert!(
+            rule.authorises(&empty).is_none(),
+            "no lineage, no authority"
+        );
+    }
+
+    #[test]
+    fn sha256_checks_the_matched_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let tool = dir.path().join("tool");
+        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+        let hash = crate::fsio::content_hash(&tool).unwrap();
+        let glob = tool.display().to_string();
+        let good = accept_from(&format!(
+            "{{ process: {{ ancestor_exe: [\"{glob}\"] }}, sha256: [\"{hash}\"] }}"
+        ));
+        let w = writer("/usr/bin/cp", &[("/usr/bin/dash", glob.as_str())]);
+        assert!(good.authorises(&w).is_some());
+        std::fs::write(&tool, "#!/bin/sh\necho changed\n").unwrap();
+        assert!(
+            good.authorises(&w).is_none(),
+            "a different content is not authorised"
+        );
+    }
+}

@@ -52,8 +52,9 @@ pub struct Resolved {
     pub cwd: Option<String>,
 }
 
-/// Reads `/proc/PID/exe` and `/proc/PID/cwd`.
-pub fn resolve_from_proc(pid: u32) -> Resolved {
+/// Reads `/proc/PID/exe`, and `/proc/PID/cwd` when `relative` (the exec'd
+/// name needs it).
+pub fn resolve_from_proc(pid: u32, relative: bool) -> Resolved {
     let link = |what: &str| {
         std::fs::read_link(format!("/proc/{pid}/{what}"))
             .ok()
@@ -61,7 +62,7 @@ pub fn resolve_from_proc(pid: u32) -> Resolved {
     };
     Resolved {
         exe: link("exe"),
-        cwd: link("cwd"),
+        cwd: relative.then(|| link("cwd")).flatten(),
     }
 }
 

@@ -33,7 +33,7 @@ pub struct ProcessTable {
     /// Reads a process the table does not hold; `/proc` in production.
     lookup: Option<fn(u32) -> Option<ProcessInfo>>,
     /// Reads the executable and directory of a process that exec'd.
-    resolve: Option<fn(u32) -> Resolved>,
+    resolve: Option<fn(u32, bool) -> Resolved>,
 }
 
 /// How far up an unknown process's parents are read from `/proc`.
@@ -102,7 +102,11 @@ impl ProcessTable {
         let mut lineage = None;
         let info = match &event.body {
             Body::Exec(exec) => {
-                let resolved = self.resolve.map(|r| r(task.pid)).unwrap_or_default();
+                let relative = !exec.filename.starts_with('/');
+                let resolved = self
+                    .resolve
+                    .map(|r| r(task.pid, relative))
+                    .unwrap_or_default();
                 let exe = if exec.filename.starts_with('/') {
                     Some(exec.filename.clone())
                 } else {

@@ -224,7 +224,7 @@ impl BaselineStore {
     }
 
     fn stamp(&self) -> Option<(i64, i64)> {
-        let stat = rustix::fs::stat(&self.index_dir()).ok()?;
+        let stat = rustix::fs::stat(self.index_dir()).ok()?;
         Some((stat.st_mtime, stat.st_mtime_nsec as i64))
     }
 

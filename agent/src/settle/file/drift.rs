@@ -191,7 +191,7 @@ fn drift_record(path: &str, baselines: &BaselineStore, accepted: Option<Accepted
                 fsio::state(Path::new(path)).ok().flatten().as_ref(),
                 true,
             ),
-            accepted,
+            accepted: accepted.map(Box::new),
             ..File::default()
         }),
     }

@@ -256,7 +256,7 @@ impl FileSettler {
         if !pending.writers.authorised.is_empty() && self.baselines.is_some() {
             let authorised = pending.writers.authorised.clone();
             match self.accept(path, &authorised, &pending.record.process) {
-                Outcome::Accepted(a) => accepted = Some(a),
+                Outcome::Accepted(a) => accepted = Some(Box::new(a)),
                 Outcome::Busy if !pending.last_look => {
                     pending.deadline = now + HOLD / 10;
                     self.pending.insert(path.to_string(), pending);
