@@ -14,8 +14,7 @@ use aya::{
         HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf,
     },
     programs::{
-        CgroupAttachMode, CgroupSockAddr, PerfEvent, ProgramError, ProgramFd, RawTracePoint,
-        TracePoint,
+        CgroupAttachMode, CgroupSockAddr, PerfEvent, ProgramError, RawTracePoint, TracePoint,
         cgroup_sock_addr::CgroupSockAddrLink,
         perf_event::{PerfEventConfig, PerfEventLink, PerfEventScope, SamplePolicy, SoftwareEvent},
         raw_trace_point::RawTracePointLink,
@@ -122,55 +121,6 @@ enum Link {
     Raw(#[allow(dead_code, reason = "held to keep the program attached")] RawTracePointLink),
 }
 
-/// Loads the per-syscall handlers and fills the `SYS_ENTER` / `SYS_EXIT`
-/// jump tables. The tables are returned to be kept: the kernel empties a
-/// program array when its last user reference goes.
-fn load_syscall_handlers(ebpf: &mut Ebpf) -> Result<[ProgramArray<MapData>; 2], LoadError> {
-    let table = |ebpf: &mut Ebpf, name: &'static str| -> Result<ProgramArray<MapData>, LoadError> {
-        let map = ebpf.take_map(name).ok_or(LoadError::MissingMap(name))?;
-        ProgramArray::try_from(map).map_err(|source| LoadError::Map { name, source })
-    };
-    let mut enter = table(ebpf, "SYS_ENTER")?;
-    let mut exit = table(ebpf, "SYS_EXIT")?;
-    let mut names: Vec<&'static str> = syscalls::all()
-        .flat_map(|s| s.enter.into_iter().chain(s.exit))
-        .collect();
-    names.sort_unstable();
-    names.dedup();
-    for name in &names {
-        let program: &mut RawTracePoint = program_mut(ebpf, name)?;
-        program.load().map_err(program_error(name, "load"))?;
-    }
-    let fd = |ebpf: &Ebpf, name: &'static str| -> Result<ProgramFd, LoadError> {
-        let program: &RawTracePoint = ebpf
-            .program(name)
-            .ok_or(LoadError::MissingProgram(name))?
-            .try_into()
-            .map_err(program_error(name, "load"))?;
-        program
-            .fd()
-            .and_then(|fd| fd.try_clone().map_err(ProgramError::from))
-            .map_err(program_error(name, "load"))
-    };
-    let set = |table: &mut ProgramArray<MapData>, nr: u32, fd: &ProgramFd, name: &'static str| {
-        table
-            .set(nr, fd, 0)
-            .map_err(|source| LoadError::Map { name, source })
-    };
-    for syscall in syscalls::all() {
-        if let Some(handler) = syscall.exit {
-            set(&mut exit, syscall.nr, &fd(ebpf, handler)?, "SYS_EXIT")?;
-        }
-    }
-    for syscall in syscalls::all() {
-        if let Some(handler) = syscall.enter {
-            set(&mut enter, syscall.nr, &fd(ebpf, handler)?, "SYS_ENTER")?;
-        }
-        tracing::debug!(syscall = syscall.name, nr = syscall.nr, "handler set");
-    }
-    Ok([enter, exit])
-}
-
 /// A program of type `T` by name.
 fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
 where
@@ -236,21 +186,7 @@ impl Probes {
             tracing::info!(path = %trace_root.display(), "mounted tracefs");
         }
         let mut offsets = btf::resolve(Path::new(btf::VMLINUX_BTF))?;
-        offsets.tp_exec_filename =
-            tracefs::required_field_offset(&trace_root, "sched", "sched_process_exec", "filename")?;
-        offsets.tp_exit_group_dead =
-            tracefs::field_offset(&trace_root, "sched", "sched_process_exit", "group_dead")?
-                .unwrap_or(0);
-        offsets.tp_fork_child_pid = tracefs::required_field_offset(
-            &trace_root,
-            "sched",
-            "sched_process_fork",
-            "child_pid",
-        )?;
-        offsets.tp_newtask_pid =
-            tracefs::required_field_offset(&trace_root, "task", "task_newtask", "pid")?;
-        offsets.tp_newtask_clone_flags =
-            tracefs::required_field_offset(&trace_root, "task", "task_newtask", "clone_flags")?;
+        tracefs::record_offsets(&trace_root, &mut offsets)?;
         if offsets.tp_exit_group_dead == 0 {
             tracing::warn!(
                 "sched_process_exit has no group_dead field; exits of thread-group leaders stand in for process exits"
@@ -330,7 +266,7 @@ impl Probes {
                 None
             }
         };
-        let jump_tables = load_syscall_handlers(&mut ebpf)?;
+        let jump_tables = syscalls::load_handlers(&mut ebpf)?;
         // Dispatchers last, exit before entry: a change held at entry always
         // finds its exit handler.
         for (name, point) in [("sys_exit", "sys_exit"), ("sys_enter", "sys_enter")] {

@@ -1,5 +1,12 @@
 //! The syscalls the file probes handle, by number, and their handlers in
 //! the kernel object. Numbers are the x86-64 ABI.
+use aya::{
+    Ebpf,
+    maps::{MapData, ProgramArray},
+    programs::{ProgramError, ProgramFd, RawTracePoint},
+};
+
+use super::{LoadError, program_error, program_mut};
 
 /// One syscall and the programs that handle its entry and exit.
 pub struct Syscall {
@@ -77,6 +84,55 @@ pub const NET_SYSCALLS: &[Syscall] = &[
 /// Every syscall with a handler.
 pub fn all() -> impl Iterator<Item = &'static Syscall> {
     FILE_SYSCALLS.iter().chain(NET_SYSCALLS)
+}
+
+/// Loads the per-syscall handlers and fills the `SYS_ENTER` / `SYS_EXIT`
+/// jump tables. The tables are returned to be kept: the kernel empties a
+/// program array when its last user reference goes.
+pub(super) fn load_handlers(ebpf: &mut Ebpf) -> Result<[ProgramArray<MapData>; 2], LoadError> {
+    let table = |ebpf: &mut Ebpf, name: &'static str| -> Result<ProgramArray<MapData>, LoadError> {
+        let map = ebpf.take_map(name).ok_or(LoadError::MissingMap(name))?;
+        ProgramArray::try_from(map).map_err(|source| LoadError::Map { name, source })
+    };
+    let mut enter = table(ebpf, "SYS_ENTER")?;
+    let mut exit = table(ebpf, "SYS_EXIT")?;
+    let mut names: Vec<&'static str> = all()
+        .flat_map(|s| s.enter.into_iter().chain(s.exit))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in &names {
+        let program: &mut RawTracePoint = program_mut(ebpf, name)?;
+        program.load().map_err(program_error(name, "load"))?;
+    }
+    let fd = |ebpf: &Ebpf, name: &'static str| -> Result<ProgramFd, LoadError> {
+        let program: &RawTracePoint = ebpf
+            .program(name)
+            .ok_or(LoadError::MissingProgram(name))?
+            .try_into()
+            .map_err(program_error(name, "load"))?;
+        program
+            .fd()
+            .and_then(|fd| fd.try_clone().map_err(ProgramError::from))
+            .map_err(program_error(name, "load"))
+    };
+    let set = |table: &mut ProgramArray<MapData>, nr: u32, fd: &ProgramFd, name: &'static str| {
+        table
+            .set(nr, fd, 0)
+            .map_err(|source| LoadError::Map { name, source })
+    };
+    for syscall in all() {
+        if let Some(handler) = syscall.exit {
+            set(&mut exit, syscall.nr, &fd(ebpf, handler)?, "SYS_EXIT")?;
+        }
+    }
+    for syscall in all() {
+        if let Some(handler) = syscall.enter {
+            set(&mut enter, syscall.nr, &fd(ebpf, handler)?, "SYS_ENTER")?;
+        }
+        tracing::debug!(syscall = syscall.name, nr = syscall.nr, "handler set");
+    }
+    Ok([enter, exit])
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod accept;
 pub mod baseline;
 mod drift;
 pub mod history;
+pub mod store;
 pub mod watch;
 
 use std::{
