@@ -51,7 +51,7 @@ pub struct ProcessContext {
     /// kernel resolved (for a script, its interpreter) and the file it
     /// exec'd (the script). Absent when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<Ancestor>,
+    pub image: Option<Arc<Ancestor>>,
     /// Where the process comes from, nearest first: the image it had before
     /// its last exec (when it exec'd more than once), its parent, the
     /// parent's parent, and so on, as the process table saw them at fork

@@ -245,10 +245,7 @@ pub fn lineage_match<'a>(
     set: &GlobSet,
     process: &'a ProcessContext,
 ) -> Option<(Option<&'a crate::events::Ancestor>, &'a str)> {
-    let image = process
-        .image
-        .iter()
-        .flat_map(crate::events::Ancestor::paths);
+    let image = process.image.iter().flat_map(|image| image.paths());
     let mut own = process.exe.as_deref().into_iter().chain(image);
     if let Some(path) = own.find(|p| set.is_match(p)) {
         return Some((None, path));

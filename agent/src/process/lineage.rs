@@ -34,8 +34,8 @@ impl ProcessConfig {
 /// One process's place in the tree.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Lineage {
-    /// Its current image.
-    pub image: Ancestor,
+    /// Its current image (shared with every event that carries it).
+    pub image: Arc<Ancestor>,
     /// Whether `image` came from its own exec (or `/proc`), rather than
     /// being its parent's, copied at fork.
     pub own_image: bool,
@@ -90,6 +90,11 @@ impl Lineages {
         }
     }
 
+    /// Ancestors a chain keeps at most.
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
     /// Counts every chain cut at the depth in `counter`.
     pub fn count_truncations(&mut self, counter: IntCounter) {
         self.truncated = Some(counter);
@@ -138,12 +143,12 @@ impl Lineages {
         let image = Ancestor {
             pid: child,
             start_ktime_ns: Some(ktime_ns),
-            ..from.image.clone()
+            ..(*from.image).clone()
         };
         self.by_pid.insert(
             child,
             Lineage {
-                image,
+                image: Arc::new(image),
                 own_image: false,
                 ancestors,
             },
@@ -178,7 +183,7 @@ impl Lineages {
         self.by_pid.insert(
             pid,
             Lineage {
-                image,
+                image: Arc::new(image),
                 own_image: true,
                 ancestors,
             },
@@ -198,7 +203,7 @@ impl Lineages {
         self.by_pid.insert(
             info.pid,
             Lineage {
-                image: image_of(info),
+                image: Arc::new(image_of(info)),
                 own_image: true,
                 ancestors,
             },
@@ -234,7 +239,7 @@ impl Lineages {
             self.by_pid.insert(
                 info.pid,
                 Lineage {
-                    image: image_of(info),
+                    image: Arc::new(image_of(info)),
                     own_image: true,
                     ancestors: ancestors.into(),
                 },

@@ -36,9 +36,6 @@ pub struct ProcessTable {
     resolve: Option<fn(u32, bool) -> Resolved>,
 }
 
-/// How far up an unknown process's parents are read from `/proc`.
-const LOAD_PARENTS: usize = 32;
-
 impl ProcessTable {
     /// An empty table that falls back to `/proc` for unknown pids.
     pub fn new() -> Self {
@@ -267,7 +264,9 @@ impl ProcessTable {
         };
         let mut missing = Vec::new();
         let mut next = pid;
-        while next != 0 && missing.len() < LOAD_PARENTS && self.lineages.get(next).is_none() {
+        // Parents farther up than a chain keeps are not worth reading.
+        let limit = self.lineages.depth() + 1;
+        while next != 0 && missing.len() < limit && self.lineages.get(next).is_none() {
             let Some(info) = lookup(next) else {
                 break;
             };

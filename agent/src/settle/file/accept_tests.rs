@@ -105,7 +105,7 @@ fn writer(pid: u32, uid: u32, exe: &str, ancestors: Vec<Ancestor>) -> ProcessCon
         pid,
         uid,
         exe: Some(exe.into()),
-        image: Some(image(pid, exe, exe)),
+        image: Some(Arc::new(image(pid, exe, exe))),
         ancestors: Arc::from(ancestors),
         ..ProcessContext::default()
     }
