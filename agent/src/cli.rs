@@ -127,4 +127,38 @@ pub enum BaselineAction {
         #[arg(long, default_value = "/etc/reflex/policies")]
         policies: PathBuf,
     },
+    /// Every version of a file's baseline, newest first.
+    History {
+        /// The watched file.
+        path: String,
+        /// The policy whose baseline (needed when several keep one).
+        #[arg(long)]
+        policy: Option<String>,
+    },
+    /// Unified diff of the file now against its baseline, or between two
+    /// versions (`--from`, `--to`: a number or a sha256 prefix).
+    Diff {
+        /// The watched file.
+        path: String,
+        /// The policy whose baseline (needed when several keep one).
+        #[arg(long)]
+        policy: Option<String>,
+        /// Old side: a version [default: the baseline in force].
+        #[arg(long)]
+        from: Option<String>,
+        /// New side: a version [default: the file as it is now].
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Make an earlier version the baseline and restore the file to it.
+    Rollback {
+        /// The watched file.
+        path: String,
+        /// The version to go back to: a number or a sha256 prefix.
+        #[arg(long)]
+        to: String,
+        /// The policy whose baseline (needed when several keep one).
+        #[arg(long)]
+        policy: Option<String>,
+    },
 }

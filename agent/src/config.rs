@@ -62,6 +62,15 @@ pub struct Config {
     /// Alert delivery.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// The process table.
+    #[serde(default)]
+    pub process: crate::process::lineage::ProcessConfig,
+    /// The baseline store.
+    #[serde(default)]
+    pub baselines: crate::settle::file::baseline::BaselinesConfig,
+    /// What reverts keep of the content they reject.
+    #[serde(default)]
+    pub evidence: crate::actions::evidence::EvidenceConfig,
 }
 
 /// `cpu:`.
@@ -216,6 +225,12 @@ pub struct Settings {
     pub webhooks: Vec<WebhookConfig>,
     /// Alertmanager.
     pub alertmanager: Option<AlertmanagerConfig>,
+    /// Ancestors kept per process.
+    pub ancestry_depth: usize,
+    /// Earlier baseline versions kept per file.
+    pub baseline_history: usize,
+    /// Bounds of revert evidence.
+    pub evidence: crate::actions::evidence::EvidenceSettings,
 }
 
 impl Settings {
@@ -307,6 +322,9 @@ impl Settings {
             },
             webhooks: file.alerts.webhooks,
             alertmanager: file.alerts.alertmanager,
+            ancestry_depth: file.process.depth(),
+            baseline_history: file.baselines.history(),
+            evidence: crate::actions::evidence::EvidenceSettings::from_config(&file.evidence),
         };
         bounds::check(&path, &settings)?;
         Ok(settings)

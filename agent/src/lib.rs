@@ -22,3 +22,4 @@ pub mod sensor;
 pub mod settle;
 pub mod sinks;
 pub mod telemetry;
+pub mod textdiff;

@@ -8,7 +8,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use crate::{
     events::{Event, Kind, Record, clock::BootClock, decode, reader::EventReader},
     loader::{KernelLosses, LoadError, LoadOptions, Probes},
-    process::ProcessTable,
+    process::{Lineages, ProcessTable},
     telemetry::{Metrics, UNKNOWN_FAMILY},
 };
 
@@ -28,6 +28,8 @@ pub struct SensorOptions {
     /// Leave out events of this process and everything it starts (its
     /// hooks), in the kernel, so the agent never reacts to itself.
     pub exclude_self: bool,
+    /// Ancestors kept per process in its context.
+    pub ancestry_depth: usize,
 }
 
 impl Default for SensorOptions {
@@ -37,6 +39,7 @@ impl Default for SensorOptions {
             kinds: None,
             queue: 65_536,
             exclude_self: true,
+            ancestry_depth: crate::process::DEFAULT_ANCESTRY_DEPTH,
         }
     }
 }
@@ -78,7 +81,9 @@ impl Sensor {
         let reader = EventReader::new(ring).map_err(SensorError::Reactor)?;
 
         // Seed after attaching, so no process can start unseen in between.
-        let mut table = ProcessTable::new();
+        let mut lineages = Lineages::new(options.ancestry_depth);
+        lineages.count_truncations(metrics.ancestry_truncated.clone());
+        let mut table = ProcessTable::new().with_lineages(lineages);
         table.count_truncations(metrics.limits.truncated("argv"));
         table.seed_from_proc();
         metrics.process_table.set(table.len() as i64);
@@ -192,7 +197,12 @@ impl Pipeline {
             .inc();
         let process = self.table.apply(&event);
         self.metrics.process_table.set(self.table.len() as i64);
-        if self.kinds.as_ref().is_some_and(|k| !k.contains(&kind)) {
+        // Forks only keep the table; they are passed on when asked for by name.
+        let wanted = match &self.kinds {
+            Some(kinds) => kinds.contains(&kind),
+            None => kind != Kind::Fork,
+        };
+        if !wanted {
             return None;
         }
         Some(Record {

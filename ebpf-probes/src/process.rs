@@ -1,4 +1,4 @@
-//! Process family: exec and exit, from the `sched` tracepoints.
+//! Process family: exec, exit and fork, from the `sched` and `task` tracepoints.
 
 use core::{
     ffi::c_void,
@@ -16,8 +16,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use reflex_wire::{
-    EventKind, ExecEvent, ExitEvent, LossFamily, LossReason,
-    process::{ARGS_MAX, EXE_MAX, exec_flag},
+    EventKind, ExecEvent, ExitEvent, ForkEvent, LossFamily, LossReason,
+    process::{ARGS_MAX, CLONE_THREAD, EXE_MAX, exec_flag},
     programs,
 };
 
@@ -207,3 +207,43 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     0
 }
 exported_as!(sched_process_fork, programs::SCHED_PROCESS_FORK);
+
+/// `tp/task/task_newtask`: emits a [`ForkEvent`] when a task starts a new
+/// process (not a thread), from the caller's context before the child runs,
+/// so the agent knows the child's lineage before the child's first event.
+/// No fallback needed: this tracepoint exists on every kernel reflex targets.
+#[tracepoint(category = "task", name = "task_newtask")]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    if let Err(reason) = try_task_newtask(&ctx) {
+        count_loss(reason, LossFamily::Exec);
+    }
+    0
+}
+
+fn try_task_newtask(ctx: &TracePointContext) -> Result<(), LossReason> {
+    if is_excluded((bpf_get_current_pid_tgid() >> 32) as u32) {
+        return Ok(());
+    }
+    let offsets = OFFSETS.load();
+    // SAFETY: the record holds a `u64 clone_flags` and a `pid_t pid` at
+    // these offsets, read from tracefs by the agent.
+    let flags: u64 = unsafe { ctx.read_at(offsets.tp_newtask_clone_flags as usize) }
+        .map_err(|_| LossReason::ReadFailed)?;
+    if flags & CLONE_THREAD != 0 {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    let child: u32 = unsafe { ctx.read_at(offsets.tp_newtask_pid as usize) }
+        .map_err(|_| LossReason::ReadFailed)?;
+    let mut entry = EVENTS
+        .reserve::<ForkEvent>(0)
+        .ok_or(LossReason::RingbufFull)?;
+    entry.write(ForkEvent {
+        header: header(EventKind::Fork, size_of::<ForkEvent>()),
+        child_pid: child,
+        clone_flags: flags as u32,
+    });
+    entry.submit(0);
+    Ok(())
+}
+exported_as!(task_newtask, programs::TASK_NEWTASK);

@@ -341,3 +341,78 @@ pub fn webhook_receiver(server: std::net::TcpListener, max: usize) -> mpsc::Rece
     });
     rx
 }
+
+/// Runs `command` to completion (bounded), output discarded; returns its pid.
+pub fn run_to_end(command: &mut Command, limit: Duration) -> u32 {
+    let mut child = ChildGuard::spawn(
+        command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let pid = child.pid();
+    child.wait_for(limit).expect("the command finishes");
+    pid
+}
+
+/// Polls until `path` holds `content` or `limit` passes.
+pub fn holds(path: &Path, content: &str, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if fs::read_to_string(path).is_ok_and(|c| c == content) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The next alert on the agent's stdout about file `path` for which
+/// `matches` holds; fails the test after `limit`.
+pub fn file_alert(
+    agent: &Agent,
+    path: &Path,
+    limit: Duration,
+    matches: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let path = path.to_str().expect("utf-8");
+    let line = agent
+        .stdout_line(limit, |l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .is_ok_and(|v| v["event"]["file"]["path"] == path && matches(&v))
+        })
+        .unwrap_or_else(|| panic!("no such alert about {path} within {limit:?}"));
+    serde_json::from_str(&line).expect("alert JSON")
+}
+
+/// `reflex baseline ARGS --state-dir STATE`: its exit code and stdout
+/// (both echoed on the test's stderr).
+pub fn reflex_baseline(state: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(reflex_bin())
+        .arg("baseline")
+        .args(args)
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .expect("reflex baseline runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!(
+        "$ reflex baseline {}\n{stdout}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+/// Stops an agent with SIGTERM and checks that it exits 0.
+pub fn stop_agent(mut agent: Agent) {
+    agent.guard.signal(Signal::SIGTERM);
+    assert!(
+        agent
+            .guard
+            .wait_for(Duration::from_secs(10))
+            .is_some_and(|s| s.success()),
+        "the agent exits 0 on SIGTERM"
+    );
+}

@@ -19,8 +19,9 @@ const LLVM_PACKAGES: [&str; 4] = [
     "libzstd-dev",
 ];
 /// Debian packages the root tests talk to: a real Prometheus (and
-/// promtool) and a real Alertmanager.
-const TEST_PACKAGES: [&str; 2] = ["prometheus", "prometheus-alertmanager"];
+/// promtool), a real Alertmanager, and a real config-management tool
+/// (Ansible) whose deploys the agent must accept.
+const TEST_PACKAGES: [&str; 3] = ["prometheus", "prometheus-alertmanager", "ansible-core"];
 /// Where Debian puts LLVM 22.
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 

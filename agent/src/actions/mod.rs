@@ -1,5 +1,6 @@
 //! Carrying out what the engine planned: revert, kill, block, run, and the
 //! alert every reported decision becomes (handed to the sinks).
+pub mod evidence;
 pub mod kill;
 pub mod revert;
 pub mod run;
@@ -21,9 +22,10 @@ use crate::{
         spec::{KillTarget, Severity},
     },
     settle::Followup,
-    sinks::alert::{ActionResult, Alert, AlertLog, DEFAULT_MAX_LINE_BYTES},
+    sinks::alert::{ActionResult, Alert, AlertLog, DEFAULT_MAX_LINE_BYTES, Evidence},
     telemetry::Metrics,
 };
+use evidence::{EvidenceSettings, EvidenceStore};
 use run::HookRunner;
 
 /// Carries out decisions. Owned by the actions task.
@@ -35,6 +37,7 @@ pub struct Executor {
     followups: Option<mpsc::UnboundedSender<Followup>>,
     reopen: Option<watch::Receiver<u64>>,
     stdin_max_bytes: usize,
+    evidence: Option<EvidenceStore>,
 }
 
 impl Executor {
@@ -48,6 +51,7 @@ impl Executor {
             followups: None,
             reopen: None,
             stdin_max_bytes: DEFAULT_MAX_LINE_BYTES,
+            evidence: None,
         }
     }
 
@@ -71,8 +75,23 @@ impl Executor {
         state_dir: PathBuf,
         followups: mpsc::UnboundedSender<Followup>,
     ) -> Self {
+        self.evidence = Some(
+            EvidenceStore::new(&state_dir, EvidenceSettings::default())
+                .with_metrics(self.metrics.evidence_dropped.clone()),
+        );
         self.state_dir = Some(state_dir);
         self.followups = Some(followups);
+        self
+    }
+
+    /// Keeps the evidence of reverts within `settings` (after `with_reverts`).
+    pub fn with_evidence(mut self, settings: EvidenceSettings) -> Self {
+        if let Some(state_dir) = &self.state_dir {
+            self.evidence = Some(
+                EvidenceStore::new(state_dir, settings)
+                    .with_metrics(self.metrics.evidence_dropped.clone()),
+            );
+        }
         self
     }
 
@@ -103,10 +122,13 @@ impl Executor {
         for verdict in verdicts {
             let (policy, plan) = (&verdict.policy, verdict.plan);
             let context = with_policy(&event, &plan.decision);
+            let mut evidence = None;
             let results: Vec<ActionResult> = plan
                 .steps
                 .iter()
-                .map(|&i| self.carry_out(policy, &policy.actions[i], record, &context))
+                .map(|&i| {
+                    self.carry_out(policy, &policy.actions[i], record, &context, &mut evidence)
+                })
                 .collect();
             tracing::info!(
                 policy = policy.name,
@@ -118,7 +140,8 @@ impl Executor {
                 "policy matched"
             );
             if plan.report {
-                let alert = build_alert(policy, record, &context, plan, results);
+                let mut alert = build_alert(policy, record, &context, plan, results);
+                alert.evidence = evidence;
                 self.metrics
                     .actions
                     .with_label_values(&["alert", "ok"])
@@ -134,6 +157,7 @@ impl Executor {
         action: &Action,
         record: &Record,
         context: &serde_json::Value,
+        evidence: &mut Option<Evidence>,
     ) -> ActionResult {
         let name = action.name();
         let file = match &record.body {
@@ -187,7 +211,12 @@ impl Executor {
             }
             Action::Revert { .. } => match (&self.state_dir, file) {
                 (Some(state_dir), Some(file)) => {
-                    let done = revert::revert(file, &policy.name, state_dir);
+                    let keep = self
+                        .evidence
+                        .as_ref()
+                        .map(|store| (store, policy.answers.evidence));
+                    let (done, kept) = revert::revert(file, &policy.name, state_dir, keep);
+                    *evidence = kept;
                     if done.is_ok()
                         && let (Some(tx), Some(path)) = (&self.followups, &file.path)
                     {
@@ -321,6 +350,7 @@ fn build_alert(
         labels: policy.labels.clone(),
         results,
         event: record.clone(),
+        evidence: None,
     }
 }
 

@@ -3,16 +3,40 @@
 //! baseline store's objects, and the restore itself is [`fsio::restore`].
 use std::path::Path;
 
+use super::evidence::EvidenceStore;
 use crate::{
     events::file::{File, Snapshot},
     fsio::{self, Ownership},
     logging::error_chain,
+    policy::accept::EvidenceMode,
     settle::file::baseline::object_path,
+    sinks::alert::Evidence,
 };
 
+/// Where a revert keeps what it rejects, and how much of it.
+pub type Keep<'a> = Option<(&'a EvidenceStore, EvidenceMode)>;
+
 /// Restores the file of `event` from `policy`'s baseline in the store under
-/// `state_dir`; returns what was done, for the alert.
-pub fn revert(event: &File, policy: &str, state_dir: &Path) -> Result<String, String> {
+/// `state_dir`; returns what was done, for the alert, and the evidence of
+/// what it replaced when `keep` says where.
+pub fn revert(
+    event: &File,
+    policy: &str,
+    state_dir: &Path,
+    keep: Keep<'_>,
+) -> (Result<String, String>, Option<Evidence>) {
+    let mut evidence = None;
+    let done = restore(event, policy, state_dir, keep, &mut evidence);
+    (done, evidence)
+}
+
+fn restore(
+    event: &File,
+    policy: &str,
+    state_dir: &Path,
+    keep: Keep<'_>,
+    evidence: &mut Option<Evidence>,
+) -> Result<String, String> {
     let path = event.path.as_deref().ok_or("the event names no file")?;
     let baseline = event
         .baseline
@@ -26,8 +50,11 @@ pub fn revert(event: &File, policy: &str, state_dir: &Path) -> Result<String, St
     if fsio::has_state(Path::new(path), sha256, baseline.size, owner).unwrap_or(false) {
         return Ok(format!("{path} already matches its baseline"));
     }
-    let key = fsio::restore(Path::new(path), &object_path(state_dir, sha256), owner)
-        .map_err(|e| error_chain(&e))?;
+    let object = object_path(state_dir, sha256);
+    if let Some((store, mode)) = keep {
+        *evidence = Some(store.keep(Path::new(path), &object, mode));
+    }
+    let key = fsio::restore(Path::new(path), &object, owner).map_err(|e| error_chain(&e))?;
     Ok(format!(
         "restored {path} (sha256 {}, inode {})",
         &sha256[..12.min(sha256.len())],

@@ -1,5 +1,6 @@
 //! `reflex baseline`: show the recorded baselines, or accept the current
-//! state of a policy's files deliberately (as `aide --update` does).
+//! state of a policy's files deliberately (as `aide --update` does). A
+//! running agent reads the store again at its next look at a file.
 use std::{path::Path, process::ExitCode};
 
 use anyhow::{Context as _, bail};
@@ -19,12 +20,14 @@ pub fn list(state_dir: &Path) -> anyhow::Result<ExitCode> {
     let mut count = 0;
     for (policy, path, b) in store.list() {
         println!(
-            "{policy}\t{path}\t{}\t{:o}\t{}:{}\t{}",
+            "{policy}\t{path}\tv{}\t{}\t{:o}\t{}:{}\t{}\t{}",
+            b.version,
             &b.sha256[..16],
             b.mode,
             b.uid,
             b.gid,
-            b.recorded
+            b.recorded,
+            b.how.as_str()
         );
         count += 1;
     }
@@ -59,7 +62,7 @@ pub fn update(state_dir: &Path, policies: &Path, name: &str) -> anyhow::Result<E
     // Baselines are copies of managed files: owner-only, like the agent's.
     super::state::private_umask();
     super::state::secure(state_dir).context("securing the state directory")?;
-    let mut store = BaselineStore::open(state_dir).context("opening the baseline store")?;
+    let mut store = super::versions::open(state_dir)?;
     let mut watch = WatchList::new(None);
     watch.configure(&set);
     let matcher = glob_set(paths.iter().map(PathGlob::glob))
@@ -76,7 +79,7 @@ pub fn update(state_dir: &Path, policies: &Path, name: &str) -> anyhow::Result<E
         println!("{path}\t{}", &b.sha256[..16]);
     }
     eprintln!(
-        "{} baselines of {name} updated; restart the agent to use them",
+        "{} baselines of {name} updated; a running agent uses them from its next look",
         covered.len()
     );
     Ok(ExitCode::SUCCESS)

@@ -9,6 +9,7 @@ pub mod replay;
 pub mod run;
 mod shutdown;
 pub mod state;
+pub mod versions;
 
 use std::process::ExitCode;
 
@@ -34,6 +35,18 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 BaselineAction::List => baseline::list(state_dir),
                 BaselineAction::Update { policy, policies } => {
                     baseline::update(state_dir, policies, policy)
+                }
+                BaselineAction::History { path, policy } => {
+                    versions::history(state_dir, path, policy.as_deref())
+                }
+                BaselineAction::Diff {
+                    path,
+                    policy,
+                    from,
+                    to,
+                } => versions::diff(state_dir, path, policy.as_deref(), from, to),
+                BaselineAction::Rollback { path, to, policy } => {
+                    versions::rollback(state_dir, path, policy.as_deref(), to)
                 }
             };
         }

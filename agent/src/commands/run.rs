@@ -85,7 +85,10 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(sink = name, "alert sink started");
         alerts = alerts.with_remote(sink);
     }
-    let mut options = SensorOptions::default();
+    let mut options = SensorOptions {
+        ancestry_depth: args.ancestry_depth,
+        ..SensorOptions::default()
+    };
     let cpu_hz = (args.cpu_hz > 0).then_some(args.cpu_hz);
     options.load.cpu_hz = cpu_hz;
     options.load.exec_kill_entries = crate::settle::exec::kernel_room(&set);
@@ -117,8 +120,12 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    let baselines = BaselineStore::open(&args.state_dir).context("opening the baseline store")?;
-    let files = FileSettler::new(Some(sensor.take_watch_maps()?), Some(baselines));
+    let baselines = BaselineStore::open(&args.state_dir)
+        .context("opening the baseline store")?
+        .with_history(args.baseline_history)
+        .with_metrics(metrics.baseline_versions_pruned.clone());
+    let files = FileSettler::new(Some(sensor.take_watch_maps()?), Some(baselines))
+        .with_metrics(metrics.clone());
     // Watches, baselines and in-kernel exec kills are in place before the
     // agent says it runs.
     let (kill_tx, mut kill_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -146,7 +153,8 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let executor = Executor::new(alerts, hooks, metrics.clone())
         .with_reverts(args.state_dir.clone(), followup_tx)
         .with_reopen(hangups.clone())
-        .with_stdin_bound(args.alert_log.max_line_bytes);
+        .with_stdin_bound(args.alert_log.max_line_bytes)
+        .with_evidence(args.evidence);
     let engine =
         Engine::new(set.clone(), args.kill_fuse, Some(metrics.clone())).with_exec_kills(kill_tx);
     let policy_count = set.len();

@@ -8,8 +8,8 @@ use super::{
     throttle::Throttler,
 };
 use crate::{
-    events::{Body, Kind, Record},
-    policy::{Action, Mode, Policy, spec::ThrottleKey},
+    events::{Body, Kind, Record, file::FileChange},
+    policy::{Action, Mode, Policy, accept::OnDrift, spec::ThrottleKey},
 };
 
 /// Default number of distinct executables a policy may kill in a minute.
@@ -129,6 +129,7 @@ impl Planner {
                 decision.would = policy
                     .actions
                     .iter()
+                    .filter(|a| !(matches!(a, Action::Revert { .. }) && keeps(policy, record)))
                     .map(Action::name)
                     .filter(|n| *n != "alert")
                     .map(str::to_string)
@@ -142,6 +143,7 @@ impl Planner {
                         Action::Run { .. } => verdict.allowed,
                         // Nothing to kill when the load has gone.
                         Action::Kill { .. } => record.kind != Kind::CpuNormal,
+                        Action::Revert { .. } => !keeps(policy, record),
                         _ => true,
                     };
                     if go {
@@ -183,6 +185,18 @@ fn executable(record: &Record) -> Executable {
     }
 }
 
+/// Whether `policy` keeps the file as `record` found it: the change became
+/// its baseline, or it is drift the policy only reports (`on_drift: report`).
+fn keeps(policy: &Policy, record: &Record) -> bool {
+    let Body::File(file) = &record.body else {
+        return false;
+    };
+    file.accepted
+        .as_ref()
+        .is_some_and(|a| a.policies.contains(&policy.name))
+        || (file.change == Some(FileChange::Drift) && policy.answers.on_drift == OnDrift::Report)
+}
+
 /// The throttle budget an event draws from.
 fn throttle_key(per: ThrottleKey, record: &Record) -> String {
     match per {
@@ -196,7 +210,7 @@ fn throttle_key(per: ThrottleKey, record: &Record) -> String {
         ThrottleKey::File | ThrottleKey::Remote => match &record.body {
             Body::File(file) => file.path.clone().unwrap_or_default(),
             Body::Connect(c) => c.remote_addr.to_string(),
-            Body::Exec(_) | Body::Exit(_) | Body::Cpu(_) => String::new(),
+            Body::Exec(_) | Body::Exit(_) | Body::Fork(_) | Body::Cpu(_) => String::new(),
         },
     }
 }

@@ -1,13 +1,13 @@
 //! The one place kernel bytes become Rust values: lengths checked, kinds
 //! validated with `TryFrom`, never a panic on bad input.
 use reflex_wire::{
-    COMM_LEN, EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, NetEvent,
+    COMM_LEN, EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, ForkEvent, NetEvent,
     file::{NAME_MAX, PATH_MAX, flag},
-    process::{ARGS_MAX, EXE_MAX, EXE_PATH_MAX, exec_flag},
+    process::{ARGS_MAX, CLONE_PARENT, EXE_MAX, EXE_PATH_MAX, exec_flag},
 };
 
 use super::{
-    Body, Event, Exec, Exit, Task,
+    Body, Event, Exec, Exit, Fork, Task,
     connect::Connect,
     file::{File, FileChange, MatchedBy},
 };
@@ -66,6 +66,7 @@ trait Wire: Copy {}
 impl Wire for EventHeader {}
 impl Wire for ExecEvent {}
 impl Wire for ExitEvent {}
+impl Wire for ForkEvent {}
 impl Wire for FileEvent {}
 impl Wire for NetEvent {}
 
@@ -126,6 +127,13 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Exit => {
             let raw: ExitEvent = read_exact(kind, bytes)?;
             Body::Exit(Exit::from_raw(raw.exit_code))
+        }
+        EventKind::Fork => {
+            let raw: ForkEvent = read_exact(kind, bytes)?;
+            Body::Fork(Fork {
+                child_pid: raw.child_pid,
+                sibling: raw.clone_flags & CLONE_PARENT != 0,
+            })
         }
         EventKind::Connect => {
             let raw: NetEvent = read_exact(kind, bytes)?;

@@ -29,6 +29,9 @@ pub enum FileChange {
     Create,
     /// Found different from its baseline while the agent was not running.
     Drift,
+    /// Made by an authorised writer (`accept_from`) or found at start-up
+    /// under `on_drift: accept`: the change became the baseline.
+    Accepted,
 }
 
 impl FileChange {
@@ -60,6 +63,7 @@ impl FileChange {
             Self::Link => "link",
             Self::Create => "create",
             Self::Drift => "drift",
+            Self::Accepted => "accepted",
         }
     }
 }
@@ -111,6 +115,38 @@ pub struct File {
     /// file is left at the path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<Snapshot>,
+    /// Set when the change became the baseline of some policies (`baseline`
+    /// then holds the new one for them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<Box<Accepted>>,
+}
+
+/// A change that became the baseline.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// Policies whose baseline it became; their `revert` leaves it.
+    pub policies: Vec<String>,
+    /// Content hash of the baseline it replaced, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    /// Content hash of the new baseline; absent when the writer removed
+    /// the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// What made the writer authorised: itself or one of its ancestors
+    /// (the event's `process` is the writer). Absent for `on_drift: accept`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<AcceptedBy>,
+}
+
+/// The process image an `accept_from` matched.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedBy {
+    /// Its process id.
+    pub pid: u32,
+    /// The path that matched (its executable or the file it exec'd).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// A file's content and attributes at one moment.

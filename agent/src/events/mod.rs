@@ -11,7 +11,7 @@ pub mod record;
 use serde::{Deserialize, Serialize};
 
 pub use decode::{DecodeError, decode};
-pub use record::{FileId, ParentContext, ProcessContext, Record};
+pub use record::{Ancestor, FileId, ParentContext, ProcessContext, Record};
 
 /// The kind of an event, by its stable, user-facing name (CLI, JSON,
 /// policies). Each kind belongs to one family, the word after `on:`.
@@ -23,6 +23,9 @@ pub enum Kind {
     Exec,
     /// A process exited.
     Exit,
+    /// A process started a new process. Kept by the process table for
+    /// lineage; emitted only when asked for by name (`--kind fork`).
+    Fork,
     /// A watched file changed.
     File,
     /// A connection was made, accepted, or a socket started listening.
@@ -41,7 +44,7 @@ impl Kind {
     /// of process lifecycles.
     pub fn family(self) -> &'static str {
         match self {
-            Kind::Exec | Kind::Exit => "exec",
+            Kind::Exec | Kind::Exit | Kind::Fork => "exec",
             Kind::File => "file",
             Kind::CpuHigh | Kind::CpuNormal => "cpu",
             Kind::Connect => "connect",
@@ -53,6 +56,7 @@ impl Kind {
         match self {
             Kind::Exec => "exec",
             Kind::Exit => "exit",
+            Kind::Fork => "fork",
             Kind::File => "file",
             Kind::Connect => "connect",
             Kind::CpuHigh => "cpu_high",
@@ -106,6 +110,8 @@ pub enum Body {
     Exec(Exec),
     /// A process exited.
     Exit(Exit),
+    /// A process started a new process.
+    Fork(Fork),
     /// A watched file changed.
     File(file::File),
     /// A CPU threshold event.
@@ -120,6 +126,7 @@ impl Body {
         match self {
             Body::Exec(_) => Kind::Exec,
             Body::Exit(_) => Kind::Exit,
+            Body::Fork(_) => Kind::Fork,
             Body::File(_) => Kind::File,
             Body::Cpu(c) => c.state.kind(),
             Body::Connect(_) => Kind::Connect,
@@ -171,6 +178,16 @@ impl Exec {
             ino: self.ino,
         })
     }
+}
+
+/// A new process (not a thread); the event's task is the one that made it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fork {
+    /// Process id of the new process.
+    pub child_pid: u32,
+    /// Whether the new process's parent is the caller's parent
+    /// (`CLONE_PARENT`) rather than the caller.
+    pub sibling: bool,
 }
 
 /// A process exit.

@@ -1,5 +1,7 @@
 //! The enriched event the agent emits: the decoded event plus wall time and
 //! the process context from the process table.
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::{Body, Kind};
@@ -52,6 +54,51 @@ pub struct ProcessContext {
     pub start_ktime_ns: Option<u64>,
     /// The parent, when known.
     pub parent: Option<ParentContext>,
+    /// The process's own image as its lineage knows it: the executable the
+    /// kernel resolved (for a script, its interpreter) and the file it
+    /// exec'd (the script). Absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Arc<Ancestor>>,
+    /// Where the process comes from, nearest first: the image it had before
+    /// its last exec (when it exec'd more than once), its parent, the
+    /// parent's parent, and so on, as the process table saw them at fork
+    /// and exec (a reparented process keeps its origin). Bounded by
+    /// `process.ancestry_depth`.
+    #[serde(default, skip_serializing_if = "no_ancestors")]
+    pub ancestors: Arc<[Ancestor]>,
+}
+
+fn no_ancestors(ancestors: &Arc<[Ancestor]>) -> bool {
+    ancestors.is_empty()
+}
+
+/// One process image in a chain of ancestry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ancestor {
+    /// Process id.
+    pub pid: u32,
+    /// Boot-time nanoseconds of its start (fork) or exec, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ktime_ns: Option<u64>,
+    /// Executable as the kernel resolved it (`/proc/PID/exe`): for a
+    /// script, its interpreter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    /// The file that was exec'd, made absolute: for a script, the script.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+}
+
+impl Ancestor {
+    /// The image's paths worth matching: its executable and, when it
+    /// differs, the file that was exec'd.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        let filename = self
+            .filename
+            .as_deref()
+            .filter(|f| Some(*f) != self.exe.as_deref());
+        self.exe.as_deref().into_iter().chain(filename)
+    }
 }
 
 /// Identity of a file: its device (`major << 20 | minor`, as the kernel

@@ -15,11 +15,12 @@ use reflex_wire::programs;
 
 use super::{LoadError, error::program_error};
 
-/// Tracepoint programs, each named after its tracepoint in category `sched`.
-const TRACEPOINTS: [&str; 3] = [
-    programs::SCHED_PROCESS_EXEC,
-    programs::SCHED_PROCESS_EXIT,
-    programs::SCHED_PROCESS_FORK,
+/// Tracepoint programs, each named after its tracepoint: (category, name).
+const TRACEPOINTS: [(&str, &str); 4] = [
+    (programs::SCHED, programs::SCHED_PROCESS_EXEC),
+    (programs::SCHED, programs::SCHED_PROCESS_EXIT),
+    (programs::SCHED, programs::SCHED_PROCESS_FORK),
+    (programs::TASK, programs::TASK_NEWTASK),
 ];
 
 /// Threads that detach links at once.
@@ -66,19 +67,18 @@ impl Drop for Links {
 impl Links {
     /// The process family: exec, exit and fork tracepoints.
     pub(super) fn process(&mut self, ebpf: &mut Ebpf) -> Result<(), LoadError> {
-        for name in TRACEPOINTS {
+        for (category, name) in TRACEPOINTS {
             let program: &mut TracePoint = program_mut(ebpf, name)?;
             program.load().map_err(program_error(name, "load"))?;
             let id = program
-                .attach(programs::SCHED, name)
+                .attach(category, name)
                 .map_err(program_error(name, "attach"))?;
             self.links.push(Link::TracePoint(
                 program
                     .take_link(id)
                     .map_err(program_error(name, "attach"))?,
             ));
-            self.hooks
-                .push(format!("tracepoint/{}/{name}", programs::SCHED));
+            self.hooks.push(format!("tracepoint/{category}/{name}"));
         }
         Ok(())
     }

@@ -156,6 +156,14 @@ fn kernel_offsets() -> Result<KernelOffsets, LoadError> {
         programs::SCHED_PROCESS_FORK,
         "child_pid",
     )?;
+    offsets.tp_newtask_pid =
+        tracefs::required_field_offset(&trace_root, programs::TASK, programs::TASK_NEWTASK, "pid")?;
+    offsets.tp_newtask_clone_flags = tracefs::required_field_offset(
+        &trace_root,
+        programs::TASK,
+        programs::TASK_NEWTASK,
+        "clone_flags",
+    )?;
     if offsets.tp_exit_group_dead == 0 {
         tracing::warn!(
             "sched_process_exit has no group_dead field; exits of thread-group leaders stand in for process exits"

@@ -92,14 +92,15 @@ fn the_object_holds_exactly_the_programs_reflex_wire_names() {
         .collect();
     assert_eq!(in_object, programs::ALL.into_iter().collect());
     let section = |name: &str| symbols.iter().find(|s| s.name == name).unwrap().section;
-    for tracepoint in [
-        programs::SCHED_PROCESS_EXEC,
-        programs::SCHED_PROCESS_EXIT,
-        programs::SCHED_PROCESS_FORK,
+    for (category, tracepoint) in [
+        (programs::SCHED, programs::SCHED_PROCESS_EXEC),
+        (programs::SCHED, programs::SCHED_PROCESS_EXIT),
+        (programs::SCHED, programs::SCHED_PROCESS_FORK),
+        (programs::TASK, programs::TASK_NEWTASK),
     ] {
         assert_eq!(
             section(tracepoint),
-            format!("tracepoint/{}/{tracepoint}", programs::SCHED)
+            format!("tracepoint/{category}/{tracepoint}")
         );
     }
     for dispatcher in [programs::SYS_ENTER, programs::SYS_EXIT] {

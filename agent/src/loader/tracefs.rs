@@ -98,6 +98,23 @@ pub fn required_field_offset(
     })
 }
 
+/// Fills the tracepoint record offsets of `offsets` the probes read.
+pub fn record_offsets(
+    root: &Path,
+    offsets: &mut reflex_wire::KernelOffsets,
+) -> Result<(), TracefsError> {
+    offsets.tp_exec_filename =
+        required_field_offset(root, "sched", "sched_process_exec", "filename")?;
+    offsets.tp_exit_group_dead =
+        field_offset(root, "sched", "sched_process_exit", "group_dead")?.unwrap_or(0);
+    offsets.tp_fork_child_pid =
+        required_field_offset(root, "sched", "sched_process_fork", "child_pid")?;
+    offsets.tp_newtask_pid = required_field_offset(root, "task", "task_newtask", "pid")?;
+    offsets.tp_newtask_clone_flags =
+        required_field_offset(root, "task", "task_newtask", "clone_flags")?;
+    Ok(())
+}
+
 /// Finds `field` in a tracepoint `format` file and returns its `offset:`.
 fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
     format.lines().find_map(|line| {

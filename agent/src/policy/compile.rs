@@ -2,6 +2,7 @@
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use super::{
+    accept,
     checked::Position,
     load::{Locator, PolicyError, SourcePolicy},
     model::{Action, ConnectTrigger, Policy, ProcessMatcher, Throttle, Trigger, all_valid},
@@ -13,7 +14,7 @@ use super::{
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Fields every event offers to templates.
-const COMMON_FIELDS: [&str; 17] = [
+const COMMON_FIELDS: [&str; 19] = [
     "time",
     "ktime_ns",
     "kind",
@@ -31,6 +32,8 @@ const COMMON_FIELDS: [&str; 17] = [
     "process.cgroup_id",
     "process.start_ktime_ns",
     "process.parent",
+    "process.image",
+    "process.ancestors",
 ];
 
 /// Fields each family adds.
@@ -46,7 +49,16 @@ fn family_fields(family: &str) -> &'static [&'static str] {
             "exec.script",
             "exec.aliases",
         ],
-        "file" => &["file.path", "file.change", "file.dev", "file.ino"],
+        "file" => &[
+            "file.path",
+            "file.change",
+            "file.changes",
+            "file.dev",
+            "file.ino",
+            "file.baseline",
+            "file.after",
+            "file.accepted",
+        ],
         "connect" => &[
             "connect.direction",
             "connect.protocol",
@@ -124,6 +136,9 @@ fn compile_one(
         actions,
         throttle,
         labels,
+        accept_from,
+        on_drift,
+        evidence,
     } = spec;
 
     let name = name.valid()?;
@@ -250,6 +265,18 @@ fn compile_one(
     if let (Some(family), Some(actions)) = (family, &actions) {
         check_templates(family, actions, &locator, &file, errors);
     }
+    let answers = accept::compile(
+        accept_from,
+        on_drift,
+        evidence,
+        &accept::Context {
+            family,
+            actions: actions.as_deref(),
+            locator: &locator,
+            file: &file,
+        },
+        errors,
+    );
 
     Some(Policy {
         name,
@@ -262,6 +289,7 @@ fn compile_one(
         actions: actions?,
         throttle,
         labels,
+        answers: answers?,
     })
 }
 
@@ -298,7 +326,9 @@ fn trigger(
     }
 }
 
-fn condition(
+/// Compiles `when`, `unless` or `accept_from`'s process conditions;
+/// `anchor` places the error of an empty one.
+pub(super) fn condition(
     spec: Option<ConditionSpec>,
     locator: &Locator,
     anchor: &str,
@@ -313,12 +343,18 @@ fn condition(
     let comm = all_valid(process.comm)?;
     let uid = all_valid(process.uid)?;
     let parent_exe = all_valid(process.parent_exe)?;
-    if exe.is_empty() && comm.is_empty() && uid.is_empty() && parent_exe.is_empty() {
+    let ancestor_exe = all_valid(process.ancestor_exe)?;
+    if exe.is_empty()
+        && comm.is_empty()
+        && uid.is_empty()
+        && parent_exe.is_empty()
+        && ancestor_exe.is_empty()
+    {
         errors.push(PolicyError {
             file: file.to_owned(),
             position: Some(locator.find(None, anchor)),
             message: format!(
-                "`{}` has no condition; expected one of exe, comm, uid, parent_exe",
+                "`{}` has no condition; expected one of exe, comm, uid, parent_exe, ancestor_exe",
                 anchor.trim_end_matches(':')
             ),
         });
@@ -328,6 +364,7 @@ fn condition(
         comm: glob_set(comm.iter().map(NameGlob::glob)),
         uid: (!uid.is_empty()).then_some(uid),
         parent_exe: glob_set(parent_exe.iter().map(PathGlob::glob)),
+        ancestor_exe: glob_set(ancestor_exe.iter().map(PathGlob::glob)),
     }))
 }
 

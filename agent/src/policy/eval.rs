@@ -61,7 +61,7 @@ impl PolicySet {
                 Some(path) => self.file.candidates(path),
                 None => Vec::new(),
             },
-            Body::Exit(_) => Vec::new(),
+            Body::Exit(_) | Body::Fork(_) => Vec::new(),
             Body::Connect(connect) => (0..self.policies.len())
                 .filter(|&i| match &self.policies[i].trigger {
                     Trigger::Connect(t) => t.matches(connect),

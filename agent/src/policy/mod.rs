@@ -1,6 +1,7 @@
 //! Policies: the YAML format (`spec`), reading files (`load`), validation and
 //! compilation (`compile`), the compiled form (`model`), indexes and
 //! evaluation (`index`, `eval`).
+pub mod accept;
 pub mod checked;
 pub mod compile;
 pub mod eval;

@@ -5,6 +5,7 @@ use globset::GlobSet;
 use nix::sys::signal::Signal;
 
 use super::{
+    accept::FileAnswers,
     checked::Position,
     spec::{
         ConnectOn, CpuScope, Direction, FileChange, KillTarget, Mode, Protocol, Severity,
@@ -37,6 +38,8 @@ pub struct Policy {
     pub throttle: Option<Throttle>,
     /// Extra labels for alert sinks.
     pub labels: BTreeMap<String, String>,
+    /// `accept_from`, `on_drift` and `evidence` (file policies).
+    pub answers: FileAnswers,
 }
 
 /// A shared compiled policy.
@@ -212,6 +215,9 @@ pub struct ProcessMatcher {
     pub uid: Option<Vec<u32>>,
     /// Parent executable globs.
     pub parent_exe: Option<GlobSet>,
+    /// Globs any image in the lineage (the process's own, then each
+    /// ancestor's) must match, by executable or exec'd file.
+    pub ancestor_exe: Option<GlobSet>,
 }
 
 impl ProcessMatcher {
@@ -228,5 +234,27 @@ impl ProcessMatcher {
                 &self.parent_exe,
                 process.parent.as_ref().and_then(|p| p.exe.as_deref()),
             )
+            && self
+                .ancestor_exe
+                .as_ref()
+                .is_none_or(|set| lineage_match(set, process).is_some())
     }
+}
+
+/// The first image in `process`'s lineage (itself first, then its
+/// ancestors, nearest first) whose executable or exec'd file `set` matches,
+/// with the path that matched.
+pub fn lineage_match<'a>(
+    set: &GlobSet,
+    process: &'a ProcessContext,
+) -> Option<(Option<&'a crate::events::Ancestor>, &'a str)> {
+    let image = process.image.iter().flat_map(|image| image.paths());
+    let mut own = process.exe.as_deref().into_iter().chain(image);
+    if let Some(path) = own.find(|p| set.is_match(p)) {
+        return Some((None, path));
+    }
+    process
+        .ancestors
+        .iter()
+        .find_map(|a| a.paths().find(|p| set.is_match(p)).map(|p| (Some(a), p)))
 }

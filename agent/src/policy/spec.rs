@@ -15,6 +15,7 @@ pub use crate::events::{
 };
 
 use super::{
+    accept::{AcceptSpec, EvidenceMode, OnDrift},
     checked::Checked,
     value::{Cidr, DurationValue, NameGlob, PathGlob, Percent, PortRange, SignalValue, Template},
 };
@@ -48,6 +49,15 @@ pub struct PolicySpec {
     /// Extra labels for alert sinks.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Writers whose changes become the baseline (file policies with `revert`).
+    #[serde(default)]
+    pub accept_from: Option<AcceptSpec>,
+    /// What a change found at start-up becomes (file policies with `revert`).
+    #[serde(default)]
+    pub on_drift: Checked<OnDrift>,
+    /// What a revert keeps of the content it rejects.
+    #[serde(default)]
+    pub evidence: Checked<EvidenceMode>,
 }
 
 /// Whether a policy acts or only reports.
@@ -163,6 +173,10 @@ pub struct ProcessCondition {
     /// Parent executable paths or globs.
     #[serde(default)]
     pub parent_exe: Vec<Checked<PathGlob>>,
+    /// Paths or globs any of the process's ancestors (or the process
+    /// itself) was: its resolved executable or the file it exec'd.
+    #[serde(default)]
+    pub ancestor_exe: Vec<Checked<PathGlob>>,
 }
 
 /// One action in `do:`; written `- kill` or `- kill: { ... }`.
@@ -357,11 +371,12 @@ impl<'de> Visitor<'de> for ActionVisitor {
 crate::scalar_enum!(Mode, "`enforce` or `monitor`", {
     "enforce" => Mode::Enforce, "monitor" => Mode::Monitor,
 });
-crate::scalar_enum!(FileChange, "one of write, close_write, truncate, rename, unlink, chmod, chown, link, create, drift", {
+crate::scalar_enum!(FileChange, "one of write, close_write, truncate, rename, unlink, chmod, chown, link, create, drift, accepted", {
     "write" => FileChange::Write, "close_write" => FileChange::CloseWrite,
     "truncate" => FileChange::Truncate, "rename" => FileChange::Rename,
     "unlink" => FileChange::Unlink, "chmod" => FileChange::Chmod, "chown" => FileChange::Chown,
     "link" => FileChange::Link, "create" => FileChange::Create, "drift" => FileChange::Drift,
+    "accepted" => FileChange::Accepted,
 });
 crate::scalar_enum!(Direction, "one of outbound, inbound, listen", {
     "outbound" => Direction::Outbound, "inbound" => Direction::Inbound, "listen" => Direction::Listen,

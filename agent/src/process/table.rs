@@ -1,6 +1,7 @@
 //! The in-memory process table and how events update it.
 use std::collections::HashMap;
 
+use super::lineage::{Lineage, Lineages, Resolved};
 use crate::events::{Body, Event, FileId, ParentContext, ProcessContext};
 
 /// What the agent knows of one process.
@@ -32,10 +33,13 @@ pub struct ProcessInfo {
 #[derive(Debug, Default)]
 pub struct ProcessTable {
     entries: HashMap<u32, ProcessInfo>,
+    lineages: Lineages,
     /// Reads a process the table does not hold; `/proc` in production.
     lookup: Option<fn(u32) -> Option<ProcessInfo>>,
     /// Counts command lines from `/proc` cut at the cap.
     truncated: Option<prometheus::IntCounter>,
+    /// Reads the executable and directory of a process that exec'd.
+    resolve: Option<fn(u32, bool) -> Resolved>,
 }
 
 impl ProcessTable {
@@ -43,8 +47,10 @@ impl ProcessTable {
     pub fn new() -> Self {
         Self {
             entries: HashMap::new(),
+            lineages: Lineages::default(),
             lookup: Some(super::procfs::read),
             truncated: None,
+            resolve: Some(super::lineage::resolve_from_proc),
         }
     }
 
@@ -68,13 +74,31 @@ impl ProcessTable {
         Self::default()
     }
 
+    /// Keeps `lineages` (their depth and counter) instead of the default.
+    pub fn with_lineages(mut self, lineages: Lineages) -> Self {
+        self.lineages = lineages;
+        self
+    }
+
     /// Adds every process currently in `/proc`.
     pub fn seed_from_proc(&mut self) -> usize {
-        for info in super::procfs::read_all() {
-            let info = self.counted(info);
-            self.entries.entry(info.pid).or_insert(info);
+        let snapshot: HashMap<u32, ProcessInfo> = super::procfs::read_all()
+            .into_iter()
+            .map(|info| {
+                let info = self.counted(info);
+                (info.pid, info)
+            })
+            .collect();
+        self.lineages.seed(&snapshot);
+        for (pid, info) in snapshot {
+            self.entries.entry(pid).or_insert(info);
         }
         self.entries.len()
+    }
+
+    /// The lineage of `pid`, if known.
+    pub fn lineage(&self, pid: u32) -> Option<&Lineage> {
+        self.lineages.get(pid)
     }
 
     /// Number of processes held.
@@ -97,19 +121,21 @@ impl ProcessTable {
     /// then removed.
     pub fn apply(&mut self, event: &Event) -> ProcessContext {
         let task = &event.task;
+        let mut lineage = None;
         let info = match &event.body {
             Body::Exec(exec) => {
+                let relative = !exec.filename.starts_with('/');
+                let resolved = self
+                    .resolve
+                    .map(|r| r(task.pid, relative))
+                    .unwrap_or_default();
                 // The path the kernel walked from the loaded executable;
                 // without it, the kernel's link to it while the process
                 // lives, and the name as spelled as the last resort.
                 let exe = exec
                     .loaded
                     .clone()
-                    .or_else(|| {
-                        std::fs::read_link(format!("/proc/{}/exe", task.pid))
-                            .ok()
-                            .map(|p| p.to_string_lossy().into_owned())
-                    })
+                    .or_else(|| resolved.exe.clone())
                     .or_else(|| Some(exec.filename.clone()));
                 let info = ProcessInfo {
                     pid: task.pid,
@@ -124,12 +150,34 @@ impl ProcessTable {
                     start_ktime_ns: Some(event.ktime_ns),
                 };
                 self.entries.insert(task.pid, info.clone());
+                if self.lineages.get(task.pid).is_none() && self.lineages.get(task.ppid).is_none() {
+                    self.load_chain(task.ppid);
+                }
+                lineage = Some(
+                    self.lineages
+                        .execed(
+                            task.pid,
+                            task.ppid,
+                            event.ktime_ns,
+                            &exec.filename,
+                            resolved,
+                        )
+                        .clone(),
+                );
                 Some(info)
             }
-            Body::Exit(_) => self.entries.remove(&task.pid),
+            Body::Fork(fork) => {
+                self.forked(task.pid, task.ppid, fork, event.ktime_ns);
+                self.entries.get(&task.pid).cloned()
+            }
+            Body::Exit(_) => {
+                lineage = self.lineages.remove(task.pid);
+                self.entries.remove(&task.pid)
+            }
             Body::File(_) | Body::Cpu(_) | Body::Connect(_) => self.entries.get(&task.pid).cloned(),
         };
         let info = info.or_else(|| self.load(task.pid));
+        let lineage = lineage.or_else(|| self.lineages.get(task.pid).cloned());
         // Probes that may not read the task (cgroup hooks) send ppid 0.
         let ppid = if task.ppid == 0 {
             info.as_ref().map_or(0, |i| i.ppid)
@@ -141,6 +189,9 @@ impl ProcessTable {
             exe: p.exe.clone(),
             comm: Some(p.comm.clone()),
         });
+        let (image, ancestors) = lineage
+            .map(|l| (Some(l.image), l.ancestors))
+            .unwrap_or_default();
         ProcessContext {
             pid: task.pid,
             tid: task.tid,
@@ -159,7 +210,29 @@ impl ProcessTable {
                 exe: None,
                 comm: None,
             })),
+            image,
+            ancestors,
         }
+    }
+
+    /// Process `creator` (child of `creator_ppid`) made `fork.child_pid`:
+    /// the child starts as a copy of the creator.
+    fn forked(&mut self, creator: u32, creator_ppid: u32, fork: &crate::events::Fork, ktime: u64) {
+        if self.lineages.get(creator).is_none() {
+            self.load_chain(creator);
+        }
+        let Some(from) = self.entries.get(&creator) else {
+            return;
+        };
+        let child = ProcessInfo {
+            pid: fork.child_pid,
+            ppid: if fork.sibling { creator_ppid } else { creator },
+            start_ktime_ns: Some(ktime),
+            ..from.clone()
+        };
+        self.entries.insert(fork.child_pid, child);
+        self.lineages
+            .forked(creator, fork.child_pid, ktime, fork.sibling);
     }
 
     /// The context of a running process, from the table or `/proc`.
@@ -168,6 +241,11 @@ impl ProcessTable {
         let parent = info
             .as_ref()
             .and_then(|i| self.get(i.ppid).cloned().or_else(|| self.load(i.ppid)));
+        let (image, ancestors) = self
+            .lineages
+            .get(pid)
+            .map(|l| (Some(l.image.clone()), l.ancestors.clone()))
+            .unwrap_or_default();
         match info {
             Some(i) => ProcessContext {
                 pid,
@@ -187,6 +265,8 @@ impl ProcessTable {
                     exe: p.exe,
                     comm: Some(p.comm),
                 }),
+                image,
+                ancestors,
             },
             None => ProcessContext {
                 pid,
@@ -196,11 +276,40 @@ impl ProcessTable {
         }
     }
 
-    /// Reads an unknown, still-running process and keeps it.
+    /// Reads an unknown, still-running process and keeps it, with its
+    /// lineage under whatever of its parents the table knows.
     fn load(&mut self, pid: u32) -> Option<ProcessInfo> {
         let info = self.counted((self.lookup?)(pid)?);
+        if self.lineages.get(info.ppid).is_none() && info.ppid != pid {
+            self.load_chain(info.ppid);
+        }
+        self.lineages.loaded(&info);
         self.entries.insert(pid, info.clone());
         Some(info)
+    }
+
+    /// Reads `pid` and those of its parents the table does not know from
+    /// `/proc` (a fork event was lost, or the process predates the agent and
+    /// escaped the seeding), eldest first, so each lands under its parent.
+    fn load_chain(&mut self, pid: u32) {
+        let Some(lookup) = self.lookup else {
+            return;
+        };
+        let mut missing = Vec::new();
+        let mut next = pid;
+        // Parents farther up than a chain keeps are not worth reading.
+        let limit = self.lineages.depth() + 1;
+        while next != 0 && missing.len() < limit && self.lineages.get(next).is_none() {
+            let Some(info) = lookup(next) else {
+                break;
+            };
+            next = if info.ppid == info.pid { 0 } else { info.ppid };
+            missing.push(info);
+        }
+        for info in missing.into_iter().rev() {
+            self.lineages.loaded(&info);
+            self.entries.entry(info.pid).or_insert(info);
+        }
     }
 }
 
@@ -281,5 +390,45 @@ mod tests {
             ctx.parent.and_then(|p| p.exe).as_deref(),
             Some("/usr/sbin/sshd")
         );
+    }
+
+    #[test]
+    fn a_forked_child_carries_its_lineage_into_its_events() {
+        use crate::events::{
+            Fork,
+            file::{File, FileChange},
+        };
+        let mut table = ProcessTable::detached();
+        let exec = |path: &str| {
+            Body::Exec(Exec {
+                filename: path.into(),
+                ..Exec::default()
+            })
+        };
+        table.apply(&event(30, 1, exec("/usr/bin/dpkg")));
+        table.apply(&event(
+            30,
+            1,
+            Body::Fork(Fork {
+                child_pid: 31,
+                sibling: false,
+            }),
+        ));
+        // The child writes before (or without) exec'ing.
+        let write = Body::File(File {
+            change: Some(FileChange::Write),
+            ..File::default()
+        });
+        let ctx = table.apply(&event(31, 30, write));
+        assert_eq!(
+            ctx.exe.as_deref(),
+            Some("/usr/bin/dpkg"),
+            "a copy of its parent"
+        );
+        let parents: Vec<_> = ctx.ancestors.iter().map(|a| a.pid).collect();
+        assert_eq!(parents, [30]);
+        assert_eq!(ctx.ancestors[0].filename.as_deref(), Some("/usr/bin/dpkg"));
+        table.apply(&event(31, 30, Body::Exit(Exit::from_raw(0))));
+        assert!(table.lineage(31).is_none(), "an exit frees the lineage");
     }
 }

@@ -103,6 +103,7 @@ impl Settler {
             return self.files.ingest(record, now);
         }
         self.exec.finish(&mut record);
+        self.files.observe(record.ktime_ns);
         let settled = match record.body {
             Body::Exit(_) => self.files.process_exited(record.process.pid, now),
             _ => self.files.expire(now),

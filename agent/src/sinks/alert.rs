@@ -45,6 +45,35 @@ pub struct Alert {
     pub results: Vec<ActionResult>,
     /// The event, with its process context.
     pub event: Record,
+    /// What a revert rejected: its hash, where it is kept, a short diff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+}
+
+/// The content a revert replaced, as the alert reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The file.
+    pub path: String,
+    /// SHA-256 of the rejected content, when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Its size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Where a copy is kept (under the state directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<String>,
+    /// Unified diff from the baseline to the rejected content, cut at
+    /// `evidence.diff_lines` (text files only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    /// Whether the diff was cut.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub diff_truncated: bool,
+    /// Why something is missing (hash-only, too large, not text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The outcome of one action.

@@ -61,13 +61,17 @@ pub fn payload(alert: &serde_json::Value, resolve_after: Duration) -> serde_json
         .as_str()
         .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
         .unwrap_or_else(SystemTime::now);
+    let mut annotations = json!({
+        "summary": alert["summary"],
+        "event": alert["event"].to_string(),
+        "actions": alert.get("results").map(|r| r.to_string()).unwrap_or_default(),
+    });
+    if let Some(diff) = alert["evidence"]["diff"].as_str() {
+        annotations["diff"] = json!(diff);
+    }
     json!([{
         "labels": labels,
-        "annotations": {
-            "summary": alert["summary"],
-            "event": alert["event"].to_string(),
-            "actions": alert.get("results").map(|r| r.to_string()).unwrap_or_default(),
-        },
+        "annotations": annotations,
         "startsAt": humantime::format_rfc3339_millis(starts).to_string(),
         "endsAt": humantime::format_rfc3339_millis(starts + resolve_after).to_string(),
     }])

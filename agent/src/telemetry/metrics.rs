@@ -53,6 +53,14 @@ pub struct Metrics {
     /// `reflex_exec_kill_errors_total`: identities or names that could not
     /// be armed in the kernel (those execs are killed from user space, later).
     pub exec_kill_errors: IntCounter,
+    /// `reflex_process_ancestry_truncated_total`: chains cut at `process.ancestry_depth`.
+    pub ancestry_truncated: IntCounter,
+    /// `reflex_baselines_accepted_total{policy,how}`: changes that became the baseline.
+    pub baselines_accepted: IntCounterVec,
+    /// `reflex_baseline_versions_pruned_total`: predecessors dropped past `baselines.history`.
+    pub baseline_versions_pruned: IntCounter,
+    /// `reflex_evidence_dropped_total{reason}`: rejected content not kept (or no longer kept).
+    pub evidence_dropped: IntCounterVec,
 }
 
 impl Metrics {
@@ -164,6 +172,32 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let ancestry_truncated = IntCounter::new(
+            "reflex_process_ancestry_truncated_total",
+            "Process ancestry chains cut at process.ancestry_depth (the farthest ancestors dropped).",
+        )
+        .expect("valid metric");
+        let baselines_accepted = IntCounterVec::new(
+            Opts::new(
+                "reflex_baselines_accepted_total",
+                "Changes that became a file's baseline, by policy and how (writer: an accept_from writer; drift: on_drift accept; withdrawn: an acceptance undone because an unauthorised write raced it).",
+            ),
+            &["policy", "how"],
+        )
+        .expect("valid metric");
+        let baseline_versions_pruned = IntCounter::new(
+            "reflex_baseline_versions_pruned_total",
+            "Earlier baseline versions dropped past baselines.history.",
+        )
+        .expect("valid metric");
+        let evidence_dropped = IntCounterVec::new(
+            Opts::new(
+                "reflex_evidence_dropped_total",
+                "Rejected content a revert did not keep (too_large, write) or removed later (pruned: past evidence.max_files).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         for reason in ["install_failed", "too_many_ports"] {
             block_rule_errors.with_label_values(&[reason]);
         }
@@ -177,6 +211,9 @@ impl Metrics {
             "Executables or names an enforcing exec kill policy covers that could not be armed in the kernel.",
         )
         .expect("valid metric");
+        for reason in ["too_large", "write", "pruned"] {
+            evidence_dropped.with_label_values(&[reason]);
+        }
         let build = IntGaugeVec::new(
             Opts::new("reflex_build_info", "Always 1; labels name the build."),
             &["version"],
@@ -218,6 +255,10 @@ impl Metrics {
             Box::new(block_rule_errors.clone()),
             Box::new(exec_kill_entries.clone()),
             Box::new(exec_kill_errors.clone()),
+            Box::new(ancestry_truncated.clone()),
+            Box::new(baselines_accepted.clone()),
+            Box::new(baseline_versions_pruned.clone()),
+            Box::new(evidence_dropped.clone()),
             Box::new(build),
         ] {
             registry.register(collector).expect("unique metric names");
@@ -244,6 +285,10 @@ impl Metrics {
             health,
             exec_kill_entries,
             exec_kill_errors,
+            ancestry_truncated,
+            baselines_accepted,
+            baseline_versions_pruned,
+            evidence_dropped,
         }
     }
 

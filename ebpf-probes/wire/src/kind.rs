@@ -8,6 +8,8 @@ pub enum EventKind {
     Exec = 0x0101,
     /// The last thread of a process exited (`sched_process_exit`, group dead).
     Exit = 0x0102,
+    /// A task started a new process (`task_newtask` without `CLONE_THREAD`).
+    Fork = 0x0103,
     /// A watched file changed.
     File = 0x0201,
     /// A connection was made, accepted, or a socket started listening.
@@ -25,6 +27,7 @@ impl TryFrom<u32> for EventKind {
         match value {
             0x0101 => Ok(Self::Exec),
             0x0102 => Ok(Self::Exit),
+            0x0103 => Ok(Self::Fork),
             0x0201 => Ok(Self::File),
             0x0301 => Ok(Self::Connect),
             other => Err(UnknownKind(other)),

@@ -29,7 +29,7 @@ pub use kind::EventKind;
 pub use loss::{LOSS_SLOTS, LossFamily, LossReason, loss_slot};
 pub use net::{BlockRule, NetEvent};
 pub use offsets::KernelOffsets;
-pub use process::{ExecEvent, ExitEvent};
+pub use process::{ExecEvent, ExitEvent, ForkEvent};
 
 /// Length of a task's `comm`, as the kernel defines `TASK_COMM_LEN`.
 pub const COMM_LEN: usize = 16;

@@ -90,9 +90,13 @@ pub struct KernelOffsets {
     pub mount_mountpoint: u32,
     /// `dentry.d_name.len`.
     pub dentry_name_len: u32,
+    /// Offset of `pid` in the `task_newtask` record.
+    pub tp_newtask_pid: u32,
+    /// Offset of `clone_flags` (u64) in the `task_newtask` record.
+    pub tp_newtask_clone_flags: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 160);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 168);
 
 impl KernelOffsets {
     /// All offsets zero: the value compiled into the probes before the agent
@@ -138,6 +142,8 @@ impl KernelOffsets {
         mount_parent: 0,
         mount_mountpoint: 0,
         dentry_name_len: 0,
+        tp_newtask_pid: 0,
+        tp_newtask_clone_flags: 0,
     };
 }
 

@@ -1,4 +1,4 @@
-//! Payloads of the process family: exec and exit.
+//! Payloads of the process family: exec, exit and fork.
 
 use crate::{EventHeader, FileKey};
 
@@ -97,3 +97,23 @@ pub struct ExitEvent {
 }
 
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 72);
+
+/// `clone` flag: the new task is a thread of the caller's process.
+pub const CLONE_THREAD: u64 = 0x0001_0000;
+/// `clone` flag: the new process's parent is the caller's parent.
+pub const CLONE_PARENT: u32 = 0x0000_8000;
+
+/// A task started a new process (threads are not reported). The header
+/// names the task that called `fork`/`clone`; the child has not run yet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkEvent {
+    /// Common header; `kind` is `EventKind::Fork`.
+    pub header: EventHeader,
+    /// Process id of the new process.
+    pub child_pid: u32,
+    /// Low 32 bits of the clone flags (`CLONE_PARENT` among them).
+    pub clone_flags: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<ForkEvent>() == 72);

@@ -7,6 +7,8 @@
 /// Tracepoint category of the process family's programs; each program is
 /// named after its tracepoint (`tracepoint/sched/<name>`).
 pub const SCHED: &str = "sched";
+/// The tracepoint category of [`TASK_NEWTASK`].
+pub const TASK: &str = "task";
 /// `tracepoint/sched/sched_process_exec`.
 pub const SCHED_PROCESS_EXEC: &str = "sched_process_exec";
 /// `tracepoint/sched/sched_process_exit`.
@@ -16,6 +18,9 @@ pub const SCHED_PROCESS_FORK: &str = "sched_process_fork";
 
 /// `perf_event` on the software CPU clock.
 pub const CPU_SAMPLE: &str = "cpu_sample";
+
+/// `tracepoint/task/task_newtask`: a new process (not a thread).
+pub const TASK_NEWTASK: &str = "task_newtask";
 
 /// `cgroup/connect4`.
 pub const CONNECT4: &str = "connect4";
@@ -84,10 +89,11 @@ pub const ENTER_FCHOWNAT: &str = "enter_fchownat";
 pub const EXIT_FILE_OP: &str = "exit_file_op";
 
 /// Every program in the object.
-pub const ALL: [&str; 35] = [
+pub const ALL: [&str; 36] = [
     SCHED_PROCESS_EXEC,
     SCHED_PROCESS_EXIT,
     SCHED_PROCESS_FORK,
+    TASK_NEWTASK,
     CPU_SAMPLE,
     CONNECT4,
     CONNECT6,

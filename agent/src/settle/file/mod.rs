@@ -6,7 +6,11 @@
 //! write in the same open cannot undo a revert; a writer that keeps the file
 //! open is settled after [`HOLD`], and a revert then renames a fresh file
 //! over the path: the writer keeps writing to the old, now unlinked inode.
+pub mod accept;
 pub mod baseline;
+mod drift;
+pub mod history;
+pub mod store;
 pub mod watch;
 
 use std::{
@@ -15,22 +19,18 @@ use std::{
     time::{Duration, Instant},
 };
 
+use accept::{AcceptRules, Marks, Outcome, Writers};
+
 use reflex_wire::FileKey;
 
 use crate::{
     events::{
-        Body, Kind, ProcessContext, Record,
-        clock::BootClock,
-        file::{File, FileChange, MatchedBy, Snapshot},
+        Body, Record,
+        file::{FileChange, MatchedBy, Snapshot},
     },
     fsio,
     loader::WatchMaps,
-    logging::error_chain,
-    policy::{
-        Action, PolicySet,
-        model::Trigger,
-        value::{PathGlob, glob_set},
-    },
+    telemetry::Metrics,
 };
 use baseline::BaselineStore;
 use watch::WatchList;
@@ -54,6 +54,8 @@ struct Pending {
     last_look: bool,
     killed: bool,
     by_name_only: bool,
+    /// Whose change it is, for `accept_from`.
+    writers: Writers,
 }
 
 /// Watch list, baselines and unsettled changes.
@@ -61,6 +63,9 @@ pub struct FileSettler {
     watch: WatchList,
     baselines: Option<BaselineStore>,
     pending: HashMap<String, Pending>,
+    accept: AcceptRules,
+    marks: Marks,
+    metrics: Option<Metrics>,
 }
 
 impl FileSettler {
@@ -72,85 +77,21 @@ impl FileSettler {
             watch: WatchList::new(kernel),
             baselines,
             pending: HashMap::new(),
+            accept: AcceptRules::default(),
+            marks: Marks::new(),
+            metrics: None,
         }
+    }
+
+    /// Counts acceptances in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// What is watched.
     pub fn watch(&self) -> &WatchList {
         &self.watch
-    }
-
-    /// Watches what `set` covers, records missing baselines, and returns a
-    /// `drift` record for each file that differs from its baseline (changes
-    /// made while the agent was not running).
-    pub fn configure(&mut self, set: &PolicySet) -> Vec<Record> {
-        self.watch.configure(set);
-        let Some(baselines) = self.baselines.as_mut() else {
-            return Vec::new();
-        };
-        let mut drifted = Vec::new();
-        for policy in set.policies() {
-            let Trigger::File { paths, .. } = &policy.trigger else {
-                continue;
-            };
-            let Some(source) = policy.actions.iter().find_map(|a| match a {
-                Action::Revert { source } => Some(source.clone()),
-                _ => None,
-            }) else {
-                continue;
-            };
-            let Some(matcher) = glob_set(paths.iter().map(PathGlob::glob)) else {
-                continue;
-            };
-            let covered: Vec<String> = self
-                .watch
-                .paths()
-                .filter(|p| matcher.is_match(p))
-                .map(str::to_string)
-                .collect();
-            for path in covered {
-                let file = Path::new(&path);
-                match fsio::remove_stale_temps(file) {
-                    Ok(0) => {}
-                    Ok(removed) => tracing::warn!(
-                        path,
-                        removed,
-                        "removed temporary files an interrupted revert left"
-                    ),
-                    Err(err) => {
-                        tracing::debug!(path, error = %error_chain(&err), "looking for interrupted reverts")
-                    }
-                }
-                match baselines.get(&policy.name, &path) {
-                    Some(b) => {
-                        if !b.matches(file).unwrap_or(false)
-                            && !drifted.iter().any(|r: &Record| file_path(r) == Some(&path))
-                        {
-                            drifted.push(drift_record(&path, baselines));
-                        }
-                    }
-                    None if file.exists() => {
-                        match baselines.record(&policy.name, file, source.as_deref()) {
-                            Ok(b) => tracing::info!(
-                                policy = policy.name,
-                                path,
-                                sha256 = b.sha256,
-                                "baseline recorded"
-                            ),
-                            Err(err) => {
-                                tracing::error!(policy = policy.name, path, error = %error_chain(&err), "recording a baseline")
-                            }
-                        }
-                    }
-                    None => tracing::warn!(
-                        policy = policy.name,
-                        path,
-                        "watched file is missing and has no baseline"
-                    ),
-                }
-            }
-        }
-        drifted
     }
 
     /// Takes a raw file event from the kernel; returns the changes that are
@@ -204,7 +145,8 @@ impl FileSettler {
             }
         };
         for path in paths {
-            let pending = self.pending.entry(path).or_insert_with(|| Pending {
+            let first = !self.pending.contains_key(&path);
+            let pending = self.pending.entry(path.clone()).or_insert_with(|| Pending {
                 record: record.clone(),
                 changes: Vec::new(),
                 writer: record.process.pid,
@@ -213,7 +155,15 @@ impl FileSettler {
                 last_look: false,
                 killed: false,
                 by_name_only: true,
+                writers: Writers::default(),
             });
+            if self.accept.covers(&path) || !self.marks.is_empty() {
+                pending
+                    .writers
+                    .add(&self.accept, &path, &record.process, first);
+                let raced = raced_policies(&self.marks, &path, record.ktime_ns, &pending.writers);
+                pending.writers.raced.extend(raced);
+            }
             pending.changes.extend(changes.iter().copied());
             pending.killed |= raw.killed;
             pending.by_name_only &= raw.matched_by == MatchedBy::Name;
@@ -226,6 +176,7 @@ impl FileSettler {
                 }
             }
         }
+        self.observe(record.ktime_ns);
         self.expire(now)
     }
 
@@ -269,6 +220,14 @@ impl FileSettler {
     /// Verifies a change against the file and builds its record; an
     /// unchanged file is looked at again later unless this was the last look.
     fn settle(&mut self, path: &str, mut pending: Pending, now: Instant) -> Option<Record> {
+        if let Some(store) = self.baselines.as_mut() {
+            store.refresh();
+        }
+        if !pending.writers.raced.is_empty() {
+            let raced = std::mem::take(&mut pending.writers.raced);
+            self.withdraw(path, &raced);
+            pending.writers.authorised.clear();
+        }
         let file = Path::new(path);
         let current = fsio::state(file).ok().flatten();
         let baseline = self
@@ -283,6 +242,9 @@ impl FileSettler {
             None => pending.by_name_only && self.watch.get(path).map(|w| &w.last) == Some(&current),
         };
         if unchanged {
+            // A rename of identical content (a rollback, a deploy of the same
+            // version) leaves a new inode at the path: watch that one.
+            self.watch.refresh(path);
             if !pending.last_look {
                 pending.deadline = pending.hold_until.max(now);
                 self.pending.insert(path.to_string(), pending);
@@ -291,9 +253,41 @@ impl FileSettler {
             }
             return None;
         }
+        let mut accepted = None;
+        if !pending.writers.authorised.is_empty() && self.baselines.is_some() {
+            let authorised = pending.writers.authorised.clone();
+            match self.accept(path, &authorised, &pending.record.process) {
+                Outcome::Accepted(a) => accepted = Some(Box::new(a)),
+                Outcome::Busy if !pending.last_look => {
+                    pending.deadline = now + HOLD / 10;
+                    self.pending.insert(path.to_string(), pending);
+                    return None;
+                }
+                Outcome::Busy => tracing::warn!(
+                    path,
+                    "an authorised change could not be read whole (still changing, or too large to keep); handled as any change"
+                ),
+            }
+        }
+        let (baseline, after) = match &accepted {
+            Some(_) => {
+                let current = fsio::state(file).ok().flatten();
+                let baseline = self
+                    .baselines
+                    .as_ref()
+                    .map(|store| snapshots(store, path))
+                    .unwrap_or_default();
+                (baseline, after_state(file, current.as_ref(), true))
+            }
+            None => (baseline, after),
+        };
         self.watch.refresh(path);
         let mut record = pending.record;
-        let change = strongest(&pending.changes);
+        let mut change = strongest(&pending.changes);
+        if accepted.is_some() {
+            pending.changes.push(FileChange::Accepted);
+            change = FileChange::Accepted;
+        }
         let key = current.map(|s| s.key).unwrap_or_default();
         if let Body::File(raw) = &mut record.body {
             raw.path = Some(path.to_string());
@@ -302,6 +296,7 @@ impl FileSettler {
             raw.killed = pending.killed;
             raw.baseline = baseline;
             raw.after = after;
+            raw.accepted = accepted;
             if key.ino != 0 {
                 raw.dev = key.dev;
                 raw.ino = key.ino;
@@ -313,14 +308,6 @@ impl FileSettler {
     /// Follows `path` to the file a revert put there (a new inode).
     pub fn restored(&mut self, path: &str) {
         self.watch.refresh(path);
-    }
-}
-
-/// The path of a settled file record.
-fn file_path(record: &Record) -> Option<&String> {
-    match &record.body {
-        Body::File(f) => f.path.as_ref(),
-        _ => None,
     }
 }
 
@@ -345,10 +332,27 @@ fn after_state(path: &Path, state: Option<&fsio::FileState>, hash: bool) -> Opti
     })
 }
 
+/// The policies whose fresh acceptance of `path` a raw event at `ktime_ns`
+/// by someone not authorised for them may have raced.
+fn raced_policies(marks: &Marks, path: &str, ktime_ns: u64, writers: &Writers) -> Vec<String> {
+    let Some(mark) = marks.get(path) else {
+        return Vec::new();
+    };
+    if ktime_ns >= mark.read_ktime_ns {
+        return Vec::new();
+    }
+    mark.previous
+        .iter()
+        .map(|(p, _)| p.clone())
+        .filter(|p| !writers.authorised.iter().any(|(a, _)| a == p))
+        .collect()
+}
+
 /// The change that says most about what happened.
 fn strongest(changes: &[FileChange]) -> FileChange {
-    const ORDER: [FileChange; 10] = [
+    const ORDER: [FileChange; 11] = [
         FileChange::Drift,
+        FileChange::Accepted,
         FileChange::Unlink,
         FileChange::Rename,
         FileChange::Truncate,
@@ -365,30 +369,7 @@ fn strongest(changes: &[FileChange]) -> FileChange {
         .unwrap_or(FileChange::Write)
 }
 
-/// A record for a file found changed while no process could be watched,
-/// with its baselines and its state now.
-fn drift_record(path: &str, baselines: &BaselineStore) -> Record {
-    let ktime_ns = BootClock::now_ns();
-    Record {
-        time: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
-        ktime_ns,
-        kind: Kind::File,
-        process: ProcessContext::default(),
-        body: Body::File(File {
-            path: Some(path.to_string()),
-            change: Some(FileChange::Drift),
-            changes: vec![FileChange::Drift],
-            fd: -1,
-            baseline: snapshots(baselines, path),
-            after: after_state(
-                Path::new(path),
-                fsio::state(Path::new(path)).ok().flatten().as_ref(),
-                true,
-            ),
-            ..File::default()
-        }),
-    }
-}
-
+#[cfg(test)]
+mod accept_tests;
 #[cfg(test)]
 mod tests;
