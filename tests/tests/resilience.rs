@@ -12,8 +12,8 @@ use std::{
 };
 
 use reflex_tests::{
-    Agent, Scratch, eventually, free_port, http_get, metric, metrics_addr, reflex_bin,
-    require_root, start_agent_with,
+    Agent, Scratch, eventually, http_get, metric, metrics_addr, reflex_bin, require_root,
+    start_agent_with,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -162,9 +162,10 @@ fn a_squatted_metrics_port_is_reported_and_retried_while_enforcement_runs() {
     require_root();
     let scratch = Scratch::new();
     let file = managed(&scratch);
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let squatter = TcpListener::bind(addr).expect("take the port first");
+    // The squatter takes a port the kernel picks, so no other test's
+    // connection can take it between choosing and binding.
+    let squatter = TcpListener::bind("127.0.0.1:0").expect("take a port first");
+    let addr: SocketAddr = squatter.local_addr().unwrap();
     let notify = scratch.path("notify.sock");
     let socket = UnixDatagram::bind(&notify).unwrap();
     socket
