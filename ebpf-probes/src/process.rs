@@ -50,6 +50,16 @@ exported_as!(sched_process_exec, programs::SCHED_PROCESS_EXEC);
 
 fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), LossReason> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // A thread other than the leader that execs takes the leader's pid, and
+    // its own id is released without an exit of its own: its exclusion
+    // moves with it, or the id would stay excluded for whoever gets it next.
+    // SAFETY: the record holds a `pid_t old_pid` at this offset.
+    let old_pid =
+        unsafe { ctx.read_at::<u32>(OFFSETS.load().tp_exec_old_pid as usize) }.unwrap_or(tgid);
+    if old_pid != tgid && EXCLUDED.get_ptr(old_pid).is_some() {
+        let _ = EXCLUDED.remove(old_pid);
+        let _ = EXCLUDED.insert(tgid, 1, 0);
+    }
     if is_excluded(tgid) {
         return Ok(());
     }

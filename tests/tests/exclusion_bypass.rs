@@ -96,8 +96,6 @@ int main(int argc, char **argv) {
 "#;
 
 #[test]
-#[ignore = "known bypass: a hook that execs from a non-leader thread leaves its thread id in \
-            EXCLUDED; whoever gets that pid next is neither blocked nor killed"]
 fn a_thread_exec_in_a_hook_leaves_no_excluded_pid_behind() {
     require_root();
     let scratch = Scratch::new();

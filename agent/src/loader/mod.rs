@@ -143,6 +143,12 @@ fn kernel_offsets() -> Result<KernelOffsets, LoadError> {
         programs::SCHED_PROCESS_EXEC,
         "filename",
     )?;
+    offsets.tp_exec_old_pid = tracefs::required_field_offset(
+        &trace_root,
+        sched,
+        programs::SCHED_PROCESS_EXEC,
+        "old_pid",
+    )?;
     offsets.tp_exit_group_dead = tracefs::field_offset(
         &trace_root,
         sched,

@@ -23,6 +23,8 @@ pub struct KernelOffsets {
     pub mm_arg_end: u32,
     /// Offset of the `__data_loc filename` field in the `sched_process_exec` record.
     pub tp_exec_filename: u32,
+    /// Offset of `old_pid` in the `sched_process_exec` record.
+    pub tp_exec_old_pid: u32,
     /// Offset of `group_dead` in the `sched_process_exit` record; 0 if the
     /// kernel has no such field (then only the thread-group leader's exit counts).
     pub tp_exit_group_dead: u32,
@@ -96,7 +98,7 @@ pub struct KernelOffsets {
     pub tp_newtask_clone_flags: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 168);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 172);
 
 impl KernelOffsets {
     /// All offsets zero: the value compiled into the probes before the agent
@@ -109,6 +111,7 @@ impl KernelOffsets {
         mm_arg_start: 0,
         mm_arg_end: 0,
         tp_exec_filename: 0,
+        tp_exec_old_pid: 0,
         tp_exit_group_dead: 0,
         tp_fork_child_pid: 0,
         task_files: 0,
