@@ -90,6 +90,13 @@ pub struct Writers {
 }
 
 impl Writers {
+    /// A writer that cannot be shown to have written this file: nothing
+    /// pending is accepted.
+    pub fn spoil(&mut self) {
+        self.authorised.clear();
+        self.last = None;
+    }
+
     /// Narrows the authorised policies to those `writer` satisfies too.
     pub fn add(&mut self, rules: &AcceptRules, path: &str, writer: &ProcessContext, first: bool) {
         let id = (writer.pid, writer.start_ktime_ns);

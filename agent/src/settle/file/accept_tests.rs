@@ -292,3 +292,52 @@ fn on_drift_accept_takes_the_file_as_found_and_report_leaves_the_baseline() {
         );
     }
 }
+
+/// A path call matched by the name hash alone, naming `arg`.
+fn by_name(arg: &Path, change: FileChange, writer: &ProcessContext) -> Record {
+    Record {
+        time: String::new(),
+        ktime_ns: BootClock::now_ns(),
+        kind: Kind::File,
+        process: writer.clone(),
+        body: Body::File(File {
+            change: Some(change),
+            arg_path: arg.display().to_string(),
+            fd: -1,
+            matched_by: MatchedBy::Name,
+            ..File::default()
+        }),
+    }
+}
+
+#[test]
+fn a_deploy_of_another_file_of_the_same_name_accepts_nothing_here() {
+    let mut f = Fixture::new(ACCEPT);
+    // Someone changed the managed file without being seen ...
+    fs::write(&f.path, "silently changed\n").unwrap();
+    // ... and a real deploy renames a file of the same name elsewhere.
+    let elsewhere = f.path.parent().unwrap().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    let other = elsewhere.join(f.path.file_name().unwrap());
+    let settled = f.settler.ingest(
+        by_name(&other, FileChange::Rename, &ansible_module(70)),
+        f.start,
+    );
+    let event = file(&settled[0]);
+    assert!(
+        event.accepted.is_none(),
+        "the deploy named another file: the change here is not its"
+    );
+    // The same deploy naming this file (with a doubled slash) is accepted.
+    fs::write(&f.path, "deployed\n").unwrap();
+    let spelled = format!("/{}", f.path.display());
+    let settled = f.settler.ingest(
+        by_name(Path::new(&spelled), FileChange::Rename, &ansible_module(80)),
+        f.start,
+    );
+    assert!(
+        file(&settled[0]).accepted.is_some(),
+        "{:?}",
+        file(&settled[0])
+    );
+}

@@ -158,9 +158,19 @@ impl FileSettler {
                 writers: Writers::default(),
             });
             if self.accept.covers(&path) || !self.marks.is_empty() {
-                pending
-                    .writers
-                    .add(&self.accept, &path, &record.process, first);
+                // A call matched by name alone may concern another file of
+                // that name: its writer authorises nothing here unless the
+                // call named this very path.
+                if raw.matched_by != MatchedBy::Name
+                    || names(&raw.arg_path, &path)
+                    || names(&raw.arg_path2, &path)
+                {
+                    pending
+                        .writers
+                        .add(&self.accept, &path, &record.process, first);
+                } else {
+                    pending.writers.spoil();
+                }
                 let raced = raced_policies(&self.marks, &path, record.ktime_ns, &pending.writers);
                 pending.writers.raced.extend(raced);
             }
@@ -309,6 +319,20 @@ impl FileSettler {
     pub fn restored(&mut self, path: &str) {
         self.watch.refresh(path);
     }
+}
+
+/// Whether the path argument `arg` names `path` itself (absolute, with
+/// repeated slashes folded).
+fn names(arg: &str, path: &str) -> bool {
+    if !arg.starts_with('/') {
+        return false;
+    }
+    let mut folded = String::with_capacity(arg.len());
+    for part in arg.split('/').filter(|p| !p.is_empty()) {
+        folded.push('/');
+        folded.push_str(part);
+    }
+    folded == path
 }
 
 /// The baseline of `path` per policy, as events carry it.
