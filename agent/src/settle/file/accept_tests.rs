@@ -63,8 +63,14 @@ impl Fixture {
         let open = raw(&self.path, FileChange::Write, writer);
         assert!(self.settler.ingest(open, now).is_empty());
         fs::write(&self.path, content).unwrap();
-        self.settler
-            .ingest(raw(&self.path, FileChange::CloseWrite, writer), now)
+        let closed = self
+            .settler
+            .ingest(raw(&self.path, FileChange::CloseWrite, writer), now);
+        if !closed.is_empty() {
+            return closed;
+        }
+        // An authorised writer's change settles when the writer exits.
+        self.settler.process_exited(writer.pid, now)
     }
 
     fn store(&self) -> BaselineStore {
@@ -340,4 +346,28 @@ fn a_deploy_of_another_file_of_the_same_name_accepts_nothing_here() {
         "{:?}",
         file(&settled[0])
     );
+}
+
+#[test]
+fn a_deploy_that_writes_after_closing_is_taken_when_it_exits() {
+    let mut f = Fixture::new(ACCEPT);
+    let deploy = ansible_module(90);
+    let now = f.start;
+    // A shell's `> file`: open and truncate, close the opened descriptor
+    // after dup2, then write through the duplicate.
+    assert!(
+        f.settler
+            .ingest(raw(&f.path, FileChange::Write, &deploy), now)
+            .is_empty()
+    );
+    fs::write(&f.path, "").unwrap();
+    let closed = f
+        .settler
+        .ingest(raw(&f.path, FileChange::CloseWrite, &deploy), now);
+    assert!(closed.is_empty(), "not settled at the first close");
+    fs::write(&f.path, "first line\nsecond line\n").unwrap();
+    let settled = f.settler.process_exited(90, now);
+    let event = file(&settled[0]);
+    assert_eq!(event.change, Some(FileChange::Accepted));
+    assert_eq!(event.after.as_ref().unwrap().size, 23, "the whole deploy");
 }

@@ -39,6 +39,10 @@ use watch::WatchList;
 /// settled anyway.
 pub const HOLD: Duration = Duration::from_millis(500);
 
+/// How long a change an `accept_from` writer made may stay unsettled while
+/// the writer lives: it becomes the baseline when the writer exits, or then.
+pub const DEPLOY_HOLD: Duration = Duration::from_secs(5);
+
 /// A change not yet settled.
 struct Pending {
     record: Record,
@@ -56,6 +60,8 @@ struct Pending {
     by_name_only: bool,
     /// Whose change it is, for `accept_from`.
     writers: Writers,
+    /// When the first event of the change arrived.
+    since: Instant,
 }
 
 /// Watch list, baselines and unsettled changes.
@@ -156,6 +162,7 @@ impl FileSettler {
                 killed: false,
                 by_name_only: true,
                 writers: Writers::default(),
+                since: now,
             });
             if self.accept.covers(&path) || !self.marks.is_empty() {
                 // A call matched by name alone may concern another file of
@@ -264,6 +271,19 @@ impl FileSettler {
             return None;
         }
         let mut accepted = None;
+        if !pending.writers.authorised.is_empty() && self.baselines.is_some() && !pending.last_look
+        {
+            // A deploy may close and go on writing (a shell's `>` closes the
+            // descriptor it opened, then writes): what becomes the baseline
+            // is what the writer leaves when it exits, or at DEPLOY_HOLD.
+            let limit = pending.since + DEPLOY_HOLD;
+            if now < limit {
+                pending.deadline = limit;
+                pending.hold_until = pending.hold_until.max(limit);
+                self.pending.insert(path.to_string(), pending);
+                return None;
+            }
+        }
         if !pending.writers.authorised.is_empty() && self.baselines.is_some() {
             let authorised = pending.writers.authorised.clone();
             match self.accept(path, &authorised, &pending.record.process) {
