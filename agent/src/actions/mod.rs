@@ -215,7 +215,7 @@ impl Executor {
                         .evidence
                         .as_ref()
                         .map(|store| (store, policy.answers.evidence));
-                    let (done, kept) = revert::revert(file, &policy.name, state_dir, keep);
+                    let (done, kept) = revert::revert(file, &policy.name, state_dir, keep, self.followups.as_ref());
                     *evidence = kept;
                     if done.is_ok()
                         && let (Some(tx), Some(path)) = (&self.followups, &file.path)

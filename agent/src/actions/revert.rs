@@ -1,7 +1,9 @@
 //! `revert`: put a watched file back as its baseline says. The settled
 //! event carries the baseline per policy; the content comes from the
 //! baseline store's objects, and the restore itself is [`fsio::restore`].
-use std::path::Path;
+use std::{path::Path, time::Duration};
+
+use tokio::sync::mpsc::UnboundedSender;
 
 use super::evidence::EvidenceStore;
 use crate::{
@@ -9,7 +11,7 @@ use crate::{
     fsio::{self, Ownership},
     logging::error_chain,
     policy::accept::EvidenceMode,
-    settle::file::baseline::object_path,
+    settle::{Followup, file::baseline::object_path},
     sinks::alert::Evidence,
 };
 
@@ -24,17 +26,24 @@ pub fn revert(
     policy: &str,
     state_dir: &Path,
     keep: Keep<'_>,
+    followups: Option<&UnboundedSender<Followup>>,
 ) -> (Result<String, String>, Option<Evidence>) {
     let mut evidence = None;
-    let done = restore(event, policy, state_dir, keep, &mut evidence);
+    let done = restore(event, policy, state_dir, keep, followups, &mut evidence);
     (done, evidence)
 }
+
+/// How long a revert waits for the settler to watch the new file before it
+/// renames it into place anyway (a settler held up by a full queue must not
+/// hold the actions stage up with it).
+const WATCH_AHEAD_WAIT: Duration = Duration::from_millis(20);
 
 fn restore(
     event: &File,
     policy: &str,
     state_dir: &Path,
     keep: Keep<'_>,
+    followups: Option<&UnboundedSender<Followup>>,
     evidence: &mut Option<Evidence>,
 ) -> Result<String, String> {
     let path = event.path.as_deref().ok_or("the event names no file")?;
@@ -54,7 +63,23 @@ fn restore(
     if let Some((store, mode)) = keep {
         *evidence = Some(store.keep(Path::new(path), &object, mode));
     }
-    let key = fsio::restore(Path::new(path), &object, owner).map_err(|e| error_chain(&e))?;
+    // The settler watches the new file before it takes the path, so a write
+    // that follows the restore at once is seen like any other.
+    let watch_ahead = |key| {
+        if let Some(tx) = followups {
+            let (ack, acked) = std::sync::mpsc::sync_channel(1);
+            let asked = tx.send(Followup::Restoring {
+                path: path.to_string(),
+                key,
+                ack,
+            });
+            if asked.is_ok() {
+                let _ = acked.recv_timeout(WATCH_AHEAD_WAIT);
+            }
+        }
+    };
+    let key = fsio::restore_with(Path::new(path), &object, owner, watch_ahead)
+        .map_err(|e| error_chain(&e))?;
     Ok(format!(
         "restored {path} (sha256 {}, inode {})",
         &sha256[..12.min(sha256.len())],

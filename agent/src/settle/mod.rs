@@ -39,8 +39,18 @@ pub enum Settled {
 }
 
 /// What actions tell the settler about changes they made.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Followup {
+    /// A revert is about to rename the file `key` over `path`: watch it in
+    /// the kernel now, then say so on `ack` (the revert waits, bounded).
+    Restoring {
+        /// The watched path.
+        path: String,
+        /// The new file's identity.
+        key: reflex_wire::FileKey,
+        /// Told once the kernel watches `key`.
+        ack: std::sync::mpsc::SyncSender<()>,
+    },
     /// A revert put a new file (a new inode) at `path`: watch that one.
     Restored {
         /// The watched path.
@@ -127,6 +137,11 @@ impl Settler {
     /// Applies a change an action made.
     pub fn follow(&mut self, followup: Followup) {
         match followup {
+            Followup::Restoring { path, key, ack } => {
+                self.files.expect(&path, key);
+                // The revert may have stopped waiting; nothing to tell then.
+                let _ = ack.try_send(());
+            }
             Followup::Restored { path } => self.files.restored(&path),
         }
     }

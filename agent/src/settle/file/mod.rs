@@ -335,6 +335,11 @@ impl FileSettler {
         Some(record)
     }
 
+    /// Watches `key`, about to be renamed over `path` by a revert.
+    pub fn expect(&mut self, path: &str, key: FileKey) {
+        self.watch.expect(path, key);
+    }
+
     /// Follows `path` to the file a revert put there (a new inode).
     pub fn restored(&mut self, path: &str) {
         self.watch.refresh(path);

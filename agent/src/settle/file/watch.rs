@@ -140,6 +140,24 @@ impl WatchList {
         true
     }
 
+    /// Puts `key`, the file about to be renamed over `path` by a restore,
+    /// into the kernel's watch list at once, so no write to it goes unseen
+    /// before [`WatchList::refresh`] follows it.
+    pub fn expect(&mut self, path: &str, key: FileKey) {
+        let (Some(entry), Some(maps)) = (self.files.get(path), self.kernel.as_mut()) else {
+            return;
+        };
+        let bits = watch::REPORT | if entry.kill { watch::KILL } else { 0 };
+        if let Err(err) = maps.files.insert(key, bits, 0) {
+            tracing::error!(%err, path, "watching a restored file ahead of its rename");
+        }
+        // Its events name the path until `refresh` indexes it for good.
+        let paths = self.by_key.entry(key).or_default();
+        if !paths.iter().any(|p| p == path) {
+            paths.push(path.to_string());
+        }
+    }
+
     /// Records the state `path` is in now (after a change or a restore),
     /// following a replaced inode.
     pub fn refresh(&mut self, path: &str) {
