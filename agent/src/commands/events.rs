@@ -72,14 +72,17 @@ pub async fn events(options: &EventsOptions) -> anyhow::Result<ExitCode> {
             }
             next = settled.recv() => {
                 let Some(next) = next else { break };
-                let Settled::Event(record) = next else { continue };
-                if !options.kinds.is_empty() && !options.kinds.contains(&record.kind) {
-                    continue;
+                if let Settled::Event(record) = next
+                    && (options.kinds.is_empty() || options.kinds.contains(&record.kind))
+                {
+                    serde_json::to_writer(&mut out, &record).context("encoding an event")?;
+                    out.write_all(b"\n").context("writing to stdout")?;
                 }
-                serde_json::to_writer(&mut out, &record).context("encoding an event")?;
-                out.write_all(b"\n").context("writing to stdout")?;
-                // Flush per batch: lines must reach a pipe reader promptly.
-                if settled.is_empty() {
+                // Flush per batch, whatever the last item of the batch was
+                // (a record of a kind not asked for, a drift notice): lines
+                // must reach a pipe reader promptly, not wait for the next
+                // line of their kind.
+                if settled.is_empty() && !out.buffer().is_empty() {
                     match out.flush() {
                         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break,
                         other => other.context("writing to stdout")?,
