@@ -252,17 +252,17 @@ pub struct Ownership {
 /// fsync of the directory. Returns the identity of the restored file (a new
 /// inode).
 pub fn restore(path: &Path, content: &Path, owner: Ownership) -> Result<FileKey, FsError> {
-    restore_with(path, content, owner, |_| {})
+    restore_with(path, content, owner, |_, _| {})
 }
 
-/// [`restore`], calling `before_rename` with the identity of the complete
-/// new file just before it is renamed over `path` (so a watcher can follow
-/// it before anyone can open it there).
+/// [`restore`], calling `before_rename` with the identity and temporary
+/// path of the complete new file just before it is renamed over `path` (so
+/// a watcher can follow it before anyone can open it there).
 pub fn restore_with(
     path: &Path,
     content: &Path,
     owner: Ownership,
-    before_rename: impl FnOnce(FileKey),
+    before_rename: impl FnOnce(FileKey, &Path),
 ) -> Result<FileKey, FsError> {
     let (dir, name) = open_parent(path)?;
     let temp = temp_name(name);
@@ -299,11 +299,14 @@ pub fn restore_with(
             .map_err(io_err("setting the mode of", path))?;
         fsync(&out).map_err(io_err("syncing", path))?;
         let stat = fstat(&out).map_err(io_err("inspecting", path))?;
-        before_rename(FileKey {
-            dev: encode_dev(stat.st_dev),
-            _pad: 0,
-            ino: stat.st_ino,
-        });
+        before_rename(
+            FileKey {
+                dev: encode_dev(stat.st_dev),
+                _pad: 0,
+                ino: stat.st_ino,
+            },
+            &path.with_file_name(temp.as_str()),
+        );
         renameat(&dir, temp.as_str(), &dir, name)
             .map_err(io_err("renaming the restored file onto", path))?;
         fsync(&dir).map_err(io_err("syncing the directory of", path))?;

@@ -12,6 +12,7 @@ pub mod config;
 pub mod engine;
 pub mod events;
 pub mod exec_kills;
+pub mod fanotify;
 pub mod fsio;
 pub mod limits;
 pub mod loader;

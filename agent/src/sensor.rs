@@ -6,7 +6,14 @@ use reflex_wire::{LOSS_SLOTS, LossFamily, LossReason, loss_slot};
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use crate::{
-    events::{Event, Kind, Record, clock::BootClock, decode, reader::EventReader},
+    events::{
+        Body, Event, Kind, Record,
+        clock::BootClock,
+        decode,
+        file::{File, FileChange, MatchedBy},
+        reader::EventReader,
+    },
+    fanotify::{FileMarks, Notice, NoticeReader},
     loader::{KernelLosses, LoadError, LoadOptions, Probes},
     process::{Lineages, ProcessTable},
     telemetry::{Metrics, UNKNOWN_FAMILY},
@@ -30,6 +37,8 @@ pub struct SensorOptions {
     pub exclude_self: bool,
     /// Ancestors kept per process in its context.
     pub ancestry_depth: usize,
+    /// Also hear about watched files from fanotify (see [`crate::fanotify`]).
+    pub fanotify: bool,
 }
 
 impl Default for SensorOptions {
@@ -40,6 +49,7 @@ impl Default for SensorOptions {
             queue: 65_536,
             exclude_self: true,
             ancestry_depth: crate::process::DEFAULT_ANCESTRY_DEPTH,
+            fanotify: true,
         }
     }
 }
@@ -58,6 +68,7 @@ pub enum SensorError {
 /// A running pipeline. Dropping it stops the reader and detaches the probes.
 pub struct Sensor {
     probes: Probes,
+    marks: Option<FileMarks>,
     losses: Arc<KernelLosses>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -79,6 +90,30 @@ impl Sensor {
             metrics.probes.with_label_values(&[probe.as_str()]).set(1);
         }
         let reader = EventReader::new(ring).map_err(SensorError::Reactor)?;
+        let marks = match options.fanotify {
+            true => match FileMarks::new() {
+                Ok(marks) => {
+                    if !FileMarks::reports_writers() {
+                        tracing::warn!(
+                            "fanotify without CAP_SYS_ADMIN does not name writers: changes only it sees are put back whoever made them, accept_from cannot authorise them"
+                        );
+                    }
+                    Some(marks)
+                }
+                Err(err) => {
+                    tracing::warn!(
+                        err = %crate::logging::error_chain(&err),
+                        "fanotify unavailable: file changes made through io_uring, held descriptors or shared mappings go unseen"
+                    );
+                    None
+                }
+            },
+            false => None,
+        };
+        let notices = match &marks {
+            Some(m) => Some(m.reader().map_err(SensorError::Reactor)?),
+            None => None,
+        };
 
         // Seed after attaching, so no process can start unseen in between.
         let mut lineages = Lineages::new(options.ancestry_depth);
@@ -94,19 +129,28 @@ impl Sensor {
             clock: BootClock::new(),
             kinds: options.kinds,
             metrics: metrics.clone(),
+            marks: marks.clone(),
+            agent: std::process::id(),
+            exited: std::collections::VecDeque::with_capacity(EXITED_KEPT),
         };
         let tasks = vec![
-            tokio::spawn(pipeline.run(reader, tx)),
-            tokio::spawn(sync_kernel_losses(losses.clone(), metrics)),
+            tokio::spawn(pipeline.run(reader, notices, tx)),
+            tokio::spawn(sync_kernel_losses(losses.clone(), marks.clone(), metrics)),
         ];
         Ok((
             Self {
                 probes,
+                marks,
                 losses,
                 tasks,
             },
             rx,
         ))
+    }
+
+    /// The fanotify marks of watched files, when fanotify is in use.
+    pub fn file_marks(&self) -> Option<FileMarks> {
+        self.marks.clone()
     }
 
     /// Takes the kernel maps of the file watch list; only the first call succeeds.
@@ -161,12 +205,63 @@ struct Pipeline {
     clock: BootClock,
     kinds: Option<HashSet<Kind>>,
     metrics: Metrics,
+    marks: Option<FileMarks>,
+    /// The agent's own pid: its changes, and its hooks', are its own.
+    agent: u32,
+    /// Processes that exited a moment ago: fanotify reports the last close
+    /// of a file after the exit that caused it.
+    exited: std::collections::VecDeque<crate::events::ProcessContext>,
 }
 
+/// Exited processes remembered for fanotify's late notices.
+const EXITED_KEPT: usize = 256;
+
 impl Pipeline {
-    async fn run(mut self, mut reader: EventReader, tx: mpsc::Sender<Record>) {
+    async fn run(
+        mut self,
+        mut reader: EventReader,
+        mut notices: Option<NoticeReader>,
+        tx: mpsc::Sender<Record>,
+    ) {
         let mut batch = Vec::new();
         loop {
+            let woke = tokio::select! {
+                ready = reader.ready() => ready.map(|()| None),
+                read = next_notices(&mut notices) => Ok(Some(read)),
+            };
+            match woke {
+                Err(err) => {
+                    tracing::error!(%err, "event ring buffer unreadable; the sensor stops");
+                    return;
+                }
+                Ok(Some(read)) => {
+                    match read {
+                        Ok(Ok(list)) => {
+                            for notice in list {
+                                self.notice(notice, &mut batch);
+                            }
+                        }
+                        Ok(Err(err)) => {
+                            self.metrics
+                                .lost
+                                .with_label_values(&["fanotify", "decode", "file"])
+                                .inc();
+                            tracing::warn!(%err, "dropped an undecodable fanotify read");
+                        }
+                        Err(err) => {
+                            tracing::error!(%err, "fanotify unreadable; only the syscall probes report file changes now");
+                            notices = None;
+                        }
+                    }
+                    for record in batch.drain(..) {
+                        if tx.send(record).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+            }
             let read = reader
                 .read_batch(|bytes| {
                     if let Some(record) = self.handle(bytes) {
@@ -186,6 +281,92 @@ impl Pipeline {
         }
     }
 
+    /// Turns a fanotify notice into a raw file record, or for a queue
+    /// overflow into one per marked file, so that each is looked at again.
+    fn notice(&mut self, notice: Notice, batch: &mut Vec<Record>) {
+        let Some(marks) = &self.marks else { return };
+        if self
+            .kinds
+            .as_ref()
+            .is_some_and(|k| !k.contains(&Kind::File))
+        {
+            return;
+        }
+        let ktime_ns = BootClock::now_ns();
+        if notice.mask & libc::FAN_Q_OVERFLOW != 0 {
+            self.metrics
+                .lost
+                .with_label_values(&["fanotify", "overflow", "file"])
+                .inc();
+            tracing::warn!("fanotify queue overflowed; looking at every watched file again");
+            for key in marks.keys() {
+                batch.push(self.file_record(ktime_ns, 0, key, FileChange::Attrib));
+            }
+            return;
+        }
+        let Some(key) = notice.handle.as_ref().and_then(|h| marks.key_of(h)) else {
+            return;
+        };
+        if notice.pid == self.agent {
+            return;
+        }
+        // Most telling first: one record per notice is enough, as the
+        // settler looks at the file itself.
+        let change = if notice.mask & libc::FAN_DELETE_SELF != 0 {
+            FileChange::Unlink
+        } else if notice.mask & libc::FAN_MOVE_SELF != 0 {
+            FileChange::Rename
+        } else if notice.mask & libc::FAN_CLOSE_WRITE != 0 {
+            FileChange::CloseWrite
+        } else if notice.mask & libc::FAN_MODIFY != 0 {
+            FileChange::Write
+        } else {
+            FileChange::Attrib
+        };
+        let record = self.file_record(ktime_ns, notice.pid, key, change);
+        if record.process.ancestors.iter().any(|a| a.pid == self.agent)
+            || record.process.ppid == self.agent
+        {
+            return; // a hook's change
+        }
+        batch.push(record);
+    }
+
+    fn file_record(
+        &mut self,
+        ktime_ns: u64,
+        pid: u32,
+        key: reflex_wire::FileKey,
+        change: FileChange,
+    ) -> Record {
+        let process = match pid {
+            0 => Default::default(),
+            pid if self.table.get(pid).is_none() => {
+                match self.exited.iter().rev().find(|p| p.pid == pid) {
+                    Some(gone) => gone.clone(),
+                    None => self.table.context_of(pid),
+                }
+            }
+            pid => self.table.context_of(pid),
+        };
+        self.metrics.fanotify_notices.inc();
+        Record {
+            time: humantime::format_rfc3339_nanos(self.clock.to_system_time(ktime_ns)).to_string(),
+            ktime_ns,
+            kind: Kind::File,
+            process,
+            body: Body::File(File {
+                change: Some(change),
+                changes: vec![change],
+                dev: key.dev,
+                ino: key.ino,
+                fd: -1,
+                matched_by: MatchedBy::Fanotify,
+                ..File::default()
+            }),
+        }
+    }
+
     /// Decodes, counts and enriches one record; `None` if it is dropped
     /// (decode error, counted) or filtered out by kind.
     fn handle(&mut self, bytes: &[u8]) -> Option<Record> {
@@ -196,6 +377,12 @@ impl Pipeline {
             .with_label_values(&[kind.family(), kind.as_str()])
             .inc();
         let process = self.table.apply(&event);
+        if kind == Kind::Exit && self.marks.is_some() {
+            if self.exited.len() == EXITED_KEPT {
+                self.exited.pop_front();
+            }
+            self.exited.push_back(process.clone());
+        }
         self.metrics.process_table.set(self.table.len() as i64);
         // Forks only keep the table; they are passed on when asked for by name.
         let wanted = match &self.kinds {
@@ -216,6 +403,16 @@ impl Pipeline {
     }
 }
 
+/// The next fanotify read, or never when there is no fanotify.
+async fn next_notices(
+    notices: &mut Option<NoticeReader>,
+) -> std::io::Result<Result<Vec<Notice>, crate::fanotify::DecodeError>> {
+    match notices {
+        Some(reader) => reader.read().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Decodes `bytes`, counting a failure under `reflex_events_lost_total{place="decode"}`.
 pub fn decode_counted(bytes: &[u8], metrics: &Metrics) -> Option<Event> {
     match decode(bytes) {
@@ -232,11 +429,14 @@ pub fn decode_counted(bytes: &[u8], metrics: &Metrics) -> Option<Event> {
 }
 
 /// Copies the kernel's per-CPU loss counters into the metrics, as deltas.
-async fn sync_kernel_losses(losses: Arc<KernelLosses>, metrics: Metrics) {
+async fn sync_kernel_losses(losses: Arc<KernelLosses>, marks: Option<FileMarks>, metrics: Metrics) {
     let mut seen = [0u64; LOSS_SLOTS as usize];
     let mut tick = tokio::time::interval(LOSS_POLL);
     loop {
         tick.tick().await;
+        if let Some(marks) = &marks {
+            metrics.fanotify_marks.set(marks.len() as i64);
+        }
         match losses.read() {
             Ok(now) => {
                 for (reason, family, total) in now {

@@ -1,6 +1,7 @@
-//! Tiny C programs the exec tests compile with the system's `cc`: one whose
-//! first act is to leave a marker (so a marker proves it ran), and one that
-//! starts a program the ways `execve` has besides a path.
+//! Tiny C programs the tests compile with the system's `cc`: one whose
+//! first act is to leave a marker (so a marker proves it ran), one that
+//! starts a program the ways `execve` has besides a path, and one that
+//! changes a file the ways the syscall probes do not see.
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -78,6 +79,11 @@ int main(int argc, char **argv) {
     return 4;
 }
 "#;
+
+/// `file_attack MODE PATH [TEXT]`: changes a file through io_uring, a
+/// descriptor held past the settle time, a shared mapping written after
+/// close, or `/proc/self/fd/N` (see the source for each mode).
+pub const FILE_ATTACK_PROGRAM: &str = include_str!("programs/file_attack.c");
 
 /// Compiles `source` into `dir/NAME` with `cc` and returns its path.
 pub fn compile(dir: &Path, name: &str, source: &str) -> PathBuf {

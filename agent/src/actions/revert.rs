@@ -65,12 +65,13 @@ fn restore(
     }
     // The settler watches the new file before it takes the path, so a write
     // that follows the restore at once is seen like any other.
-    let watch_ahead = |key| {
+    let watch_ahead = |key, temp: &Path| {
         if let Some(tx) = followups {
             let (ack, acked) = std::sync::mpsc::sync_channel(1);
             let asked = tx.send(Followup::Restoring {
                 path: path.to_string(),
                 key,
+                temp: temp.to_path_buf(),
                 ack,
             });
             if asked.is_ok() {

@@ -56,7 +56,8 @@ pub async fn events(options: &EventsOptions) -> anyhow::Result<ExitCode> {
         None => None,
     };
     // Reporting only: no baselines are read or recorded.
-    let files = FileSettler::new(Some(sensor.take_watch_maps()?), None);
+    let files =
+        FileSettler::new(Some(sensor.take_watch_maps()?), None).with_marks(sensor.file_marks());
     let (settler, drift) = Settler::new(files, cpu, set.clone());
     let (_set_tx, set_rx) = watch::channel(set);
     let (_followup_tx, followup_rx) = mpsc::unbounded_channel();

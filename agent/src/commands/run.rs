@@ -125,6 +125,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .with_history(args.baseline_history)
         .with_metrics(metrics.baseline_versions_pruned.clone());
     let files = FileSettler::new(Some(sensor.take_watch_maps()?), Some(baselines))
+        .with_marks(sensor.file_marks())
         .with_metrics(metrics.clone());
     // Watches, baselines and in-kernel exec kills are in place before the
     // agent says it runs.

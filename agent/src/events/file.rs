@@ -29,6 +29,9 @@ pub enum FileChange {
     Create,
     /// Found different from its baseline while the agent was not running.
     Drift,
+    /// Attributes changed (mode, owner, extended attributes, link count or
+    /// times), as fanotify reports it without saying which.
+    Attrib,
     /// Made by an authorised writer (`accept_from`) or found at start-up
     /// under `on_drift: accept`: the change became the baseline.
     Accepted,
@@ -62,6 +65,7 @@ impl FileChange {
             Self::Chown => "chown",
             Self::Link => "link",
             Self::Create => "create",
+            Self::Attrib => "attrib",
             Self::Drift => "drift",
             Self::Accepted => "accepted",
         }
@@ -184,6 +188,10 @@ pub enum MatchedBy {
     Dir,
     /// Hash of the last path component (verified by the agent).
     Name,
+    /// A fanotify mark on the watched file: a change made by any path into
+    /// the kernel (io_uring, a held descriptor, a shared mapping, a call
+    /// through another name).
+    Fanotify,
 }
 
 impl MatchedBy {

@@ -18,6 +18,12 @@ impl EventReader {
         Ok(Self { fd })
     }
 
+    /// Waits until records are available, without taking them: the next
+    /// [`EventReader::read_batch`] returns at once.
+    pub async fn ready(&mut self) -> io::Result<()> {
+        self.fd.readable_mut().await.map(drop)
+    }
+
     /// Waits until records are available, then passes each one to `each`
     /// until the buffer is empty. Returns how many records were read.
     pub async fn read_batch(&mut self, mut each: impl FnMut(&[u8])) -> io::Result<usize> {

@@ -371,11 +371,11 @@ impl<'de> Visitor<'de> for ActionVisitor {
 crate::scalar_enum!(Mode, "`enforce` or `monitor`", {
     "enforce" => Mode::Enforce, "monitor" => Mode::Monitor,
 });
-crate::scalar_enum!(FileChange, "one of write, close_write, truncate, rename, unlink, chmod, chown, link, create, drift, accepted", {
+crate::scalar_enum!(FileChange, "one of write, close_write, truncate, rename, unlink, chmod, chown, link, attrib, create, drift, accepted", {
     "write" => FileChange::Write, "close_write" => FileChange::CloseWrite,
     "truncate" => FileChange::Truncate, "rename" => FileChange::Rename,
     "unlink" => FileChange::Unlink, "chmod" => FileChange::Chmod, "chown" => FileChange::Chown,
-    "link" => FileChange::Link, "create" => FileChange::Create, "drift" => FileChange::Drift,
+    "link" => FileChange::Link, "attrib" => FileChange::Attrib, "create" => FileChange::Create, "drift" => FileChange::Drift,
     "accepted" => FileChange::Accepted,
 });
 crate::scalar_enum!(Direction, "one of outbound, inbound, listen", {

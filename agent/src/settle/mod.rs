@@ -48,6 +48,8 @@ pub enum Followup {
         path: String,
         /// The new file's identity.
         key: reflex_wire::FileKey,
+        /// Where the new file is until it is renamed.
+        temp: std::path::PathBuf,
         /// Told once the kernel watches `key`.
         ack: std::sync::mpsc::SyncSender<()>,
     },
@@ -137,8 +139,13 @@ impl Settler {
     /// Applies a change an action made.
     pub fn follow(&mut self, followup: Followup) {
         match followup {
-            Followup::Restoring { path, key, ack } => {
-                self.files.expect(&path, key);
+            Followup::Restoring {
+                path,
+                key,
+                temp,
+                ack,
+            } => {
+                self.files.expect(&path, key, &temp);
                 // The revert may have stopped waiting; nothing to tell then.
                 let _ = ack.try_send(());
             }

@@ -50,6 +50,11 @@ pub struct Metrics {
     pub health: super::health::Health,
     /// `reflex_exec_kill_entries`: executables (by identity) the kernel kills at exec.
     pub exec_kill_entries: IntGauge,
+    /// `reflex_fanotify_marks`: watched files fanotify reports changes of.
+    pub fanotify_marks: IntGauge,
+    /// `reflex_fanotify_notices_total`: changes of watched files fanotify
+    /// reported (apart from `reflex_events_total`, which counts the probes').
+    pub fanotify_notices: IntCounter,
     /// `reflex_exec_kill_errors_total`: identities or names that could not
     /// be armed in the kernel (those execs are killed from user space, later).
     pub exec_kill_errors: IntCounter,
@@ -206,6 +211,16 @@ impl Metrics {
             "Executables, by device and inode, that the kernel kills at exec.",
         )
         .expect("valid metric");
+        let fanotify_marks = IntGauge::new(
+            "reflex_fanotify_marks",
+            "Watched files marked for fanotify, which sees changes the syscall probes cannot (io_uring, held descriptors, shared mappings).",
+        )
+        .expect("valid metric");
+        let fanotify_notices = IntCounter::new(
+            "reflex_fanotify_notices_total",
+            "Changes of watched files reported by fanotify (the probes' events are in reflex_events_total).",
+        )
+        .expect("valid metric");
         let exec_kill_errors = IntCounter::new(
             "reflex_exec_kill_errors_total",
             "Executables or names an enforcing exec kill policy covers that could not be armed in the kernel.",
@@ -255,6 +270,8 @@ impl Metrics {
             Box::new(block_rule_errors.clone()),
             Box::new(exec_kill_entries.clone()),
             Box::new(exec_kill_errors.clone()),
+            Box::new(fanotify_marks.clone()),
+            Box::new(fanotify_notices.clone()),
             Box::new(ancestry_truncated.clone()),
             Box::new(baselines_accepted.clone()),
             Box::new(baseline_versions_pruned.clone()),
@@ -284,6 +301,8 @@ impl Metrics {
             limits,
             health,
             exec_kill_entries,
+            fanotify_marks,
+            fanotify_notices,
             exec_kill_errors,
             ancestry_truncated,
             baselines_accepted,

@@ -10,6 +10,7 @@ pub mod accept;
 pub mod baseline;
 mod drift;
 pub mod history;
+mod recent;
 pub mod store;
 pub mod watch;
 
@@ -20,6 +21,7 @@ use std::{
 };
 
 use accept::{AcceptRules, Marks, Outcome, Writers};
+use recent::{Recent, Seen};
 
 use reflex_wire::FileKey;
 
@@ -58,6 +60,10 @@ struct Pending {
     last_look: bool,
     killed: bool,
     by_name_only: bool,
+    /// Whether only fanotify saw it (the syscall probes did not).
+    by_fanotify_only: bool,
+    /// Whether every change was an attribute change fanotify reported.
+    attrib_only: bool,
     /// Whose change it is, for `accept_from`.
     writers: Writers,
     /// When the first event of the change arrived.
@@ -71,6 +77,7 @@ pub struct FileSettler {
     pending: HashMap<String, Pending>,
     accept: AcceptRules,
     marks: Marks,
+    recent: Recent,
     metrics: Option<Metrics>,
 }
 
@@ -85,8 +92,17 @@ impl FileSettler {
             pending: HashMap::new(),
             accept: AcceptRules::default(),
             marks: Marks::new(),
+            recent: Recent::default(),
             metrics: None,
         }
+    }
+
+    /// Mirrors the watch list into fanotify `marks` too, when there are.
+    pub fn with_marks(mut self, marks: Option<crate::fanotify::FileMarks>) -> Self {
+        if let Some(marks) = marks {
+            self.watch.mark_with(marks);
+        }
+        self
     }
 
     /// Counts acceptances in `metrics`.
@@ -116,7 +132,7 @@ impl FileSettler {
         };
         let mut changes = vec![change];
         let paths: Vec<String> = match raw.matched_by {
-            MatchedBy::Inode => self.watch.paths_of(&key).to_vec(),
+            MatchedBy::Inode | MatchedBy::Fanotify => self.watch.paths_of(&key).to_vec(),
             MatchedBy::Dir => {
                 let dir = FileKey {
                     dev: raw.dir_dev,
@@ -161,6 +177,8 @@ impl FileSettler {
                 last_look: false,
                 killed: false,
                 by_name_only: true,
+                by_fanotify_only: true,
+                attrib_only: true,
                 writers: Writers::default(),
                 since: now,
             });
@@ -168,9 +186,13 @@ impl FileSettler {
                 // A call matched by name alone may concern another file of
                 // that name: its writer authorises nothing here unless the
                 // call named this very path.
-                if raw.matched_by != MatchedBy::Name
-                    || names(&raw.arg_path, &path)
-                    || names(&raw.arg_path2, &path)
+                // A fanotify notice without a writer (hidden, or a queue
+                // overflow) may be anyone's change: it authorises nothing.
+                let unattributed = raw.matched_by == MatchedBy::Fanotify && record.process.pid == 0;
+                if !unattributed
+                    && (raw.matched_by != MatchedBy::Name
+                        || names(&raw.arg_path, &path)
+                        || names(&raw.arg_path2, &path))
                 {
                     pending
                         .writers
@@ -184,6 +206,8 @@ impl FileSettler {
             pending.changes.extend(changes.iter().copied());
             pending.killed |= raw.killed;
             pending.by_name_only &= raw.matched_by == MatchedBy::Name;
+            pending.by_fanotify_only &= raw.matched_by == MatchedBy::Fanotify;
+            pending.attrib_only &= change == FileChange::Attrib;
             match change {
                 FileChange::Write => {}
                 FileChange::CloseWrite => pending.deadline = now,
@@ -256,8 +280,18 @@ impl FileSettler {
         let after = after_state(file, current.as_ref(), !baseline.is_empty());
         let unchanged = match baseline.values().next() {
             Some(b) => after.as_ref() == Some(b),
-            None => pending.by_name_only && self.watch.get(path).map(|w| &w.last) == Some(&current),
+            None => {
+                (pending.by_name_only || pending.attrib_only)
+                    && self.watch.get(path).map(|w| &w.last) == Some(&current)
+            }
         };
+        let seen = Seen::of(file, current.as_ref(), after.as_ref());
+        if pending.by_fanotify_only && !unchanged && self.recent.repeats(path, &seen, now) {
+            // fanotify's view of a change the probes already reported (its
+            // notice arrives after theirs, often before the revert is done).
+            tracing::debug!(path, "change already settled; fanotify's notice dropped");
+            return None;
+        }
         if unchanged {
             // A rename of identical content (a rollback, a deploy of the same
             // version) leaves a new inode at the path: watch that one.
@@ -311,6 +345,9 @@ impl FileSettler {
             }
             None => (baseline, after),
         };
+        if accepted.is_none() {
+            self.recent.record(path, seen, now);
+        }
         self.watch.refresh(path);
         let mut record = pending.record;
         let mut change = strongest(&pending.changes);
@@ -336,8 +373,8 @@ impl FileSettler {
     }
 
     /// Watches `key`, about to be renamed over `path` by a revert.
-    pub fn expect(&mut self, path: &str, key: FileKey) {
-        self.watch.expect(path, key);
+    pub fn expect(&mut self, path: &str, key: FileKey, temp: &Path) {
+        self.watch.expect(path, key, temp);
     }
 
     /// Follows `path` to the file a revert put there (a new inode).
@@ -399,7 +436,7 @@ fn raced_policies(marks: &Marks, path: &str, ktime_ns: u64, writers: &Writers) -
 
 /// The change that says most about what happened.
 fn strongest(changes: &[FileChange]) -> FileChange {
-    const ORDER: [FileChange; 11] = [
+    const ORDER: [FileChange; 12] = [
         FileChange::Drift,
         FileChange::Accepted,
         FileChange::Unlink,
@@ -411,6 +448,7 @@ fn strongest(changes: &[FileChange]) -> FileChange {
         FileChange::Chmod,
         FileChange::Chown,
         FileChange::Link,
+        FileChange::Attrib,
     ];
     ORDER
         .into_iter()

@@ -1,6 +1,7 @@
 //! The watch list: which files and directories the file policies cover,
-//! mirrored into the kernel's `WATCHED*` maps, and the reverse lookups the
-//! agent needs to turn a kernel event back into a path.
+//! mirrored into the kernel's `WATCHED*` maps and into fanotify marks, and
+//! the reverse lookups the agent needs to turn a kernel event back into a
+//! path.
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     path::Path,
@@ -13,6 +14,7 @@ use reflex_wire::{
 };
 
 use crate::{
+    fanotify::FileMarks,
     fsio::{self, FileState},
     loader::WatchMaps,
     policy::{
@@ -44,6 +46,12 @@ pub struct WatchList {
     patterns: Option<GlobSet>,
     kill_patterns: Option<GlobSet>,
     kernel: Option<WatchMaps>,
+    marks: Option<FileMarks>,
+    /// Marked files, with the path they were marked by.
+    applied_marks: HashMap<FileKey, String>,
+    /// Files that could not be marked, not tried again until the policies
+    /// are reloaded (said once each).
+    unmarkable: HashSet<FileKey>,
     applied_files: HashMap<FileKey, u32>,
     applied_dirs: HashSet<FileKey>,
     applied_names: HashSet<u64>,
@@ -56,6 +64,12 @@ impl WatchList {
             kernel,
             ..Self::default()
         }
+    }
+
+    /// Mirrors the list into fanotify marks on the watched files too.
+    pub fn mark_with(&mut self, marks: FileMarks) {
+        self.marks = Some(marks);
+        self.sync_marks();
     }
 
     /// Recomputes everything from the `file` policies in `set`.
@@ -82,11 +96,13 @@ impl WatchList {
         self.kill_patterns = glob_set(kill_globs.iter().map(PathGlob::glob));
         self.files.clear();
         self.dirs.clear();
+        self.unmarkable.clear();
         for glob in &globs {
             self.expand(glob);
         }
         self.reindex();
         self.sync_kernel();
+        self.sync_marks();
     }
 
     /// Whether any file policy's paths match `path`.
@@ -137,13 +153,27 @@ impl WatchList {
             .insert(path.to_string(), WatchedFile { last, kill });
         self.reindex();
         self.sync_kernel();
+        self.sync_marks();
         true
     }
 
     /// Puts `key`, the file about to be renamed over `path` by a restore,
     /// into the kernel's watch list at once, so no write to it goes unseen
     /// before [`WatchList::refresh`] follows it.
-    pub fn expect(&mut self, path: &str, key: FileKey) {
+    pub fn expect(&mut self, path: &str, key: FileKey, temp: &Path) {
+        if !self.files.contains_key(path) {
+            return;
+        }
+        if let Some(marks) = &self.marks {
+            match marks.mark(&temp.to_string_lossy(), key) {
+                Ok(()) => {
+                    self.applied_marks.insert(key, path.to_string());
+                }
+                Err(err) => {
+                    tracing::warn!(err = %crate::logging::error_chain(&err), path, "marking a restored file ahead of its rename")
+                }
+            }
+        }
         let (Some(entry), Some(maps)) = (self.files.get(path), self.kernel.as_mut()) else {
             return;
         };
@@ -170,6 +200,7 @@ impl WatchList {
             entry.last = now;
             self.reindex();
             self.sync_kernel();
+            self.sync_marks();
         }
     }
 
@@ -297,5 +328,46 @@ impl WatchList {
         self.applied_files = files;
         self.applied_dirs = dirs;
         self.applied_names = names;
+    }
+
+    /// Makes the fanotify marks equal to the watched files, by difference.
+    fn sync_marks(&mut self) {
+        let Some(marks) = &self.marks else {
+            return;
+        };
+        let mut wanted: HashMap<FileKey, &str> = HashMap::new();
+        for (path, entry) in &self.files {
+            if let Some(state) = &entry.last {
+                wanted.entry(state.key).or_insert(path);
+            }
+        }
+        self.applied_marks.retain(|key, path| {
+            let keep = wanted.contains_key(key);
+            if !keep {
+                marks.unmark(path, *key);
+            }
+            keep
+        });
+        for (key, path) in wanted {
+            if self.applied_marks.contains_key(&key) || self.unmarkable.contains(&key) {
+                continue;
+            }
+            match marks.mark(path, key) {
+                Ok(()) => {
+                    self.applied_marks.insert(key, path.to_string());
+                }
+                // Changed since it was looked at: the change is being
+                // settled and the next refresh marks what is there.
+                Err(crate::fanotify::FanotifyError::Moved { .. }) => {}
+                Err(err) => {
+                    tracing::warn!(
+                        err = %crate::logging::error_chain(&err),
+                        path,
+                        "cannot mark a watched file for fanotify; changes that bypass the syscall probes go unseen for it"
+                    );
+                    self.unmarkable.insert(key);
+                }
+            }
+        }
     }
 }
