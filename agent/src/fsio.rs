@@ -19,6 +19,13 @@ use sha2::{Digest as _, Sha256};
 /// Why a file could not be read, checked or restored.
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
+    /// Someone else's file took the path between the restore's rename and
+    /// its check.
+    #[error("{0} was replaced by another file as it was restored")]
+    Raced(String),
+    /// Every temporary name tried beside the path was already taken.
+    #[error("the temporary name for restoring {0} was taken")]
+    TempTaken(String),
     /// The path has no parent or no file name.
     #[error("{0} is not a file path")]
     NotAFile(String),
@@ -186,15 +193,26 @@ pub fn has_state(path: &Path, sha256: &str, size: u64, owner: Ownership) -> Resu
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// The temporary name a restore of `name` by this process uses.
+/// A temporary name for a restore of `name` by this process, with a random
+/// part: a user who may write the directory cannot guess it ahead to make
+/// it exist (the create would fail) or to stand ready to swap it.
 fn temp_name(name: &std::ffi::OsStr) -> String {
+    let mut random = [0u8; 8];
+    let n = match rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty()) {
+        Ok(8) => u64::from_ne_bytes(random),
+        // No entropy (never on the kernels reflex runs on): still unique.
+        _ => TEMP_COUNTER.fetch_add(1, Ordering::Relaxed),
+    };
     format!(
-        ".{}.reflex-{}-{}",
+        ".{}.reflex-{}-{n}",
         name.to_string_lossy(),
         std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// Tries a restore takes when someone replaces its file between the rename
+/// and the check, or holds its temporary name.
+const RESTORE_TRIES: usize = 4;
 
 /// Whether `entry` is a restore's temporary file for `name` left by another
 /// process (an agent killed mid-revert): `.NAME.reflex-PID-N`.
@@ -262,17 +280,38 @@ pub fn restore_with(
     path: &Path,
     content: &Path,
     owner: Ownership,
-    before_rename: impl FnOnce(FileKey, &Path),
+    before_rename: impl FnMut(FileKey, &Path),
+) -> Result<FileKey, FsError> {
+    let mut before_rename = before_rename;
+    let mut last = None;
+    for _ in 0..RESTORE_TRIES {
+        match restore_once(path, content, owner, &mut before_rename) {
+            Err(e @ (FsError::Raced(_) | FsError::TempTaken(_))) => last = Some(e),
+            other => return other,
+        }
+    }
+    Err(last.unwrap_or_else(|| FsError::Raced(path.display().to_string())))
+}
+
+fn restore_once(
+    path: &Path,
+    content: &Path,
+    owner: Ownership,
+    before_rename: &mut impl FnMut(FileKey, &Path),
 ) -> Result<FileKey, FsError> {
     let (dir, name) = open_parent(path)?;
     let temp = temp_name(name);
-    let fd = openat(
+    let fd = match openat(
         &dir,
         temp.as_str(),
         OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::from_raw_mode(0o600),
-    )
-    .map_err(io_err("creating a temporary file beside", path))?;
+    ) {
+        Err(rustix::io::Errno::EXIST) => {
+            return Err(FsError::TempTaken(path.display().to_string()));
+        }
+        other => other.map_err(io_err("creating a temporary file beside", path))?,
+    };
     let result = (|| {
         let mut out = File::from(fd);
         let mut source = File::open(content).map_err(|source| FsError::Io {
@@ -299,24 +338,27 @@ pub fn restore_with(
             .map_err(io_err("setting the mode of", path))?;
         fsync(&out).map_err(io_err("syncing", path))?;
         let stat = fstat(&out).map_err(io_err("inspecting", path))?;
-        before_rename(
-            FileKey {
-                dev: encode_dev(stat.st_dev),
-                _pad: 0,
-                ino: stat.st_ino,
-            },
-            &path.with_file_name(temp.as_str()),
-        );
-        renameat(&dir, temp.as_str(), &dir, name)
-            .map_err(io_err("renaming the restored file onto", path))?;
-        fsync(&dir).map_err(io_err("syncing the directory of", path))?;
-        Ok(FileKey {
+        let key = FileKey {
             dev: encode_dev(stat.st_dev),
             _pad: 0,
             ino: stat.st_ino,
-        })
+        };
+        before_rename(key, &path.with_file_name(temp.as_str()));
+        renameat(&dir, temp.as_str(), &dir, name)
+            .map_err(io_err("renaming the restored file onto", path))?;
+        // The rename goes by name: in a directory others may write, the
+        // name may have been given another file in between. What is at the
+        // path now must be the file written here.
+        let there = statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(io_err("inspecting the restored", path))?;
+        if (there.st_dev, there.st_ino) != (stat.st_dev, stat.st_ino) {
+            return Err(FsError::Raced(path.display().to_string()));
+        }
+        fsync(&dir).map_err(io_err("syncing the directory of", path))?;
+        Ok(key)
     })();
     if result.is_err() {
+        // Only a temporary name that still holds this restore's file.
         let _ = unlinkat(&dir, temp.as_str(), AtFlags::empty());
     }
     result

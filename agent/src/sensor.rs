@@ -6,14 +6,8 @@ use reflex_wire::{LOSS_SLOTS, LossFamily, LossReason, loss_slot};
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use crate::{
-    events::{
-        Body, Event, Kind, Record,
-        clock::BootClock,
-        decode,
-        file::{File, FileChange, MatchedBy},
-        reader::EventReader,
-    },
-    fanotify::{FileMarks, Notice, NoticeReader},
+    events::{Event, Kind, Record, clock::BootClock, decode, reader::EventReader},
+    fanotify::{FileMarks, NoticeReader},
     loader::{KernelLosses, LoadError, LoadOptions, Probes},
     process::{Lineages, ProcessTable},
     telemetry::{Metrics, UNKNOWN_FAMILY},
@@ -213,6 +207,8 @@ struct Pipeline {
     exited: std::collections::VecDeque<crate::events::ProcessContext>,
 }
 
+mod notices;
+
 /// Exited processes remembered for fanotify's late notices.
 const EXITED_KEPT: usize = 256;
 
@@ -227,7 +223,7 @@ impl Pipeline {
         loop {
             let woke = tokio::select! {
                 ready = reader.ready() => ready.map(|()| None),
-                read = next_notices(&mut notices) => Ok(Some(read)),
+                read = notices::next_notices(&mut notices) => Ok(Some(read)),
             };
             match woke {
                 Err(err) => {
@@ -235,6 +231,13 @@ impl Pipeline {
                     return;
                 }
                 Ok(Some(read)) => {
+                    // The probes' records of the same moment first: the
+                    // exec of a writer fanotify names must be in the table.
+                    reader.drain(|bytes| {
+                        if let Some(record) = self.handle(bytes) {
+                            batch.push(record);
+                        }
+                    });
                     match read {
                         Ok(Ok(list)) => {
                             for notice in list {
@@ -281,92 +284,6 @@ impl Pipeline {
         }
     }
 
-    /// Turns a fanotify notice into a raw file record, or for a queue
-    /// overflow into one per marked file, so that each is looked at again.
-    fn notice(&mut self, notice: Notice, batch: &mut Vec<Record>) {
-        let Some(marks) = &self.marks else { return };
-        if self
-            .kinds
-            .as_ref()
-            .is_some_and(|k| !k.contains(&Kind::File))
-        {
-            return;
-        }
-        let ktime_ns = BootClock::now_ns();
-        if notice.mask & libc::FAN_Q_OVERFLOW != 0 {
-            self.metrics
-                .lost
-                .with_label_values(&["fanotify", "overflow", "file"])
-                .inc();
-            tracing::warn!("fanotify queue overflowed; looking at every watched file again");
-            for key in marks.keys() {
-                batch.push(self.file_record(ktime_ns, 0, key, FileChange::Attrib));
-            }
-            return;
-        }
-        let Some(key) = notice.handle.as_ref().and_then(|h| marks.key_of(h)) else {
-            return;
-        };
-        if notice.pid == self.agent {
-            return;
-        }
-        // Most telling first: one record per notice is enough, as the
-        // settler looks at the file itself.
-        let change = if notice.mask & libc::FAN_DELETE_SELF != 0 {
-            FileChange::Unlink
-        } else if notice.mask & libc::FAN_MOVE_SELF != 0 {
-            FileChange::Rename
-        } else if notice.mask & libc::FAN_CLOSE_WRITE != 0 {
-            FileChange::CloseWrite
-        } else if notice.mask & libc::FAN_MODIFY != 0 {
-            FileChange::Write
-        } else {
-            FileChange::Attrib
-        };
-        let record = self.file_record(ktime_ns, notice.pid, key, change);
-        if record.process.ancestors.iter().any(|a| a.pid == self.agent)
-            || record.process.ppid == self.agent
-        {
-            return; // a hook's change
-        }
-        batch.push(record);
-    }
-
-    fn file_record(
-        &mut self,
-        ktime_ns: u64,
-        pid: u32,
-        key: reflex_wire::FileKey,
-        change: FileChange,
-    ) -> Record {
-        let process = match pid {
-            0 => Default::default(),
-            pid if self.table.get(pid).is_none() => {
-                match self.exited.iter().rev().find(|p| p.pid == pid) {
-                    Some(gone) => gone.clone(),
-                    None => self.table.context_of(pid),
-                }
-            }
-            pid => self.table.context_of(pid),
-        };
-        self.metrics.fanotify_notices.inc();
-        Record {
-            time: humantime::format_rfc3339_nanos(self.clock.to_system_time(ktime_ns)).to_string(),
-            ktime_ns,
-            kind: Kind::File,
-            process,
-            body: Body::File(File {
-                change: Some(change),
-                changes: vec![change],
-                dev: key.dev,
-                ino: key.ino,
-                fd: -1,
-                matched_by: MatchedBy::Fanotify,
-                ..File::default()
-            }),
-        }
-    }
-
     /// Decodes, counts and enriches one record; `None` if it is dropped
     /// (decode error, counted) or filtered out by kind.
     fn handle(&mut self, bytes: &[u8]) -> Option<Record> {
@@ -400,16 +317,6 @@ impl Pipeline {
             process,
             body: event.body,
         })
-    }
-}
-
-/// The next fanotify read, or never when there is no fanotify.
-async fn next_notices(
-    notices: &mut Option<NoticeReader>,
-) -> std::io::Result<Result<Vec<Notice>, crate::fanotify::DecodeError>> {
-    match notices {
-        Some(reader) => reader.read().await,
-        None => std::future::pending().await,
     }
 }
 

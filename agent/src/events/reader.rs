@@ -24,6 +24,17 @@ impl EventReader {
         self.fd.readable_mut().await.map(drop)
     }
 
+    /// Passes every record available now to `each`, without waiting.
+    pub fn drain(&mut self, mut each: impl FnMut(&[u8])) -> usize {
+        let ring = self.fd.get_mut();
+        let mut count = 0;
+        while let Some(item) = ring.next() {
+            each(&item);
+            count += 1;
+        }
+        count
+    }
+
     /// Waits until records are available, then passes each one to `each`
     /// until the buffer is empty. Returns how many records were read.
     pub async fn read_batch(&mut self, mut each: impl FnMut(&[u8])) -> io::Result<usize> {

@@ -26,6 +26,24 @@ use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::fsio;
 
+/// What a mark asks to hear about a directory a watched file lives under:
+/// being renamed away or exchanged (`RENAME_EXCHANGE`), or removed.
+pub const DIR_MASK: u64 = libc::FAN_MOVE_SELF | libc::FAN_DELETE_SELF | libc::FAN_ONDIR;
+
+/// What a directory is also marked for while a watched path under it has
+/// lost its own directory: an entry created or moved in (the missing
+/// directory coming back, perhaps someone else's).
+pub const ENTRY_MASK: u64 = libc::FAN_CREATE | libc::FAN_MOVED_TO | libc::FAN_ONDIR;
+
+/// What a notice is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Marked {
+    /// A watched file.
+    File(FileKey),
+    /// A directory on the path of watched files.
+    Dir(FileKey),
+}
+
 /// What a mark asks to hear about a watched file.
 pub const MARK_MASK: u64 = libc::FAN_MODIFY
     | libc::FAN_CLOSE_WRITE
@@ -88,8 +106,8 @@ struct Inner {
 
 #[derive(Default)]
 struct Table {
-    by_handle: HashMap<Handle, FileKey>,
-    by_key: HashMap<FileKey, Handle>,
+    by_handle: HashMap<Handle, Marked>,
+    by_key: HashMap<Marked, Handle>,
 }
 
 impl FileMarks {
@@ -116,9 +134,23 @@ impl FileMarks {
     /// Marks the file at `path`, which must be the file `key`; a file that
     /// is not a regular file is left alone.
     pub fn mark(&self, path: &str, key: FileKey) -> Result<(), FanotifyError> {
+        self.add(path, Marked::File(key))
+    }
+
+    /// Marks the directory at `path`, which must be `key`, to hear when it
+    /// is renamed or removed.
+    pub fn mark_dir(&self, path: &str, key: FileKey) -> Result<(), FanotifyError> {
+        self.add(path, Marked::Dir(key))
+    }
+
+    fn add(&self, path: &str, what: Marked) -> Result<(), FanotifyError> {
+        let (key, want, mask) = match what {
+            Marked::File(key) => (key, libc::S_IFREG, MARK_MASK),
+            Marked::Dir(key) => (key, libc::S_IFDIR, DIR_MASK),
+        };
         let file = open_path(path)?;
-        let (regular, found) = fstat(&file, path)?;
-        if !regular {
+        let (kind, found) = fstat(&file, path)?;
+        if kind != want {
             return Ok(());
         }
         if found != key {
@@ -127,27 +159,31 @@ impl FileMarks {
             });
         }
         let handle = handle_of(&file, path)?;
-        mark(&self.inner.group, libc::FAN_MARK_ADD, &file).map_err(|source| {
+        mark(&self.inner.group, libc::FAN_MARK_ADD, mask, &file).map_err(|source| {
             FanotifyError::Mark {
                 path: path.to_string(),
                 source,
             }
         })?;
         let mut table = self.table();
-        if let Some(old) = table.by_key.insert(key, handle.clone()) {
+        if let Some(old) = table.by_key.insert(what, handle.clone()) {
             table.by_handle.remove(&old);
         }
-        table.by_handle.insert(handle, key);
+        table.by_handle.insert(handle, what);
         Ok(())
     }
 
     /// Stops hearing about `key`: its mark is removed when `path` still
     /// names it (a replaced or removed file keeps its mark until the kernel
     /// frees the inode; its events then match nothing).
-    pub fn unmark(&self, path: &str, key: FileKey) {
+    pub fn unmark(&self, path: &str, what: Marked) {
+        let (key, mask) = match what {
+            Marked::File(key) => (key, MARK_MASK),
+            Marked::Dir(key) => (key, DIR_MASK),
+        };
         {
             let mut table = self.table();
-            let Some(handle) = table.by_key.remove(&key) else {
+            let Some(handle) = table.by_key.remove(&what) else {
                 return;
             };
             table.by_handle.remove(&handle);
@@ -155,21 +191,49 @@ impl FileMarks {
         if let Ok(file) = open_path(path)
             && fstat(&file, path).is_ok_and(|(_, found)| found == key)
         {
-            let _ = mark(&self.inner.group, libc::FAN_MARK_REMOVE, &file);
+            let _ = mark(&self.inner.group, libc::FAN_MARK_REMOVE, mask, &file);
         }
     }
 
-    /// The watched file a notice is about.
-    pub fn key_of(&self, handle: &Handle) -> Option<FileKey> {
+    /// Adds (`on`) or removes the [`ENTRY_MASK`] events of the marked
+    /// directory `key` at `path`.
+    pub fn watch_entries(&self, path: &str, key: FileKey, on: bool) -> Result<(), FanotifyError> {
+        let file = open_path(path)?;
+        let (kind, found) = fstat(&file, path)?;
+        if kind != libc::S_IFDIR || found != key {
+            return Err(FanotifyError::Moved {
+                path: path.to_string(),
+            });
+        }
+        let (op, mask) = match on {
+            true => (libc::FAN_MARK_ADD, ENTRY_MASK),
+            // FAN_ONDIR stays: the directory's own events still need it.
+            false => (libc::FAN_MARK_REMOVE, ENTRY_MASK & !libc::FAN_ONDIR),
+        };
+        mark(&self.inner.group, op, mask, &file).map_err(|source| FanotifyError::Mark {
+            path: path.to_string(),
+            source,
+        })
+    }
+
+    /// The watched file or directory a notice is about.
+    pub fn marked(&self, handle: &Handle) -> Option<Marked> {
         self.table().by_handle.get(handle).copied()
     }
 
     /// Every marked file (to look at them all after a queue overflow).
     pub fn keys(&self) -> Vec<FileKey> {
-        self.table().by_key.keys().copied().collect()
+        self.table()
+            .by_key
+            .keys()
+            .filter_map(|m| match m {
+                Marked::File(key) => Some(*key),
+                Marked::Dir(_) => None,
+            })
+            .collect()
     }
 
-    /// How many files are marked.
+    /// How many files and directories are marked.
     pub fn len(&self) -> usize {
         self.table().by_key.len()
     }
@@ -274,8 +338,8 @@ fn open_path(path: &str) -> Result<OwnedFd, FanotifyError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Whether `file` is a regular file, and its identity.
-fn fstat(file: &OwnedFd, path: &str) -> Result<(bool, FileKey), FanotifyError> {
+/// The file type (`S_IFMT` bits) of `file`, and its identity.
+fn fstat(file: &OwnedFd, path: &str) -> Result<(u32, FileKey), FanotifyError> {
     let stat = nix::sys::stat::fstat(file).map_err(|e| FanotifyError::Open {
         path: path.to_string(),
         source: e.into(),
@@ -285,7 +349,7 @@ fn fstat(file: &OwnedFd, path: &str) -> Result<(bool, FileKey), FanotifyError> {
         _pad: 0,
         ino: stat.st_ino,
     };
-    Ok((stat.st_mode & libc::S_IFMT == libc::S_IFREG, key))
+    Ok((stat.st_mode & libc::S_IFMT, key))
 }
 
 /// The handle fanotify will report for the file `file`.
@@ -339,19 +403,12 @@ fn handle_of(file: &OwnedFd, path: &str) -> Result<Handle, FanotifyError> {
 
 /// Adds or removes the mark of `file` (`/proc/self/fd/N` names the inode
 /// an `O_PATH` descriptor holds; `fanotify_mark` cannot take one directly).
-fn mark(group: &OwnedFd, op: libc::c_uint, file: &OwnedFd) -> io::Result<()> {
+fn mark(group: &OwnedFd, op: libc::c_uint, mask: u64, file: &OwnedFd) -> io::Result<()> {
     let path =
         CString::new(format!("/proc/self/fd/{}", file.as_raw_fd())).expect("no NUL in a number");
     // SAFETY: plain syscall on a valid group descriptor and path.
-    let done = unsafe {
-        libc::fanotify_mark(
-            group.as_raw_fd(),
-            op,
-            MARK_MASK,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-        )
-    };
+    let done =
+        unsafe { libc::fanotify_mark(group.as_raw_fd(), op, mask, libc::AT_FDCWD, path.as_ptr()) };
     if done != 0 {
         return Err(io::Error::last_os_error());
     }

@@ -45,6 +45,10 @@ pub const HOLD: Duration = Duration::from_millis(500);
 /// the writer lives: it becomes the baseline when the writer exits, or then.
 pub const DEPLOY_HOLD: Duration = Duration::from_secs(5);
 
+/// How long a change only fanotify has reported waits for the probes'
+/// record of it (which arrives at the end of the call).
+const NOTICE_GRACE: Duration = Duration::from_millis(20);
+
 /// A change not yet settled.
 struct Pending {
     record: Record,
@@ -132,6 +136,13 @@ impl FileSettler {
         };
         let mut changes = vec![change];
         let paths: Vec<String> = match raw.matched_by {
+            // A directory on the way to watched files was renamed, exchanged
+            // or removed: the paths under it may name other files now.
+            MatchedBy::Fanotify if raw.ino == 0 => self.watch.dir_changed(&FileKey {
+                dev: raw.dir_dev,
+                _pad: 0,
+                ino: raw.dir_ino,
+            }),
             MatchedBy::Inode | MatchedBy::Fanotify => self.watch.paths_of(&key).to_vec(),
             MatchedBy::Dir => {
                 let dir = FileKey {
@@ -163,6 +174,19 @@ impl FileSettler {
                 }
                 paths.sort();
                 paths.dedup();
+                {
+                    // fanotify reports every change to a marked file itself,
+                    // with its writer: a call by name counts for it only when
+                    // it is known to have named this path. Another file of
+                    // the same name then cannot spoil an authorised deploy,
+                    // be taken for its writer, or cost a hash.
+                    let pid = record.process.pid;
+                    let watch = &self.watch;
+                    paths.retain(|p| {
+                        !watch.is_marked(p)
+                            || concerns(&raw.arg_path, &raw.arg_path2, p, pid) == Some(true)
+                    });
+                }
                 paths
             }
         };
@@ -188,7 +212,7 @@ impl FileSettler {
                 // call named this very path.
                 // A fanotify notice without a writer (hidden, or a queue
                 // overflow) may be anyone's change: it authorises nothing.
-                let unattributed = raw.matched_by == MatchedBy::Fanotify && record.process.pid == 0;
+                let unattributed = record.process.pid == 0;
                 if !unattributed
                     && (raw.matched_by != MatchedBy::Name
                         || names(&raw.arg_path, &path)
@@ -203,6 +227,12 @@ impl FileSettler {
                 let raced = raced_policies(&self.marks, &path, record.ktime_ns, &pending.writers);
                 pending.writers.raced.extend(raced);
             }
+            if !first && pending.by_fanotify_only && raw.matched_by != MatchedBy::Fanotify {
+                // The probes' record says more (the call, the names, the
+                // process as it ran): it speaks for the change.
+                pending.record = record.clone();
+                pending.writer = record.process.pid;
+            }
             pending.changes.extend(changes.iter().copied());
             pending.killed |= raw.killed;
             pending.by_name_only &= raw.matched_by == MatchedBy::Name;
@@ -215,6 +245,12 @@ impl FileSettler {
                     pending.deadline = now;
                     pending.last_look = true;
                 }
+            }
+            if pending.by_fanotify_only {
+                // fanotify hears of a write inside the call, before the
+                // probes report it at the call's end: give their record
+                // the moment it takes to arrive and merge.
+                pending.deadline = pending.deadline.max(pending.since + NOTICE_GRACE);
             }
         }
         self.observe(record.ktime_ns);
@@ -286,10 +322,12 @@ impl FileSettler {
             }
         };
         let seen = Seen::of(file, current.as_ref(), after.as_ref());
-        if pending.by_fanotify_only && !unchanged && self.recent.repeats(path, &seen, now) {
-            // fanotify's view of a change the probes already reported (its
-            // notice arrives after theirs, often before the revert is done).
-            tracing::debug!(path, "change already settled; fanotify's notice dropped");
+        if !unchanged && self.recent.repeats(path, &seen, now) {
+            // The other view of a change already reported: fanotify's notice
+            // or the probes' record arriving after the other settled it,
+            // often before the revert is done.
+            tracing::debug!(path, "change already settled; the later view of it dropped");
+            self.watch.refresh(path);
             return None;
         }
         if unchanged {
@@ -379,8 +417,86 @@ impl FileSettler {
 
     /// Follows `path` to the file a revert put there (a new inode).
     pub fn restored(&mut self, path: &str) {
+        // After a restore, anything but the baseline is a new change, even
+        // the very file (inode, times) the last change left.
+        self.recent.forget(path);
         self.watch.refresh(path);
+        // A write between the rename and the moment the new file was
+        // watched (a busy settler) raised nothing: look at it once now.
+        let now = Instant::now();
+        match self.pending.get_mut(path) {
+            Some(pending) => pending.deadline = pending.deadline.min(now),
+            None => {
+                let record = Record {
+                    time: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+                    ktime_ns: crate::events::clock::BootClock::now_ns(),
+                    kind: crate::events::Kind::File,
+                    process: Default::default(),
+                    body: Body::File(crate::events::file::File {
+                        change: Some(FileChange::Write),
+                        fd: -1,
+                        ..Default::default()
+                    }),
+                };
+                self.pending.insert(
+                    path.to_string(),
+                    Pending {
+                        record,
+                        changes: vec![FileChange::Write],
+                        writer: 0,
+                        deadline: now,
+                        hold_until: now,
+                        last_look: true,
+                        killed: false,
+                        by_name_only: false,
+                        by_fanotify_only: false,
+                        attrib_only: false,
+                        writers: Writers::default(),
+                        since: now,
+                    },
+                );
+            }
+        }
     }
+}
+
+/// Whether a path call with arguments `arg` and `arg2` by `pid` concerned
+/// the file at `path`: `Some(false)` when every argument resolves (through
+/// the caller's root and working directory) to another path, `None` when
+/// one cannot be resolved (the caller is gone, a directory was removed).
+fn concerns(arg: &str, arg2: &str, path: &str, pid: u32) -> Option<bool> {
+    let mut unknown = false;
+    for arg in [arg, arg2].into_iter().filter(|a| !a.is_empty()) {
+        match resolve(arg, pid) {
+            Some(resolved) if resolved == Path::new(path) => return Some(true),
+            Some(_) => {}
+            None => unknown = true,
+        }
+    }
+    (!unknown).then_some(false)
+}
+
+/// The path `arg`, as process `pid` named it, in the agent's view: its
+/// directory resolved, its last component as given.
+fn resolve(arg: &str, pid: u32) -> Option<std::path::PathBuf> {
+    let spelled = Path::new(arg);
+    let name = spelled.file_name()?;
+    let dir = spelled.parent().filter(|d| !d.as_os_str().is_empty());
+    let base = match (arg.starts_with('/'), pid) {
+        (_, 0) => return None,
+        (true, pid) => std::path::PathBuf::from(format!("/proc/{pid}/root")),
+        (false, pid) => std::path::PathBuf::from(format!("/proc/{pid}/cwd")),
+    };
+    let through_process = match dir {
+        Some(d) => base.join(d.strip_prefix("/").unwrap_or(d)),
+        None => base,
+    };
+    let resolved = std::fs::canonicalize(through_process).or_else(|err| match dir {
+        // The caller is gone: an absolute name still says which directory.
+        Some(d) if arg.starts_with('/') => std::fs::canonicalize(d),
+        _ => Err(err),
+    });
+    Some(resolved.ok()?.join(name))
 }
 
 /// Whether the path argument `arg` names `path` itself (absolute, with

@@ -51,6 +51,11 @@ impl Recent {
         self.seen.insert(path.to_string(), (seen, now));
     }
 
+    /// Forgets `path`: it was put back, so what a change leaves next is new.
+    pub fn forget(&mut self, path: &str) {
+        self.seen.remove(path);
+    }
+
     /// Whether `path` as `seen` is what a change reported a moment ago left.
     pub fn repeats(&self, path: &str, seen: &Seen, now: Instant) -> bool {
         self.seen

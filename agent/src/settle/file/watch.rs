@@ -24,6 +24,8 @@ use crate::{
     },
 };
 
+mod marks;
+
 /// Most files one glob may expand to before the walk stops (and says so).
 const MAX_WALK: usize = 100_000;
 
@@ -42,6 +44,8 @@ pub struct WatchList {
     files: BTreeMap<String, WatchedFile>,
     by_key: HashMap<FileKey, Vec<String>>,
     dirs: HashMap<FileKey, String>,
+    /// Every directory globs and literal paths put files in, existing or not.
+    dir_paths: std::collections::BTreeSet<String>,
     names: HashMap<u64, Vec<String>>,
     patterns: Option<GlobSet>,
     kill_patterns: Option<GlobSet>,
@@ -49,6 +53,12 @@ pub struct WatchList {
     marks: Option<FileMarks>,
     /// Marked files, with the path they were marked by.
     applied_marks: HashMap<FileKey, String>,
+    /// Directories on the way to watched files, marked to hear when one is
+    /// renamed or removed, with their paths.
+    marked_dirs: HashMap<FileKey, String>,
+    /// Marked directories also told of entries created in them, because a
+    /// watched path under them has lost its own directory.
+    entry_dirs: HashSet<FileKey>,
     /// Files that could not be marked, not tried again until the policies
     /// are reloaded (said once each).
     unmarkable: HashSet<FileKey>,
@@ -96,6 +106,7 @@ impl WatchList {
         self.kill_patterns = glob_set(kill_globs.iter().map(PathGlob::glob));
         self.files.clear();
         self.dirs.clear();
+        self.dir_paths.clear();
         self.unmarkable.clear();
         for glob in &globs {
             self.expand(glob);
@@ -103,6 +114,14 @@ impl WatchList {
         self.reindex();
         self.sync_kernel();
         self.sync_marks();
+    }
+
+    /// Whether the file at `path` carries a fanotify mark.
+    pub fn is_marked(&self, path: &str) -> bool {
+        self.files
+            .get(path)
+            .and_then(|w| w.last.as_ref())
+            .is_some_and(|s| self.applied_marks.contains_key(&s.key))
     }
 
     /// Whether any file policy's paths match `path`.
@@ -149,11 +168,38 @@ impl WatchList {
             .as_ref()
             .is_some_and(|k| k.is_match(path));
         let last = fsio::state(Path::new(path)).ok().flatten();
+        // By piece, not by rebuilding: files created one by one under a
+        // glob must not cost the agent the whole list each.
+        let key = last.as_ref().map(|s| s.key);
         self.files
             .insert(path.to_string(), WatchedFile { last, kill });
-        self.reindex();
-        self.sync_kernel();
-        self.sync_marks();
+        let hash = name_hash(path.as_bytes());
+        let names = self.names.entry(hash).or_default();
+        names.push(path.to_string());
+        let new_name = names.len() == 1;
+        let Some(key) = key else {
+            return true;
+        };
+        self.by_key.entry(key).or_default().push(path.to_string());
+        if let Some(maps) = self.kernel.as_mut() {
+            let bits = watch::REPORT | if kill { watch::KILL } else { 0 };
+            let bits = self.applied_files.get(&key).map_or(bits, |b| b | bits);
+            match maps.files.insert(key, bits, 0) {
+                Ok(()) => {
+                    self.applied_files.insert(key, bits);
+                }
+                Err(err) => tracing::error!(%err, path, "updating the kernel watch list"),
+            }
+            if new_name && !self.applied_names.contains(&hash) {
+                match maps.names.insert(hash, watch::REPORT, 0) {
+                    Ok(()) => {
+                        self.applied_names.insert(hash);
+                    }
+                    Err(err) => tracing::error!(%err, path, "updating the kernel watch list"),
+                }
+            }
+        }
+        self.mark_new(path, key);
         true
     }
 
@@ -164,16 +210,7 @@ impl WatchList {
         if !self.files.contains_key(path) {
             return;
         }
-        if let Some(marks) = &self.marks {
-            match marks.mark(&temp.to_string_lossy(), key) {
-                Ok(()) => {
-                    self.applied_marks.insert(key, path.to_string());
-                }
-                Err(err) => {
-                    tracing::warn!(err = %crate::logging::error_chain(&err), path, "marking a restored file ahead of its rename")
-                }
-            }
-        }
+        self.mark_ahead(path, key, temp);
         let (Some(entry), Some(maps)) = (self.files.get(path), self.kernel.as_mut()) else {
             return;
         };
@@ -256,6 +293,7 @@ impl WatchList {
     }
 
     fn add_dir(&mut self, dir: &Path) {
+        self.dir_paths.insert(dir.display().to_string());
         if let Ok(meta) = std::fs::metadata(dir) {
             use std::os::unix::fs::MetadataExt as _;
             let key = FileKey {
@@ -328,46 +366,5 @@ impl WatchList {
         self.applied_files = files;
         self.applied_dirs = dirs;
         self.applied_names = names;
-    }
-
-    /// Makes the fanotify marks equal to the watched files, by difference.
-    fn sync_marks(&mut self) {
-        let Some(marks) = &self.marks else {
-            return;
-        };
-        let mut wanted: HashMap<FileKey, &str> = HashMap::new();
-        for (path, entry) in &self.files {
-            if let Some(state) = &entry.last {
-                wanted.entry(state.key).or_insert(path);
-            }
-        }
-        self.applied_marks.retain(|key, path| {
-            let keep = wanted.contains_key(key);
-            if !keep {
-                marks.unmark(path, *key);
-            }
-            keep
-        });
-        for (key, path) in wanted {
-            if self.applied_marks.contains_key(&key) || self.unmarkable.contains(&key) {
-                continue;
-            }
-            match marks.mark(path, key) {
-                Ok(()) => {
-                    self.applied_marks.insert(key, path.to_string());
-                }
-                // Changed since it was looked at: the change is being
-                // settled and the next refresh marks what is there.
-                Err(crate::fanotify::FanotifyError::Moved { .. }) => {}
-                Err(err) => {
-                    tracing::warn!(
-                        err = %crate::logging::error_chain(&err),
-                        path,
-                        "cannot mark a watched file for fanotify; changes that bypass the syscall probes go unseen for it"
-                    );
-                    self.unmarkable.insert(key);
-                }
-            }
-        }
     }
 }
