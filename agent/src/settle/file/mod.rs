@@ -8,27 +8,31 @@
 //! over the path: the writer keeps writing to the old, now unlinked inode.
 pub mod accept;
 pub mod baseline;
+mod calls;
 mod drift;
 pub mod history;
 mod recent;
+mod record;
 pub mod store;
 pub mod watch;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     path::Path,
     time::{Duration, Instant},
 };
 
 use accept::{AcceptRules, Marks, Outcome, Writers};
+use calls::{concerns, names};
 use recent::{Recent, Seen};
+use record::{after_state, snapshots, strongest};
 
 use reflex_wire::FileKey;
 
 use crate::{
     events::{
         Body, Record,
-        file::{FileChange, MatchedBy, Snapshot},
+        file::{FileChange, MatchedBy},
     },
     fsio,
     loader::WatchMaps,
@@ -460,80 +464,6 @@ impl FileSettler {
     }
 }
 
-/// Whether a path call with arguments `arg` and `arg2` by `pid` concerned
-/// the file at `path`: `Some(false)` when every argument resolves (through
-/// the caller's root and working directory) to another path, `None` when
-/// one cannot be resolved (the caller is gone, a directory was removed).
-fn concerns(arg: &str, arg2: &str, path: &str, pid: u32) -> Option<bool> {
-    let mut unknown = false;
-    for arg in [arg, arg2].into_iter().filter(|a| !a.is_empty()) {
-        match resolve(arg, pid) {
-            Some(resolved) if resolved == Path::new(path) => return Some(true),
-            Some(_) => {}
-            None => unknown = true,
-        }
-    }
-    (!unknown).then_some(false)
-}
-
-/// The path `arg`, as process `pid` named it, in the agent's view: its
-/// directory resolved, its last component as given.
-fn resolve(arg: &str, pid: u32) -> Option<std::path::PathBuf> {
-    let spelled = Path::new(arg);
-    let name = spelled.file_name()?;
-    let dir = spelled.parent().filter(|d| !d.as_os_str().is_empty());
-    let base = match (arg.starts_with('/'), pid) {
-        (_, 0) => return None,
-        (true, pid) => std::path::PathBuf::from(format!("/proc/{pid}/root")),
-        (false, pid) => std::path::PathBuf::from(format!("/proc/{pid}/cwd")),
-    };
-    let through_process = match dir {
-        Some(d) => base.join(d.strip_prefix("/").unwrap_or(d)),
-        None => base,
-    };
-    let resolved = std::fs::canonicalize(through_process).or_else(|err| match dir {
-        // The caller is gone: an absolute name still says which directory.
-        Some(d) if arg.starts_with('/') => std::fs::canonicalize(d),
-        _ => Err(err),
-    });
-    Some(resolved.ok()?.join(name))
-}
-
-/// Whether the path argument `arg` names `path` itself (absolute, with
-/// repeated slashes folded).
-fn names(arg: &str, path: &str) -> bool {
-    if !arg.starts_with('/') {
-        return false;
-    }
-    let mut folded = String::with_capacity(arg.len());
-    for part in arg.split('/').filter(|p| !p.is_empty()) {
-        folded.push('/');
-        folded.push_str(part);
-    }
-    folded == path
-}
-
-/// The baseline of `path` per policy, as events carry it.
-fn snapshots(store: &BaselineStore, path: &str) -> BTreeMap<String, Snapshot> {
-    store
-        .of_path(path)
-        .map(|(policy, b)| (policy.to_string(), b.snapshot()))
-        .collect()
-}
-
-/// `state` of `path` as events carry it, with the content hash when
-/// `hash`; `None` when no regular file is there.
-fn after_state(path: &Path, state: Option<&fsio::FileState>, hash: bool) -> Option<Snapshot> {
-    let state = state?;
-    Some(Snapshot {
-        sha256: hash.then(|| fsio::content_hash(path).ok()).flatten(),
-        mode: state.mode,
-        uid: state.uid,
-        gid: state.gid,
-        size: state.size,
-    })
-}
-
 /// The policies whose fresh acceptance of `path` a raw event at `ktime_ns`
 /// by someone not authorised for them may have raced.
 fn raced_policies(marks: &Marks, path: &str, ktime_ns: u64, writers: &Writers) -> Vec<String> {
@@ -548,28 +478,6 @@ fn raced_policies(marks: &Marks, path: &str, ktime_ns: u64, writers: &Writers) -
         .map(|(p, _)| p.clone())
         .filter(|p| !writers.authorised.iter().any(|(a, _)| a == p))
         .collect()
-}
-
-/// The change that says most about what happened.
-fn strongest(changes: &[FileChange]) -> FileChange {
-    const ORDER: [FileChange; 12] = [
-        FileChange::Drift,
-        FileChange::Accepted,
-        FileChange::Unlink,
-        FileChange::Rename,
-        FileChange::Truncate,
-        FileChange::Create,
-        FileChange::Write,
-        FileChange::CloseWrite,
-        FileChange::Chmod,
-        FileChange::Chown,
-        FileChange::Link,
-        FileChange::Attrib,
-    ];
-    ORDER
-        .into_iter()
-        .find(|c| changes.contains(c))
-        .unwrap_or(FileChange::Write)
 }
 
 #[cfg(test)]
