@@ -22,6 +22,14 @@ pub enum FsError {
     /// The path has no parent or no file name.
     #[error("{0} is not a file path")]
     NotAFile(String),
+    /// The file is not one this operation may touch.
+    #[error("refusing {path}: {why}")]
+    Refused {
+        /// The path.
+        path: String,
+        /// Why.
+        why: &'static str,
+    },
     /// A filesystem call failed.
     #[error("{what} {path}")]
     Io {
@@ -213,6 +221,59 @@ fn is_stale_temp(entry: &str, name: &str) -> bool {
     digits(pid) && digits(n) && pid != std::process::id().to_string()
 }
 
+/// Whether `entry` is a temporary file a restore by this very process is
+/// writing (`.NAME.reflex-PID-N` with this process's pid): never judged,
+/// recorded or removed as a file of its own.
+pub fn is_own_temp(entry: &str) -> bool {
+    let Some(rest) = entry.strip_prefix('.') else {
+        return false;
+    };
+    let marker = format!(".reflex-{}-", std::process::id());
+    rest.rsplit_once(&marker).is_some_and(|(name, n)| {
+        !name.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// Removes the regular file at `path` (a file created where only known
+/// files may be), and only it: the directory is opened refusing symlinks at
+/// every step, the name is unlinked within that directory (a symlink put
+/// there in the meantime is removed itself, never followed), a directory
+/// or anything but a regular file is refused, and so is a file that is no
+/// longer `expected` (replaced since it was judged) or one of this
+/// process's own restore temporaries. Returns the identity removed.
+pub fn remove_created(path: &Path, expected: Option<FileKey>) -> Result<FileKey, FsError> {
+    let (dir, name) = open_parent(path)?;
+    if is_own_temp(&name.to_string_lossy()) {
+        return Err(FsError::Refused {
+            path: path.display().to_string(),
+            why: "it is the agent's own temporary file",
+        });
+    }
+    let stat = statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(io_err("inspecting", path))?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(FsError::Refused {
+            path: path.display().to_string(),
+            why: "it is not a regular file",
+        });
+    }
+    let key = FileKey {
+        dev: encode_dev(stat.st_dev),
+        _pad: 0,
+        ino: stat.st_ino,
+    };
+    if expected.is_some_and(|e| e != key) {
+        return Err(FsError::Refused {
+            path: path.display().to_string(),
+            why: "another file took its place since it was judged",
+        });
+    }
+    // Without AT_REMOVEDIR: a directory swapped in after the check fails
+    // with EISDIR instead of going.
+    unlinkat(&dir, name, AtFlags::empty()).map_err(io_err("removing", path))?;
+    fsync(&dir).map_err(io_err("syncing the directory of", path))?;
+    Ok(key)
+}
+
 /// Removes the temporary files a killed agent left beside `path` while
 /// restoring it; the target itself was never half-written (restores rename
 /// a complete file over it). Returns how many were removed.
@@ -335,6 +396,71 @@ mod tests {
         assert!(!is_stale_temp(".hosts.reflex-42x-1", "hosts"));
         assert!(!is_stale_temp(".other.reflex-4242-1", "hosts"));
         assert!(!is_stale_temp("hosts", "hosts"));
+    }
+
+    #[test]
+    fn own_temps_are_this_process_restores() {
+        let me = std::process::id();
+        assert!(is_own_temp(&format!(".app.conf.reflex-{me}-3")));
+        assert!(!is_own_temp(".app.conf.reflex-4242-3"));
+        assert!(!is_own_temp(&format!("app.conf.reflex-{me}-3")));
+        assert!(!is_own_temp(&format!(".app.conf.reflex-{me}-")));
+        assert!(!is_own_temp(&format!(".app.conf.reflex-{me}-x")));
+    }
+
+    #[test]
+    fn removal_takes_the_regular_file_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("precious");
+        std::fs::write(&target, "keep").unwrap();
+
+        let planted = dir.path().join("evil.conf");
+        std::fs::write(&planted, "evil").unwrap();
+        let key = state(&planted).unwrap().unwrap().key;
+        let other = FileKey {
+            ino: key.ino + 1,
+            ..key
+        };
+        assert!(
+            matches!(
+                remove_created(&planted, Some(other)),
+                Err(FsError::Refused { .. })
+            ),
+            "not the file that was judged"
+        );
+        assert_eq!(remove_created(&planted, Some(key)).unwrap(), key);
+        assert!(!planted.exists());
+
+        // A symlink is refused (never followed to its target).
+        let link = dir.path().join("link.conf");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(matches!(
+            remove_created(&link, None),
+            Err(FsError::Refused { .. })
+        ));
+        // So is a directory, and a path through a symlinked directory.
+        let sub = dir.path().join("sub.conf");
+        std::fs::create_dir(&sub).unwrap();
+        assert!(matches!(
+            remove_created(&sub, None),
+            Err(FsError::Refused { .. })
+        ));
+        let via = dir.path().join("via");
+        std::os::unix::fs::symlink(outside.path(), &via).unwrap();
+        assert!(remove_created(&via.join("precious"), None).is_err());
+        // And this process's own restore temporaries.
+        let temp = dir
+            .path()
+            .join(format!(".app.conf.reflex-{}-0", std::process::id()));
+        std::fs::write(&temp, "half").unwrap();
+        assert!(matches!(
+            remove_created(&temp, None),
+            Err(FsError::Refused { .. })
+        ));
+
+        assert!(temp.exists() && sub.is_dir() && link.exists());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! over the path: the writer keeps writing to the old, now unlinked inode.
 pub mod accept;
 pub mod baseline;
+mod covered;
 mod drift;
 pub mod history;
 mod recent;
@@ -142,7 +143,7 @@ impl FileSettler {
                 match self.watch.dir_path(&dir) {
                     Some(dir) => {
                         let path = format!("{}/{}", dir.trim_end_matches('/'), raw.name);
-                        if !self.watch.covers(&path) {
+                        if !self.watch.covers(&path) || fsio::is_own_temp(&raw.name) {
                             Vec::new()
                         } else {
                             if self.watch.add(&path)
@@ -458,5 +459,7 @@ fn strongest(changes: &[FileChange]) -> FileChange {
 
 #[cfg(test)]
 mod accept_tests;
+#[cfg(test)]
+mod created_tests;
 #[cfg(test)]
 mod tests;
