@@ -3,17 +3,13 @@
 //! and restoring content atomically. A leaf: it imports no stage.
 use std::{
     fs::File,
-    io::{self, Read as _, Write as _},
+    io::{self, Read as _},
     os::fd::OwnedFd,
     path::Path,
-    sync::atomic::{AtomicU64, Ordering},
 };
 
 use reflex_wire::FileKey;
-use rustix::fs::{
-    AtFlags, CWD, FileType, Mode, OFlags, ResolveFlags, fchmod, fchown, fstat, fsync, openat,
-    openat2, renameat, statat, unlinkat,
-};
+use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, ResolveFlags, openat, openat2, statat};
 use sha2::{Digest as _, Sha256};
 
 /// Why a file could not be read, checked or restored.
@@ -29,6 +25,14 @@ pub enum FsError {
     /// The path has no parent or no file name.
     #[error("{0} is not a file path")]
     NotAFile(String),
+    /// The file is not one this operation may touch.
+    #[error("refusing {path}: {why}")]
+    Refused {
+        /// The path.
+        path: String,
+        /// Why.
+        why: &'static str,
+    },
     /// A filesystem call failed.
     #[error("{what} {path}")]
     Io {
@@ -191,207 +195,8 @@ pub fn has_state(path: &Path, sha256: &str, size: u64, owner: Ownership) -> Resu
     Ok(content_hash(path)? == sha256)
 }
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+mod restore;
 
-/// A temporary name for a restore of `name` by this process, with a random
-/// part: a user who may write the directory cannot guess it ahead to make
-/// it exist (the create would fail) or to stand ready to swap it.
-fn temp_name(name: &std::ffi::OsStr) -> String {
-    let mut random = [0u8; 8];
-    let n = match rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty()) {
-        Ok(8) => u64::from_ne_bytes(random),
-        // No entropy (never on the kernels reflex runs on): still unique.
-        _ => TEMP_COUNTER.fetch_add(1, Ordering::Relaxed),
-    };
-    format!(
-        ".{}.reflex-{}-{n}",
-        name.to_string_lossy(),
-        std::process::id(),
-    )
-}
-
-/// Tries a restore takes when someone replaces its file between the rename
-/// and the check, or holds its temporary name.
-const RESTORE_TRIES: usize = 4;
-
-/// Whether `entry` is a restore's temporary file for `name` left by another
-/// process (an agent killed mid-revert): `.NAME.reflex-PID-N`.
-fn is_stale_temp(entry: &str, name: &str) -> bool {
-    let Some(rest) = entry
-        .strip_prefix('.')
-        .and_then(|e| e.strip_prefix(name))
-        .and_then(|e| e.strip_prefix(".reflex-"))
-    else {
-        return false;
-    };
-    let Some((pid, n)) = rest.split_once('-') else {
-        return false;
-    };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    digits(pid) && digits(n) && pid != std::process::id().to_string()
-}
-
-/// Removes the temporary files a killed agent left beside `path` while
-/// restoring it; the target itself was never half-written (restores rename
-/// a complete file over it). Returns how many were removed.
-pub fn remove_stale_temps(path: &Path) -> Result<usize, FsError> {
-    let (dir, name) = open_parent(path)?;
-    let name = name.to_string_lossy();
-    let entries =
-        rustix::fs::Dir::read_from(&dir).map_err(io_err("listing the directory of", path))?;
-    let mut removed = 0;
-    for entry in entries {
-        let entry = entry.map_err(io_err("listing the directory of", path))?;
-        let Ok(entry) = entry.file_name().to_str() else {
-            continue;
-        };
-        if is_stale_temp(entry, &name) {
-            unlinkat(&dir, entry, AtFlags::empty())
-                .map_err(io_err("removing a stale temporary file beside", path))?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
-}
-
-/// Mode and owner a restored file gets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ownership {
-    /// Permission bits.
-    pub mode: u32,
-    /// Owner.
-    pub uid: u32,
-    /// Group.
-    pub gid: u32,
-}
-
-/// Replaces `path` by the content of the file `content` with `owner`'s mode
-/// and owner: a temporary file in the same directory, fsync, rename over,
-/// fsync of the directory. Returns the identity of the restored file (a new
-/// inode).
-pub fn restore(path: &Path, content: &Path, owner: Ownership) -> Result<FileKey, FsError> {
-    restore_with(path, content, owner, |_, _| {})
-}
-
-/// [`restore`], calling `before_rename` with the identity and temporary
-/// path of the complete new file just before it is renamed over `path` (so
-/// a watcher can follow it before anyone can open it there).
-pub fn restore_with(
-    path: &Path,
-    content: &Path,
-    owner: Ownership,
-    before_rename: impl FnMut(FileKey, &Path),
-) -> Result<FileKey, FsError> {
-    let mut before_rename = before_rename;
-    let mut last = None;
-    for _ in 0..RESTORE_TRIES {
-        match restore_once(path, content, owner, &mut before_rename) {
-            Err(e @ (FsError::Raced(_) | FsError::TempTaken(_))) => last = Some(e),
-            other => return other,
-        }
-    }
-    Err(last.unwrap_or_else(|| FsError::Raced(path.display().to_string())))
-}
-
-fn restore_once(
-    path: &Path,
-    content: &Path,
-    owner: Ownership,
-    before_rename: &mut impl FnMut(FileKey, &Path),
-) -> Result<FileKey, FsError> {
-    let (dir, name) = open_parent(path)?;
-    let temp = temp_name(name);
-    let fd = match openat(
-        &dir,
-        temp.as_str(),
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    ) {
-        Err(rustix::io::Errno::EXIST) => {
-            return Err(FsError::TempTaken(path.display().to_string()));
-        }
-        other => other.map_err(io_err("creating a temporary file beside", path))?,
-    };
-    let result = (|| {
-        let mut out = File::from(fd);
-        let mut source = File::open(content).map_err(|source| FsError::Io {
-            what: "opening the content to restore for",
-            path: path.display().to_string(),
-            source,
-        })?;
-        let mut buf = Vec::new();
-        source
-            .read_to_end(&mut buf)
-            .and_then(|_| out.write_all(&buf))
-            .map_err(|source| FsError::Io {
-                what: "writing the restored content of",
-                path: path.display().to_string(),
-                source,
-            })?;
-        fchown(
-            &out,
-            Some(rustix::fs::Uid::from_raw(owner.uid)),
-            Some(rustix::fs::Gid::from_raw(owner.gid)),
-        )
-        .map_err(io_err("setting the owner of", path))?;
-        fchmod(&out, Mode::from_raw_mode(owner.mode))
-            .map_err(io_err("setting the mode of", path))?;
-        fsync(&out).map_err(io_err("syncing", path))?;
-        let stat = fstat(&out).map_err(io_err("inspecting", path))?;
-        let key = FileKey {
-            dev: encode_dev(stat.st_dev),
-            _pad: 0,
-            ino: stat.st_ino,
-        };
-        before_rename(key, &path.with_file_name(temp.as_str()));
-        renameat(&dir, temp.as_str(), &dir, name)
-            .map_err(io_err("renaming the restored file onto", path))?;
-        // The rename goes by name: in a directory others may write, the
-        // name may have been given another file in between. What is at the
-        // path now must be the file written here.
-        let there = statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(io_err("inspecting the restored", path))?;
-        if (there.st_dev, there.st_ino) != (stat.st_dev, stat.st_ino) {
-            return Err(FsError::Raced(path.display().to_string()));
-        }
-        fsync(&dir).map_err(io_err("syncing the directory of", path))?;
-        Ok(key)
-    })();
-    if result.is_err() {
-        // Only a temporary name that still holds this restore's file.
-        let _ = unlinkat(&dir, temp.as_str(), AtFlags::empty());
-    }
-    result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stale_temps_are_another_process_restore_of_the_same_file() {
-        let me = std::process::id();
-        assert!(is_stale_temp(".hosts.reflex-4242-7", "hosts"));
-        assert!(!is_stale_temp(&format!(".hosts.reflex-{me}-7"), "hosts"));
-        assert!(!is_stale_temp(".hosts.reflex-4242-", "hosts"));
-        assert!(!is_stale_temp(".hosts.reflex-42x-1", "hosts"));
-        assert!(!is_stale_temp(".other.reflex-4242-1", "hosts"));
-        assert!(!is_stale_temp("hosts", "hosts"));
-    }
-
-    #[test]
-    fn removes_only_stale_temps_beside_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("app.conf");
-        std::fs::write(&target, "good").unwrap();
-        std::fs::write(dir.path().join(".app.conf.reflex-4242-0"), "half").unwrap();
-        std::fs::write(dir.path().join(".app.conf.bak"), "keep").unwrap();
-        assert_eq!(remove_stale_temps(&target).unwrap(), 1);
-        let mut left: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
-        assert_eq!(left, [".app.conf.bak", "app.conf"]);
-    }
-}
+pub use restore::{
+    Ownership, is_own_temp, remove_created, remove_stale_temps, restore, restore_with,
+};

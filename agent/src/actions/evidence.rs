@@ -90,8 +90,9 @@ impl EvidenceStore {
     }
 
     /// What is at `path` now, about to be replaced by the baseline whose
-    /// content is the file `baseline`.
-    pub fn keep(&self, path: &Path, baseline: &Path, mode: EvidenceMode) -> Evidence {
+    /// content is the file `baseline`, or removed (`None`: the diff is
+    /// from nothing).
+    pub fn keep(&self, path: &Path, baseline: Option<&Path>, mode: EvidenceMode) -> Evidence {
         let mut evidence = Evidence {
             path: path.display().to_string(),
             ..Evidence::default()
@@ -134,7 +135,10 @@ impl EvidenceStore {
                 }
             }
         }
-        let old = fsio::read_content(baseline, self.settings.max_bytes).ok();
+        let old = match baseline {
+            Some(baseline) => fsio::read_content(baseline, self.settings.max_bytes).ok(),
+            None => Some(Vec::new()),
+        };
         match old.and_then(|old| {
             textdiff::unified(
                 &old,
@@ -225,11 +229,21 @@ mod tests {
         let (file, base) = (dir.path().join("app.conf"), dir.path().join("base"));
         fs::write(&base, "port 80\n").unwrap();
         fs::write(&file, "port 31337\n").unwrap();
-        let e = store(dir.path(), 5).keep(&file, &base, EvidenceMode::Diff);
+        let e = store(dir.path(), 5).keep(&file, Some(&base), EvidenceMode::Diff);
         assert!(e.diff.as_deref().unwrap().contains("+port 31337"), "{e:?}");
         assert_eq!(fs::read(e.kept.unwrap()).unwrap(), b"port 31337\n");
-        let secret = store(dir.path(), 5).keep(&file, &base, EvidenceMode::HashOnly);
+        let secret = store(dir.path(), 5).keep(&file, Some(&base), EvidenceMode::HashOnly);
         assert!(secret.diff.is_none() && secret.kept.is_none() && secret.sha256.is_some());
+    }
+
+    #[test]
+    fn a_created_file_is_kept_and_diffed_from_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("evil.conf");
+        fs::write(&file, "backdoor=1\n").unwrap();
+        let e = store(dir.path(), 5).keep(&file, None, EvidenceMode::Diff);
+        assert!(e.diff.as_deref().unwrap().contains("+backdoor=1"), "{e:?}");
+        assert_eq!(fs::read(e.kept.unwrap()).unwrap(), b"backdoor=1\n");
     }
 
     #[test]
@@ -240,12 +254,12 @@ mod tests {
         fs::write(&file, vec![b'a'; 100]).unwrap();
         let dropped = IntCounterVec::new(prometheus::Opts::new("t", "t"), &["reason"]).unwrap();
         let s = store(dir.path(), 2).with_metrics(dropped.clone());
-        let e = s.keep(&file, &base, EvidenceMode::Diff);
+        let e = s.keep(&file, Some(&base), EvidenceMode::Diff);
         assert!(e.kept.is_none() && e.sha256.is_some());
         assert_eq!(dropped.with_label_values(&["too_large"]).get(), 1);
         for i in 0..4 {
             fs::write(&file, format!("v{i}\n")).unwrap();
-            s.keep(&file, &base, EvidenceMode::Diff);
+            s.keep(&file, Some(&base), EvidenceMode::Diff);
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(

@@ -19,6 +19,7 @@ use crate::{
     logging::error_chain,
     policy::{
         Action, Policy,
+        model::Trigger,
         spec::{KillTarget, Severity},
     },
     settle::Followup,
@@ -215,7 +216,17 @@ impl Executor {
                         .evidence
                         .as_ref()
                         .map(|store| (store, policy.answers.evidence));
-                    let (done, kept) = revert::revert(file, &policy.name, state_dir, keep, self.followups.as_ref());
+                    let covers = |path: &str| match &policy.trigger {
+                        Trigger::File { paths, .. } => paths.iter().any(|g| g.matcher().is_match(path)),
+                        _ => false,
+                    };
+                    let (done, kept) = revert::revert(
+                        file,
+                        (&policy.name, &covers),
+                        state_dir,
+                        keep,
+                        self.followups.as_ref(),
+                    );
                     *evidence = kept;
                     if done.is_ok()
                         && let (Some(tx), Some(path)) = (&self.followups, &file.path)

@@ -78,6 +78,11 @@ pub fn update(state_dir: &Path, policies: &Path, name: &str) -> anyhow::Result<E
             .with_context(|| format!("recording {path}"))?;
         println!("{path}\t{}", &b.sha256[..16]);
     }
+    // Recorded now: from here on a file that appears under these paths was
+    // created, not found.
+    store
+        .remember(name, paths)
+        .context("remembering the paths the policy covers")?;
     eprintln!(
         "{} baselines of {name} updated; a running agent uses them from its next look",
         covered.len()

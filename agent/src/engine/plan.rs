@@ -309,6 +309,60 @@ mod tests {
         );
     }
 
+    fn created(change: FileChange) -> Record {
+        Record {
+            time: String::new(),
+            ktime_ns: 1,
+            kind: Kind::File,
+            process: ProcessContext::default(),
+            body: Body::File(crate::events::file::File {
+                path: Some("/etc/app/evil.conf".into()),
+                change: Some(change),
+                changes: vec![change, FileChange::Create],
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn a_created_file_is_reverted_reported_or_left_as_the_policy_says() {
+        let text = |mode: &str, on_drift: &str| {
+            format!(
+                "name: m\nmode: {mode}\non: {{ file: {{ paths: [\"/etc/app/*.conf\"] }} }}\non_drift: {on_drift}\ndo: [revert, alert]\n"
+            )
+        };
+        let mut planner = Planner::new(DEFAULT_FUSE_LIMIT);
+        let enforce = planner.plan(
+            &policy(&text("enforce", "revert")),
+            &created(FileChange::Create),
+        );
+        assert_eq!(enforce.decision.actions, ["revert", "alert"]);
+        let monitor = planner.plan(
+            &policy(&text("monitor", "revert")),
+            &created(FileChange::Create),
+        );
+        assert_eq!(monitor.decision.would, ["revert"]);
+        assert!(monitor.steps.is_empty(), "monitor leaves it");
+        let report = planner.plan(
+            &policy(&text("enforce", "report")),
+            &created(FileChange::Drift),
+        );
+        assert_eq!(
+            report.decision.actions,
+            ["alert"],
+            "on_drift: report leaves it"
+        );
+        let live = planner.plan(
+            &policy(&text("enforce", "report")),
+            &created(FileChange::Create),
+        );
+        assert_eq!(
+            live.decision.actions,
+            ["revert", "alert"],
+            "on_drift is for start-up only"
+        );
+    }
+
     #[test]
     fn the_fuse_counts_files_not_names() {
         let p = policy(KILLER);

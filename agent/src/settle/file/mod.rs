@@ -9,6 +9,7 @@
 pub mod accept;
 pub mod baseline;
 mod calls;
+mod covered;
 mod drift;
 pub mod history;
 mod recent;
@@ -157,7 +158,7 @@ impl FileSettler {
                 match self.watch.dir_path(&dir) {
                     Some(dir) => {
                         let path = format!("{}/{}", dir.trim_end_matches('/'), raw.name);
-                        if !self.watch.covers(&path) {
+                        if !self.watch.covers(&path) || fsio::is_own_temp(&raw.name) {
                             Vec::new()
                         } else {
                             if self.watch.add(&path)
@@ -482,5 +483,7 @@ fn raced_policies(marks: &Marks, path: &str, ktime_ns: u64, writers: &Writers) -
 
 #[cfg(test)]
 mod accept_tests;
+#[cfg(test)]
+mod created_tests;
 #[cfg(test)]
 mod tests;

@@ -74,6 +74,11 @@ impl BaselineStore {
         self
     }
 
+    /// The store's directory (`STATE/baselines`).
+    pub(super) fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn index_dir(&self) -> PathBuf {
         self.root.join("policies")
     }
@@ -119,7 +124,7 @@ impl BaselineStore {
 
     /// Holds the store's lock and brings the indexes up to date, for a
     /// change; the lock is released when the guard drops.
-    fn lock(&mut self) -> Result<OwnedFd, BaselineError> {
+    pub(super) fn lock(&mut self) -> Result<OwnedFd, BaselineError> {
         let path = self.root.join("lock");
         let file = fs::OpenOptions::new()
             .create(true)

@@ -157,11 +157,16 @@ impl WatchList {
             .unwrap_or_default()
     }
 
-    /// Starts watching `path` (a new file a glob covers) and returns whether
-    /// it was new.
+    /// Starts watching `path` (a new file a glob covers), or follows the
+    /// file that appeared at a watched path that had none; returns whether
+    /// no file was there when last seen (so a creating open made it).
     pub fn add(&mut self, path: &str) -> bool {
-        if self.files.contains_key(path) {
-            return false;
+        if let Some(entry) = self.files.get(path) {
+            if entry.last.is_some() {
+                return false;
+            }
+            self.refresh(path);
+            return true;
         }
         let kill = self
             .kill_patterns
@@ -201,6 +206,33 @@ impl WatchList {
         }
         self.mark_new(path, key);
         true
+    }
+
+    /// Watches `paths` too, whether or not a file is there now: paths a
+    /// policy keeps baselines of, so one deleted while no agent ran is
+    /// found missing and restored.
+    pub fn include(&mut self, paths: impl IntoIterator<Item = String>) {
+        let mut added = false;
+        for path in paths {
+            if self.files.contains_key(&path) {
+                continue;
+            }
+            let kill = self
+                .kill_patterns
+                .as_ref()
+                .is_some_and(|k| k.is_match(&path));
+            let last = fsio::state(Path::new(&path)).ok().flatten();
+            if let Some(parent) = Path::new(&path).parent() {
+                self.add_dir(parent);
+            }
+            self.files.insert(path, WatchedFile { last, kill });
+            added = true;
+        }
+        if added {
+            self.reindex();
+            self.sync_kernel();
+            self.sync_marks();
+        }
     }
 
     /// Puts `key`, the file about to be renamed over `path` by a restore,
@@ -279,7 +311,10 @@ impl WatchList {
             let path = entry.path();
             if entry.file_type().is_dir() {
                 self.add_dir(path);
-            } else if entry.file_type().is_file() && matcher.is_match(path) {
+            } else if entry.file_type().is_file()
+                && matcher.is_match(path)
+                && !entry.file_name().to_str().is_some_and(fsio::is_own_temp)
+            {
                 let path = path.display().to_string();
                 let kill = kill
                     || self
