@@ -95,8 +95,6 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 /// fuse blows, the kernel map is emptied, and the real covered binary then
 /// runs in the host namespace until someone reloads.
 #[test]
-#[ignore = "known bypass: an unprivileged user blows the kill fuse of an exact-path exec policy \
-            by bind-mounting own files over the covered path in a user namespace"]
 fn a_user_namespace_cannot_blow_the_kill_fuse_of_an_exact_path() {
     require_root();
     let f = Fixture::new();
@@ -190,8 +188,6 @@ fn parent_exe_cannot_be_forged_in_a_user_namespace() {
 /// Racy per attempt (the agent must resolve after the `chdir`), so it is
 /// tried up to 60 times; a few wins blow the fuse.
 #[test]
-#[ignore = "known bypass: script names resolved through /proc/PID/cwd let a user's own \
-            interpreters count toward an exec policy's kill fuse"]
 fn a_script_name_resolved_late_cannot_blow_the_kill_fuse() {
     require_root();
     let f = Fixture::new();

@@ -90,7 +90,8 @@ impl Planner {
         }
         if mode == Mode::Enforce
             && has("kill")
-            && let Some(count) = self.fuse.record(&policy.name, executable(record), now)
+            && let Some(exe) = executable(record)
+            && let Some(count) = self.fuse.record(&policy.name, exe, now)
         {
             mode = Mode::Monitor;
             fuse_blew = true;
@@ -168,12 +169,18 @@ impl Planner {
 
 /// The executable the fuse counts for `record`: the identity the exec probe
 /// read, else the one the process table holds, else the path.
-fn executable(record: &Record) -> Executable {
+/// What the kill fuse counts for `record`: the script's identity when an
+/// interpreter ran a covered script (its copies are one script), else the
+/// loaded file's. Nothing for a foreign file at a covered path: a user who
+/// bind-mounts files of their own there in a private namespace must not
+/// blow the fuse that protects the real one.
+fn executable(record: &Record) -> Option<Executable> {
     let kernel = match &record.body {
-        Body::Exec(exec) => exec.identity(),
+        Body::Exec(exec) if exec.foreign => return None,
+        Body::Exec(exec) => exec.script_id.or(exec.identity()),
         _ => None,
     };
-    match kernel.or(record.process.exe_id) {
+    Some(match kernel.or(record.process.exe_id) {
         Some(id) => Executable::Id(id),
         None => Executable::Path(
             record
@@ -182,7 +189,7 @@ fn executable(record: &Record) -> Executable {
                 .clone()
                 .unwrap_or_else(|| record.process.comm.clone()),
         ),
-    }
+    })
 }
 
 /// Whether `policy` keeps the file as `record` found it: the change became

@@ -164,6 +164,15 @@ pub struct Exec {
     /// and inode): the name a hardlink or bind mount hides.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// Identity of `script`, when it was resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script_id: Option<FileId>,
+    /// Set when neither the loaded file nor its script is a file the exec
+    /// policies name as the agent sees them: another file at a covered path
+    /// (bind-mounted over it in a private mount namespace). Such a kill
+    /// does not count toward the policy's kill fuse.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub foreign: bool,
     /// Path of the loaded executable as the kernel walked it; it becomes
     /// the process context's `exe`.
     #[serde(skip)]

@@ -162,6 +162,16 @@ impl ExecWatch {
         for id in id.into_iter().chain(script_id) {
             aliases.extend(self.by_id.get(&id).into_iter().flatten().cloned());
         }
+        exec.script_id = script_id;
+        // A path a policy names, but not a file it names: what runs there is
+        // someone's own file in their own mount namespace.
+        let named = |i: &FileId| self.by_id.contains_key(i);
+        let spelled_covered = [exe.as_deref(), exec.script.as_deref()]
+            .into_iter()
+            .flatten()
+            .any(|p| self.patterns.as_ref().is_some_and(|g| g.is_match(p)));
+        exec.foreign =
+            spelled_covered && id.is_some() && !id.iter().chain(script_id.iter()).any(named);
         aliases.retain(|a| Some(a) != exe.as_ref() && Some(a) != exec.script.as_ref());
         exec.aliases = aliases.into_iter().collect();
     }
