@@ -1,6 +1,9 @@
 //! Filesystem primitives the settler and the revert action share: opening
 //! under a directory without following symlinks, a file's state, hashing,
-//! and restoring content atomically. A leaf: it imports no stage.
+//! and restoring content atomically, extended attributes included
+//! ([`xattr`]). A leaf: it imports no stage.
+pub mod xattr;
+
 use std::{
     fs::File,
     io::{self, Read as _, Write as _},
@@ -32,6 +35,27 @@ pub enum FsError {
         /// Underlying error.
         #[source]
         source: io::Error,
+    },
+    /// An extended attribute could not be set or removed on a restore's new
+    /// file.
+    #[error("setting extended attribute {name} of {path}")]
+    Xattr {
+        /// The attribute.
+        name: String,
+        /// The path being restored.
+        path: String,
+        /// Underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A restore's new file did not come out as recorded (the access ACL
+    /// and the mode disagree, or the kernel changed an attribute).
+    #[error("the restored {path} came out unlike its baseline: {detail}")]
+    Unlike {
+        /// The path being restored.
+        path: String,
+        /// What differs.
+        detail: String,
     },
 }
 
@@ -172,13 +196,25 @@ pub fn hash_reader(mut reader: impl io::Read) -> io::Result<String> {
 }
 
 /// Whether `path` is a regular file with content `sha256`, `size` bytes,
-/// and `owner`'s mode and owner. Reads the content only when the rest
+/// `owner`'s mode and owner and, when `xattrs` names a digest, extended
+/// attributes with that digest. Reads the content only when the rest
 /// agrees.
-pub fn has_state(path: &Path, sha256: &str, size: u64, owner: Ownership) -> Result<bool, FsError> {
+pub fn has_state(
+    path: &Path,
+    sha256: &str,
+    size: u64,
+    owner: Ownership,
+    xattrs: Option<&str>,
+) -> Result<bool, FsError> {
     let Some(now) = state(path)? else {
         return Ok(false);
     };
     if (now.mode, now.uid, now.gid, now.size) != (owner.mode, owner.uid, owner.gid, size) {
+        return Ok(false);
+    }
+    if let Some(want) = xattrs
+        && xattr::digest(path)? != want
+    {
         return Ok(false);
     }
     Ok(content_hash(path)? == sha256)
@@ -248,11 +284,17 @@ pub struct Ownership {
 }
 
 /// Replaces `path` by the content of the file `content` with `owner`'s mode
-/// and owner: a temporary file in the same directory, fsync, rename over,
-/// fsync of the directory. Returns the identity of the restored file (a new
-/// inode).
-pub fn restore(path: &Path, content: &Path, owner: Ownership) -> Result<FileKey, FsError> {
-    restore_with(path, content, owner, |_, _| {})
+/// and owner and, when given, exactly the extended attributes `xattrs`
+/// (`None`: whatever a new file gets): a temporary file in the same
+/// directory, fsync, rename over, fsync of the directory. Returns the
+/// identity of the restored file (a new inode).
+pub fn restore(
+    path: &Path,
+    content: &Path,
+    owner: Ownership,
+    xattrs: Option<&xattr::Xattrs>,
+) -> Result<FileKey, FsError> {
+    restore_with(path, content, owner, xattrs, |_, _| {})
 }
 
 /// [`restore`], calling `before_rename` with the identity and temporary
@@ -262,6 +304,7 @@ pub fn restore_with(
     path: &Path,
     content: &Path,
     owner: Ownership,
+    xattrs: Option<&xattr::Xattrs>,
     before_rename: impl FnOnce(FileKey, &Path),
 ) -> Result<FileKey, FsError> {
     let (dir, name) = open_parent(path)?;
@@ -297,6 +340,12 @@ pub fn restore_with(
         .map_err(io_err("setting the owner of", path))?;
         fchmod(&out, Mode::from_raw_mode(owner.mode))
             .map_err(io_err("setting the mode of", path))?;
+        // After the owner (a chown clears `security.capability`) and the
+        // mode (the access ACL rewrites the group bits): the attributes,
+        // then a check that mode and attributes are as recorded.
+        if let Some(want) = xattrs {
+            set_xattrs(&out, want, owner.mode, path)?;
+        }
         fsync(&out).map_err(io_err("syncing", path))?;
         let stat = fstat(&out).map_err(io_err("inspecting", path))?;
         before_rename(
@@ -320,6 +369,35 @@ pub fn restore_with(
         let _ = unlinkat(&dir, temp.as_str(), AtFlags::empty());
     }
     result
+}
+
+/// Gives the new file `out` exactly `want`'s attributes and checks that its
+/// mode is still `mode` and its attributes read back as `want`.
+fn set_xattrs(out: &File, want: &xattr::Xattrs, mode: u32, path: &Path) -> Result<(), FsError> {
+    xattr::apply(out, want).map_err(|(name, source)| FsError::Xattr {
+        name,
+        path: path.display().to_string(),
+        source,
+    })?;
+    let now = fstat(out).map_err(io_err("inspecting", path))?.st_mode & 0o7777;
+    if now != mode {
+        return Err(FsError::Unlike {
+            path: path.display().to_string(),
+            detail: format!("mode {now:o} after the attributes were set, not {mode:o}"),
+        });
+    }
+    let digest = xattr::digest_fd(out).map_err(|source| FsError::Io {
+        what: "reading back the extended attributes of",
+        path: path.display().to_string(),
+        source,
+    })?;
+    if digest != want.digest() {
+        return Err(FsError::Unlike {
+            path: path.display().to_string(),
+            detail: "its extended attributes read back differently".into(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -351,5 +429,62 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, [".app.conf.bak", "app.conf"]);
+    }
+
+    #[test]
+    fn a_restore_gives_the_new_file_exactly_the_recorded_attributes() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("app.conf");
+        let content = dir.path().join("object");
+        std::fs::write(&target, "evil").unwrap();
+        std::fs::write(&content, "good").unwrap();
+        let held = File::open(&target).unwrap();
+        if rustix::fs::fsetxattr(&held, "user.evil", b"1", rustix::fs::XattrFlags::empty()).is_err()
+        {
+            eprintln!("no user.* attributes on this filesystem; skipped");
+            return;
+        }
+        let me = fstat(&held).unwrap();
+        let owner = Ownership {
+            mode: 0o640,
+            uid: me.st_uid,
+            gid: me.st_gid,
+        };
+        let want = xattr::Xattrs::from_pairs([("user.reflex", "deployed")]);
+        restore(&target, &content, owner, Some(&want)).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"good");
+        assert_eq!(
+            std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777,
+            0o640
+        );
+        assert_eq!(xattr::digest(&target).unwrap(), want.digest());
+        assert!(
+            has_state(
+                &target,
+                &content_hash(&content).unwrap(),
+                4,
+                owner,
+                Some(&want.digest())
+            )
+            .unwrap()
+        );
+        assert!(
+            !has_state(
+                &target,
+                &content_hash(&content).unwrap(),
+                4,
+                owner,
+                Some("00")
+            )
+            .unwrap()
+        );
+
+        restore(&target, &content, owner, None).unwrap();
+        assert_eq!(
+            xattr::digest(&target).unwrap(),
+            xattr::Xattrs::default().digest(),
+            "without recorded attributes a new file has its own (none here)"
+        );
     }
 }

@@ -24,12 +24,16 @@ use crate::{
 
 /// The store with the configured history bound.
 pub(crate) fn open(state_dir: &Path) -> anyhow::Result<BaselineStore> {
-    let history = Config::load(Path::new(DEFAULT_CONFIG), false)
-        .map(|c| c.baselines.history())
-        .unwrap_or(crate::settle::file::baseline::DEFAULT_HISTORY);
+    let (history, max_xattr_bytes) = Config::load(Path::new(DEFAULT_CONFIG), false)
+        .map(|c| (c.baselines.history(), c.baselines.max_xattr_bytes()))
+        .unwrap_or((
+            crate::settle::file::baseline::DEFAULT_HISTORY,
+            crate::settle::file::baseline::DEFAULT_MAX_XATTR_BYTES,
+        ));
     Ok(BaselineStore::open(state_dir)
         .context("opening the baseline store")?
-        .with_history(history))
+        .with_history(history)
+        .with_max_xattr_bytes(max_xattr_bytes))
 }
 
 /// The one policy keeping a baseline of `path`, or the one asked for.
@@ -142,10 +146,14 @@ pub fn rollback(
     let baseline = store
         .reinstate(&policy, path, to, How::Rollback)
         .with_context(|| format!("rolling the baseline of {path} back to {to}"))?;
+    let xattrs = store
+        .xattrs(&baseline)
+        .with_context(|| format!("reading the attributes of version {to} of {path}"))?;
     let key = fsio::restore(
         Path::new(path),
         &store.object(&baseline),
         baseline.ownership(),
+        xattrs.as_ref(),
     )
     .with_context(|| format!("restoring {path}"))?;
     println!(

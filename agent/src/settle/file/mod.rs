@@ -279,7 +279,7 @@ impl FileSettler {
         // The content is read only where there is a baseline to compare with.
         let after = after_state(file, current.as_ref(), !baseline.is_empty());
         let unchanged = match baseline.values().next() {
-            Some(b) => after.as_ref() == Some(b),
+            Some(b) => after.as_ref().is_some_and(|a| a.agrees_with(b)),
             None => {
                 (pending.by_name_only || pending.attrib_only)
                     && self.watch.get(path).map(|w| &w.last) == Some(&current)
@@ -405,8 +405,9 @@ fn snapshots(store: &BaselineStore, path: &str) -> BTreeMap<String, Snapshot> {
         .collect()
 }
 
-/// `state` of `path` as events carry it, with the content hash when
-/// `hash`; `None` when no regular file is there.
+/// `state` of `path` as events carry it, with the content hash and the
+/// digest of the extended attributes when `hash`; `None` when no regular
+/// file is there.
 fn after_state(path: &Path, state: Option<&fsio::FileState>, hash: bool) -> Option<Snapshot> {
     let state = state?;
     Some(Snapshot {
@@ -415,6 +416,7 @@ fn after_state(path: &Path, state: Option<&fsio::FileState>, hash: bool) -> Opti
         uid: state.uid,
         gid: state.gid,
         size: state.size,
+        xattrs_sha256: hash.then(|| fsio::xattr::digest(path).ok()).flatten(),
     })
 }
 
