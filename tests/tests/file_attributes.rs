@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use reflex_tests::{ChildGuard, Scratch, programs, require_root};
+use reflex_tests::{ChildGuard, Scratch, programs, reflex_baseline, require_root, stop_agent};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -170,4 +170,15 @@ fn attribute_changes_are_put_back_and_alerted_once() {
     std::thread::sleep(Duration::from_millis(600));
     let extra: Vec<String> = agent.stdout.try_iter().collect();
     assert!(extra.is_empty(), "unexpected extra alerts: {extra:#?}");
+    stop_agent(agent);
+
+    // With no agent watching, `reflex baseline diff` names what differs.
+    let path = etc.join("replace.conf");
+    let (code, out) = reflex_baseline(&scratch.path("state"), &["diff", path.to_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (0, ""), "restored: nothing differs");
+    set_xattr(&path, "user.evil", b"1");
+    rustix::fs::lremovexattr(&path, "security.capability").unwrap();
+    let (code, out) = reflex_baseline(&scratch.path("state"), &["diff", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("-security.capability, +user.evil"), "{out}");
 }

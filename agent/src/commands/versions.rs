@@ -14,7 +14,10 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     config::{Config, DEFAULT_CONFIG},
-    fsio,
+    fsio::{
+        self,
+        xattr::{XattrRead, Xattrs},
+    },
     settle::file::{
         baseline::{Baseline, BaselineStore, MAX_BASELINE_BYTES},
         history::{How, select},
@@ -85,7 +88,8 @@ pub fn history(state_dir: &Path, path: &str, policy: Option<&str>) -> anyhow::Re
 }
 
 /// Prints the unified diff between two versions, or a version and the file
-/// now; exits 1 when they differ, as `diff` does.
+/// now, and which extended attributes differ (where both sides recorded
+/// them); exits 1 when they differ, as `diff` does.
 pub fn diff(
     state_dir: &Path,
     path: &str,
@@ -103,13 +107,19 @@ pub fn diff(
             )
         })
     };
-    let read_version = |b: &Baseline| -> anyhow::Result<(Vec<u8>, String)> {
+    // Content, label, and the attributes when they were recorded.
+    type Side = (Vec<u8>, String, Option<Xattrs>);
+    let read_version = |b: &Baseline| -> anyhow::Result<Side> {
         let object = store.object(b);
         let content = std::fs::read(&object)
             .with_context(|| format!("reading version {} ({})", b.version, object.display()))?;
+        let xattrs = store
+            .xattrs(b)
+            .with_context(|| format!("reading the attributes of version {}", b.version))?;
         Ok((
             content,
             format!("{path} v{} ({})", b.version, &b.sha256[..12]),
+            xattrs,
         ))
     };
     let old = match from {
@@ -122,10 +132,31 @@ pub fn diff(
             fsio::read_content(Path::new(path), MAX_BASELINE_BYTES)
                 .with_context(|| format!("reading {path}"))?,
             format!("{path} (now)"),
+            match fsio::xattr::read(Path::new(path), u64::MAX) {
+                Ok(XattrRead::Recorded(x)) => Some(x),
+                _ => None,
+            },
         ),
     };
+    // Attributes are compared where both sides recorded them.
+    let attributes = match (&old.2, &new.2) {
+        (Some(o), Some(n)) => o.differences(n),
+        _ => Vec::new(),
+    };
+    if !attributes.is_empty() {
+        println!(
+            "extended attributes of {} and {} differ: {}",
+            old.1,
+            new.1,
+            attributes.join(", ")
+        );
+    }
     if old.0 == new.0 {
-        return Ok(ExitCode::SUCCESS);
+        return Ok(if attributes.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
     }
     match textdiff::unified(&old.0, &new.0, &old.1, &new.1, usize::MAX) {
         Some(diff) => print!("{}", diff.text),

@@ -95,6 +95,24 @@ impl Xattrs {
             .sum()
     }
 
+    /// What changed from `self` to `new`, by name: `-name` removed,
+    /// `+name` added, `~name` another value; sorted by name.
+    pub fn differences(&self, new: &Xattrs) -> Vec<String> {
+        let names: std::collections::BTreeSet<&String> =
+            self.entries.keys().chain(new.entries.keys()).collect();
+        names
+            .into_iter()
+            .filter_map(
+                |name| match (self.entries.get(name), new.entries.get(name)) {
+                    (Some(_), None) => Some(format!("-{name}")),
+                    (None, Some(_)) => Some(format!("+{name}")),
+                    (Some(a), Some(b)) if a != b => Some(format!("~{name}")),
+                    _ => None,
+                },
+            )
+            .collect()
+    }
+
     /// The canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -323,6 +341,21 @@ mod tests {
         assert_eq!(x.bytes(), 6 + 1 + 6 + 2);
         assert!(Xattrs::decode(br#"{"user.a":"3"}"#).is_err());
         assert!(Xattrs::decode(br#"{"user.a":"zz"}"#).is_err());
+    }
+
+    #[test]
+    fn differences_name_what_was_removed_added_and_changed() {
+        let old = Xattrs::from_pairs([
+            ("security.capability", "c"),
+            ("user.a", "1"),
+            ("user.k", "k"),
+        ]);
+        let new = Xattrs::from_pairs([("user.a", "2"), ("user.evil", "1"), ("user.k", "k")]);
+        assert_eq!(
+            old.differences(&new),
+            ["-security.capability", "~user.a", "+user.evil"]
+        );
+        assert!(new.differences(&new).is_empty());
     }
 
     #[test]
