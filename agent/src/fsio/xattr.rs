@@ -411,4 +411,74 @@ mod tests {
         std::os::unix::fs::symlink(&path, &link).unwrap();
         assert!(digest(&link).is_err(), "a symlink is not followed");
     }
+
+    /// `system.posix_acl_access` granting user 4242 read, mask `mask`
+    /// (version 2 header, then tag, permissions, id per entry, sorted).
+    fn acl(mask: u16) -> Vec<u8> {
+        let mut out = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in [
+            (0x01u16, 6u16, u32::MAX),
+            (0x02, 4, 4242),
+            (0x04, 4, u32::MAX),
+            (0x10, mask, u32::MAX),
+            (0x20, 4, u32::MAX),
+        ] {
+            out.extend(tag.to_le_bytes());
+            out.extend(perm.to_le_bytes());
+            out.extend(id.to_le_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn a_restore_sets_the_access_acl_after_the_mode_and_checks_both() {
+        use crate::fsio::{Ownership, restore};
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("app.conf");
+        let content = dir.path().join("object");
+        std::fs::write(&target, "evil").unwrap();
+        std::fs::write(&content, "good").unwrap();
+        let held = File::open(&target).unwrap();
+        let me = rustix::fs::fstat(&held).unwrap();
+        if fsetxattr(&held, ACL_ACCESS, &acl(4), XattrFlags::empty()).is_err() {
+            eprintln!("no POSIX ACLs on this filesystem; skipped");
+            return;
+        }
+        let XattrRead::Recorded(recorded) = read(&target, 1 << 16).unwrap() else {
+            panic!("within the bound");
+        };
+        let mode = rustix::fs::fstat(&held).unwrap().st_mode & 0o7777;
+        assert_eq!(mode & 0o070, 0o040, "the mask is the group bits");
+        let owner = Ownership {
+            mode,
+            uid: me.st_uid,
+            gid: me.st_gid,
+        };
+        std::fs::remove_file(&target).unwrap();
+        std::fs::write(&target, "evil").unwrap();
+        restore(&target, &content, owner, Some(&recorded)).unwrap();
+        assert_eq!(digest(&target).unwrap(), recorded.digest());
+        let now = std::fs::metadata(&target).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&now.permissions()) & 0o7777,
+            mode
+        );
+
+        // A mode the ACL's mask contradicts cannot be restored as recorded:
+        // refused, and nothing renamed over the file.
+        let before = crate::fsio::state(&target).unwrap().unwrap().key;
+        let wrong = Ownership {
+            mode: mode | 0o020,
+            ..owner
+        };
+        let err = restore(&target, &content, wrong, Some(&recorded)).unwrap_err();
+        assert!(matches!(err, crate::fsio::FsError::Unlike { .. }), "{err}");
+        assert_eq!(crate::fsio::state(&target).unwrap().unwrap().key, before);
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["app.conf", "object"], "no temporary file left");
+    }
 }
