@@ -152,9 +152,13 @@ impl Xattrs {
 /// Writes the canonical encoding of `entries` (sorted by name) to `out`. A
 /// name that is not UTF-8 is written lossily followed by a byte no JSON
 /// holds, so its digest can never equal that of a stored set.
-fn encode<'a>(entries: impl Iterator<Item = (&'a [u8], &'a [u8])>, mut out: impl FnMut(&[u8])) {
+fn encode<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    entries: impl Iterator<Item = (N, V)>,
+    mut out: impl FnMut(&[u8]),
+) {
     out(b"{");
     for (i, (name, value)) in entries.enumerate() {
+        let (name, value) = (name.as_ref(), value.as_ref());
         if i > 0 {
             out(b",");
         }
@@ -274,19 +278,23 @@ pub fn read(path: &Path, limit: u64) -> Result<XattrRead, FsError> {
 /// there are (each value is read and hashed alone).
 pub fn digest_fd(fd: &File) -> io::Result<String> {
     let mut hasher = Sha256::new();
-    let mut values = Vec::new();
-    for name in names(fd)? {
-        if let Some(value) = value(fd, &name)? {
-            values.push((name, value));
-        }
-        // Bounded by the kernel: 64 KiB of names, 64 KiB per value; kept
-        // one file at a time.
+    let mut failed = None;
+    // One value at a time (the kernel bounds each at 64 KiB), read as the
+    // encoding reaches its name.
+    let entries = names(fd)?
+        .into_iter()
+        .filter_map(|name| match value(fd, &name) {
+            Ok(value) => value.map(|v| (name, v)),
+            Err(e) => {
+                failed.get_or_insert(e);
+                None
+            }
+        });
+    encode(entries, |b| hasher.update(b));
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(hex(&hasher.finalize())),
     }
-    encode(
-        values.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
-        |b| hasher.update(b),
-    );
-    Ok(hex(&hasher.finalize()))
 }
 
 /// The digest of the attributes of `path`, not following a final symlink.
