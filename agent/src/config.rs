@@ -229,6 +229,8 @@ pub struct Settings {
     pub ancestry_depth: usize,
     /// Earlier baseline versions kept per file.
     pub baseline_history: usize,
+    /// Bytes of extended attributes kept per baseline version.
+    pub baseline_max_xattr_bytes: u64,
     /// Bounds of revert evidence.
     pub evidence: crate::actions::evidence::EvidenceSettings,
 }
@@ -324,6 +326,7 @@ impl Settings {
             alertmanager: file.alerts.alertmanager,
             ancestry_depth: file.process.depth(),
             baseline_history: file.baselines.history(),
+            baseline_max_xattr_bytes: file.baselines.max_xattr_bytes(),
             evidence: crate::actions::evidence::EvidenceSettings::from_config(&file.evidence),
         };
         bounds::check(&path, &settings)?;

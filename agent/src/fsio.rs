@@ -1,6 +1,9 @@
 //! Filesystem primitives the settler and the revert action share: opening
 //! under a directory without following symlinks, a file's state, hashing,
-//! and restoring content atomically. A leaf: it imports no stage.
+//! and restoring content atomically, extended attributes included
+//! ([`xattr`]). A leaf: it imports no stage.
+pub mod xattr;
+
 use std::{
     fs::File,
     io::{self, Read as _},
@@ -43,6 +46,27 @@ pub enum FsError {
         /// Underlying error.
         #[source]
         source: io::Error,
+    },
+    /// An extended attribute could not be set or removed on a restore's new
+    /// file.
+    #[error("setting extended attribute {name} of {path}")]
+    Xattr {
+        /// The attribute.
+        name: String,
+        /// The path being restored.
+        path: String,
+        /// Underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A restore's new file did not come out as recorded (the access ACL
+    /// and the mode disagree, or the kernel changed an attribute).
+    #[error("the restored {path} came out unlike its baseline: {detail}")]
+    Unlike {
+        /// The path being restored.
+        path: String,
+        /// What differs.
+        detail: String,
     },
 }
 
@@ -183,13 +207,25 @@ pub fn hash_reader(mut reader: impl io::Read) -> io::Result<String> {
 }
 
 /// Whether `path` is a regular file with content `sha256`, `size` bytes,
-/// and `owner`'s mode and owner. Reads the content only when the rest
+/// `owner`'s mode and owner and, when `xattrs` names a digest, extended
+/// attributes with that digest. Reads the content only when the rest
 /// agrees.
-pub fn has_state(path: &Path, sha256: &str, size: u64, owner: Ownership) -> Result<bool, FsError> {
+pub fn has_state(
+    path: &Path,
+    sha256: &str,
+    size: u64,
+    owner: Ownership,
+    xattrs: Option<&str>,
+) -> Result<bool, FsError> {
     let Some(now) = state(path)? else {
         return Ok(false);
     };
     if (now.mode, now.uid, now.gid, now.size) != (owner.mode, owner.uid, owner.gid, size) {
+        return Ok(false);
+    }
+    if let Some(want) = xattrs
+        && xattr::digest(path)? != want
+    {
         return Ok(false);
     }
     Ok(content_hash(path)? == sha256)

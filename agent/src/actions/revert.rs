@@ -1,6 +1,7 @@
 //! `revert`: put a watched file back as its baseline says. The settled
 //! event carries the baseline per policy; the content comes from the
-//! baseline store's objects, and the restore itself is [`fsio::restore`].
+//! baseline store's objects (the extended attributes too, when the baseline
+//! recorded them), and the restore itself is [`fsio::restore`].
 use std::{path::Path, time::Duration};
 
 use reflex_wire::FileKey;
@@ -12,7 +13,10 @@ use crate::{
     fsio::{self, Ownership},
     logging::error_chain,
     policy::accept::EvidenceMode,
-    settle::{Followup, file::baseline::object_path},
+    settle::{
+        Followup,
+        file::baseline::{load_xattrs, object_path},
+    },
     sinks::alert::Evidence,
 };
 
@@ -71,9 +75,18 @@ fn restore(
         .as_deref()
         .ok_or_else(|| format!("the baseline of {path} has no content hash"))?;
     let owner = ownership(baseline);
-    if fsio::has_state(Path::new(path), sha256, baseline.size, owner).unwrap_or(false) {
+    let xattrs_sha256 = baseline.xattrs_sha256.as_deref();
+    if fsio::has_state(Path::new(path), sha256, baseline.size, owner, xattrs_sha256)
+        .unwrap_or(false)
+    {
         return Ok(format!("{path} already matches its baseline"));
     }
+    // A baseline without attributes (recorded before they were) leaves the
+    // new file's own, as restores did then.
+    let xattrs = xattrs_sha256
+        .map(|digest| load_xattrs(state_dir, digest))
+        .transpose()
+        .map_err(|e| error_chain(&e))?;
     let object = object_path(state_dir, sha256);
     if let Some((store, mode)) = keep {
         *evidence = Some(store.keep(Path::new(path), Some(&object), mode));
@@ -94,8 +107,14 @@ fn restore(
             }
         }
     };
-    let key = fsio::restore_with(Path::new(path), &object, owner, watch_ahead)
-        .map_err(|e| error_chain(&e))?;
+    let key = fsio::restore_with(
+        Path::new(path),
+        &object,
+        owner,
+        xattrs.as_ref(),
+        watch_ahead,
+    )
+    .map_err(|e| error_chain(&e))?;
     Ok(format!(
         "restored {path} (sha256 {}, inode {})",
         &sha256[..12.min(sha256.len())],

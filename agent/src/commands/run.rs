@@ -123,7 +123,9 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let baselines = BaselineStore::open(&args.state_dir)
         .context("opening the baseline store")?
         .with_history(args.baseline_history)
-        .with_metrics(metrics.baseline_versions_pruned.clone());
+        .with_metrics(metrics.baseline_versions_pruned.clone())
+        .with_max_xattr_bytes(args.baseline_max_xattr_bytes)
+        .with_xattr_metrics(metrics.baseline_xattrs_refused.clone());
     let files = FileSettler::new(Some(sensor.take_watch_maps()?), Some(baselines))
         .with_marks(sensor.file_marks())
         .with_metrics(metrics.clone());

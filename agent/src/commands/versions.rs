@@ -14,7 +14,10 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     config::{Config, DEFAULT_CONFIG},
-    fsio,
+    fsio::{
+        self,
+        xattr::{XattrRead, Xattrs},
+    },
     settle::file::{
         baseline::{Baseline, BaselineStore, MAX_BASELINE_BYTES},
         history::{How, select},
@@ -24,12 +27,16 @@ use crate::{
 
 /// The store with the configured history bound.
 pub(crate) fn open(state_dir: &Path) -> anyhow::Result<BaselineStore> {
-    let history = Config::load(Path::new(DEFAULT_CONFIG), false)
-        .map(|c| c.baselines.history())
-        .unwrap_or(crate::settle::file::baseline::DEFAULT_HISTORY);
+    let (history, max_xattr_bytes) = Config::load(Path::new(DEFAULT_CONFIG), false)
+        .map(|c| (c.baselines.history(), c.baselines.max_xattr_bytes()))
+        .unwrap_or((
+            crate::settle::file::baseline::DEFAULT_HISTORY,
+            crate::settle::file::baseline::DEFAULT_MAX_XATTR_BYTES,
+        ));
     Ok(BaselineStore::open(state_dir)
         .context("opening the baseline store")?
-        .with_history(history))
+        .with_history(history)
+        .with_max_xattr_bytes(max_xattr_bytes))
 }
 
 /// The one policy keeping a baseline of `path`, or the one asked for.
@@ -81,7 +88,8 @@ pub fn history(state_dir: &Path, path: &str, policy: Option<&str>) -> anyhow::Re
 }
 
 /// Prints the unified diff between two versions, or a version and the file
-/// now; exits 1 when they differ, as `diff` does.
+/// now, and which extended attributes differ (where both sides recorded
+/// them); exits 1 when they differ, as `diff` does.
 pub fn diff(
     state_dir: &Path,
     path: &str,
@@ -99,13 +107,19 @@ pub fn diff(
             )
         })
     };
-    let read_version = |b: &Baseline| -> anyhow::Result<(Vec<u8>, String)> {
+    // Content, label, and the attributes when they were recorded.
+    type Side = (Vec<u8>, String, Option<Xattrs>);
+    let read_version = |b: &Baseline| -> anyhow::Result<Side> {
         let object = store.object(b);
         let content = std::fs::read(&object)
             .with_context(|| format!("reading version {} ({})", b.version, object.display()))?;
+        let xattrs = store
+            .xattrs(b)
+            .with_context(|| format!("reading the attributes of version {}", b.version))?;
         Ok((
             content,
             format!("{path} v{} ({})", b.version, &b.sha256[..12]),
+            xattrs,
         ))
     };
     let old = match from {
@@ -118,10 +132,31 @@ pub fn diff(
             fsio::read_content(Path::new(path), MAX_BASELINE_BYTES)
                 .with_context(|| format!("reading {path}"))?,
             format!("{path} (now)"),
+            match fsio::xattr::read(Path::new(path), u64::MAX) {
+                Ok(XattrRead::Recorded(x)) => Some(x),
+                _ => None,
+            },
         ),
     };
+    // Attributes are compared where both sides recorded them.
+    let attributes = match (&old.2, &new.2) {
+        (Some(o), Some(n)) => o.differences(n),
+        _ => Vec::new(),
+    };
+    if !attributes.is_empty() {
+        println!(
+            "extended attributes of {} and {} differ: {}",
+            old.1,
+            new.1,
+            attributes.join(", ")
+        );
+    }
     if old.0 == new.0 {
-        return Ok(ExitCode::SUCCESS);
+        return Ok(if attributes.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
     }
     match textdiff::unified(&old.0, &new.0, &old.1, &new.1, usize::MAX) {
         Some(diff) => print!("{}", diff.text),
@@ -142,10 +177,14 @@ pub fn rollback(
     let baseline = store
         .reinstate(&policy, path, to, How::Rollback)
         .with_context(|| format!("rolling the baseline of {path} back to {to}"))?;
+    let xattrs = store
+        .xattrs(&baseline)
+        .with_context(|| format!("reading the attributes of version {to} of {path}"))?;
     let key = fsio::restore(
         Path::new(path),
         &store.object(&baseline),
         baseline.ownership(),
+        xattrs.as_ref(),
     )
     .with_context(|| format!("restoring {path}"))?;
     println!(

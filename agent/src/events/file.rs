@@ -167,6 +167,31 @@ pub struct Snapshot {
     pub gid: u32,
     /// Size in bytes.
     pub size: u64,
+    /// SHA-256 of the extended attributes' canonical encoding
+    /// (`fsio::xattr`), when they were read; in a baseline, absent when
+    /// they were not recorded (then they are neither compared nor put back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xattrs_sha256: Option<String>,
+}
+
+impl Snapshot {
+    /// Whether a file found as `self` is as `baseline` records it: content,
+    /// mode, owner, group and size, and the extended attributes when the
+    /// baseline recorded them.
+    pub fn agrees_with(&self, baseline: &Snapshot) -> bool {
+        (&self.sha256, self.mode, self.uid, self.gid, self.size)
+            == (
+                &baseline.sha256,
+                baseline.mode,
+                baseline.uid,
+                baseline.gid,
+                baseline.size,
+            )
+            && baseline
+                .xattrs_sha256
+                .as_ref()
+                .is_none_or(|want| self.xattrs_sha256.as_ref() == Some(want))
+    }
 }
 
 fn is_zero_u32(v: &u32) -> bool {
@@ -204,5 +229,40 @@ impl MatchedBy {
         } else {
             Self::Name
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_are_compared_only_when_the_baseline_recorded_them() {
+        let old = Snapshot {
+            sha256: Some("ab".into()),
+            mode: 0o644,
+            size: 2,
+            ..Snapshot::default()
+        };
+        let now = Snapshot {
+            xattrs_sha256: Some("x1".into()),
+            ..old.clone()
+        };
+        assert!(now.agrees_with(&old), "no attributes recorded");
+        let recorded = Snapshot {
+            xattrs_sha256: Some("x0".into()),
+            ..old.clone()
+        };
+        assert!(!now.agrees_with(&recorded));
+        assert!(
+            !old.agrees_with(&recorded),
+            "attributes unread: not known equal"
+        );
+        assert!(recorded.agrees_with(&recorded));
+        let chmodded = Snapshot {
+            mode: 0o666,
+            ..recorded.clone()
+        };
+        assert!(!chmodded.agrees_with(&recorded));
     }
 }

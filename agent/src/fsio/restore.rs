@@ -13,7 +13,7 @@ use rustix::fs::{
     unlinkat,
 };
 
-use super::{FsError, encode_dev, io_err, open_parent};
+use super::{FsError, encode_dev, io_err, open_parent, xattr};
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -143,11 +143,17 @@ pub struct Ownership {
 }
 
 /// Replaces `path` by the content of the file `content` with `owner`'s mode
-/// and owner: a temporary file in the same directory, fsync, rename over,
-/// fsync of the directory. Returns the identity of the restored file (a new
-/// inode).
-pub fn restore(path: &Path, content: &Path, owner: Ownership) -> Result<FileKey, FsError> {
-    restore_with(path, content, owner, |_, _| {})
+/// and owner and, when given, exactly the extended attributes `xattrs`
+/// (`None`: whatever a new file gets): a temporary file in the same
+/// directory, fsync, rename over, fsync of the directory. Returns the
+/// identity of the restored file (a new inode).
+pub fn restore(
+    path: &Path,
+    content: &Path,
+    owner: Ownership,
+    xattrs: Option<&xattr::Xattrs>,
+) -> Result<FileKey, FsError> {
+    restore_with(path, content, owner, xattrs, |_, _| {})
 }
 
 /// [`restore`], calling `before_rename` with the identity and temporary
@@ -157,12 +163,13 @@ pub fn restore_with(
     path: &Path,
     content: &Path,
     owner: Ownership,
+    xattrs: Option<&xattr::Xattrs>,
     before_rename: impl FnMut(FileKey, &Path),
 ) -> Result<FileKey, FsError> {
     let mut before_rename = before_rename;
     let mut last = None;
     for _ in 0..RESTORE_TRIES {
-        match restore_once(path, content, owner, &mut before_rename) {
+        match restore_once(path, content, owner, xattrs, &mut before_rename) {
             Err(e @ (FsError::Raced(_) | FsError::TempTaken(_))) => last = Some(e),
             other => return other,
         }
@@ -174,6 +181,7 @@ fn restore_once(
     path: &Path,
     content: &Path,
     owner: Ownership,
+    xattrs: Option<&xattr::Xattrs>,
     before_rename: &mut impl FnMut(FileKey, &Path),
 ) -> Result<FileKey, FsError> {
     let (dir, name) = open_parent(path)?;
@@ -213,6 +221,12 @@ fn restore_once(
         .map_err(io_err("setting the owner of", path))?;
         fchmod(&out, Mode::from_raw_mode(owner.mode))
             .map_err(io_err("setting the mode of", path))?;
+        // After the owner (a chown clears `security.capability`) and the
+        // mode (the access ACL rewrites the group bits): the attributes,
+        // then a check that mode and attributes are as recorded.
+        if let Some(want) = xattrs {
+            set_xattrs(&out, want, owner.mode, path)?;
+        }
         fsync(&out).map_err(io_err("syncing", path))?;
         let stat = fstat(&out).map_err(io_err("inspecting", path))?;
         let key = FileKey {
@@ -239,6 +253,35 @@ fn restore_once(
         let _ = unlinkat(&dir, temp.as_str(), AtFlags::empty());
     }
     result
+}
+
+/// Gives the new file `out` exactly `want`'s attributes and checks that its
+/// mode is still `mode` and its attributes read back as `want`.
+fn set_xattrs(out: &File, want: &xattr::Xattrs, mode: u32, path: &Path) -> Result<(), FsError> {
+    xattr::apply(out, want).map_err(|(name, source)| FsError::Xattr {
+        name,
+        path: path.display().to_string(),
+        source,
+    })?;
+    let now = fstat(out).map_err(io_err("inspecting", path))?.st_mode & 0o7777;
+    if now != mode {
+        return Err(FsError::Unlike {
+            path: path.display().to_string(),
+            detail: format!("mode {now:o} after the attributes were set, not {mode:o}"),
+        });
+    }
+    let digest = xattr::digest_fd(out).map_err(|source| FsError::Io {
+        what: "reading back the extended attributes of",
+        path: path.display().to_string(),
+        source,
+    })?;
+    if digest != want.digest() {
+        return Err(FsError::Unlike {
+            path: path.display().to_string(),
+            detail: "its extended attributes read back differently".into(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -336,5 +379,46 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, [".app.conf.bak", "app.conf"]);
+    }
+
+    #[test]
+    fn a_restore_gives_the_new_file_exactly_the_recorded_attributes() {
+        use crate::fsio::{content_hash, has_state};
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("app.conf");
+        let content = dir.path().join("object");
+        std::fs::write(&target, "evil").unwrap();
+        std::fs::write(&content, "good").unwrap();
+        let held = File::open(&target).unwrap();
+        if rustix::fs::fsetxattr(&held, "user.evil", b"1", rustix::fs::XattrFlags::empty()).is_err()
+        {
+            eprintln!("no user.* attributes on this filesystem; skipped");
+            return;
+        }
+        let me = fstat(&held).unwrap();
+        let owner = Ownership {
+            mode: 0o640,
+            uid: me.st_uid,
+            gid: me.st_gid,
+        };
+        let want = xattr::Xattrs::from_pairs([("user.reflex", "deployed")]);
+        restore(&target, &content, owner, Some(&want)).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"good");
+        assert_eq!(
+            std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777,
+            0o640
+        );
+        assert_eq!(xattr::digest(&target).unwrap(), want.digest());
+        let hash = content_hash(&content).unwrap();
+        assert!(has_state(&target, &hash, 4, owner, Some(&want.digest())).unwrap());
+        assert!(!has_state(&target, &hash, 4, owner, Some("00")).unwrap());
+
+        restore(&target, &content, owner, None).unwrap();
+        assert_eq!(
+            xattr::digest(&target).unwrap(),
+            xattr::Xattrs::default().digest(),
+            "without recorded attributes a new file has its own (none here)"
+        );
     }
 }

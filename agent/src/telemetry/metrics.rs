@@ -66,6 +66,9 @@ pub struct Metrics {
     pub baseline_versions_pruned: IntCounter,
     /// `reflex_evidence_dropped_total{reason}`: rejected content not kept (or no longer kept).
     pub evidence_dropped: IntCounterVec,
+    /// `reflex_baseline_xattrs_refused_total{reason}`: baseline versions
+    /// recorded without their extended attributes.
+    pub baseline_xattrs_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -229,6 +232,17 @@ impl Metrics {
         for reason in ["too_large", "write", "pruned"] {
             evidence_dropped.with_label_values(&[reason]);
         }
+        let baseline_xattrs_refused = IntCounterVec::new(
+            Opts::new(
+                "reflex_baseline_xattrs_refused_total",
+                "Baseline versions recorded without the file's extended attributes (neither compared nor restored), by reason (too_large: past baselines.max_xattr_bytes; name: a name that is not UTF-8; read: they could not be read).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for reason in ["too_large", "name", "read"] {
+            baseline_xattrs_refused.with_label_values(&[reason]);
+        }
         let build = IntGaugeVec::new(
             Opts::new("reflex_build_info", "Always 1; labels name the build."),
             &["version"],
@@ -276,6 +290,7 @@ impl Metrics {
             Box::new(baselines_accepted.clone()),
             Box::new(baseline_versions_pruned.clone()),
             Box::new(evidence_dropped.clone()),
+            Box::new(baseline_xattrs_refused.clone()),
             Box::new(build),
         ] {
             registry.register(collector).expect("unique metric names");
@@ -308,6 +323,7 @@ impl Metrics {
             baselines_accepted,
             baseline_versions_pruned,
             evidence_dropped,
+            baseline_xattrs_refused,
         }
     }
 

@@ -167,6 +167,7 @@ impl FileSettler {
         } else {
             None
         };
+        let xattrs = version.as_ref().and_then(|_| store.read_xattrs(file));
         let by = describe(writer, authorised.first().map(|(_, a)| a));
         let mut accepted = Accepted {
             policies: Vec::new(),
@@ -192,6 +193,7 @@ impl FileSettler {
                             how: How::Accepted,
                             by: Some(&by),
                             source: None,
+                            xattrs: xattrs.as_ref(),
                         },
                     )
                     .map(|_| ()),

@@ -4,6 +4,15 @@
 //! policy in `baselines/policies/<policy>.json`). Each file keeps its
 //! current baseline and a bounded number of predecessors (`history`).
 //!
+//! A baseline holds the file's extended attributes too, as one more object
+//! (their canonical encoding, named by its SHA-256, `xattrs_sha256` in the
+//! index), up to `baselines.max_xattr_bytes`. A baseline without them (one
+//! written before they were recorded, or whose attributes were refused) does
+//! not compare them and a restore from it leaves the new file's own: the
+//! behaviour it was recorded under, so an upgrade reverts nothing it did not
+//! revert before. The next recording of the file (an accepted change,
+//! `reflex baseline update`) adds them.
+//!
 //! The agent and `reflex baseline` both write the store: every change is
 //! made under `baselines/lock` on a fresh read of the indexes, and the agent
 //! reads them again whenever the index directory changed, so a rollback or
@@ -17,8 +26,9 @@ use serde::{Deserialize, Serialize};
 
 pub use super::store::{BaselineStore, NewVersion};
 use crate::{
+    config::bounds::ByteSize,
     events::file::Snapshot,
-    fsio::{self, FsError},
+    fsio::{self, FsError, xattr::Xattrs},
 };
 
 use super::history::How;
@@ -29,18 +39,32 @@ pub const MAX_BASELINE_BYTES: u64 = 64 << 20;
 /// Predecessors kept per file unless the settings say otherwise.
 pub const DEFAULT_HISTORY: usize = 10;
 
+/// Bytes of extended attributes (names and values) kept per file version
+/// unless the settings say otherwise: an ACL, a capability and a label take
+/// a few hundred.
+pub const DEFAULT_MAX_XATTR_BYTES: u64 = 64 << 10;
+
 /// `baselines:` in the agent's configuration.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BaselinesConfig {
     /// Earlier versions kept per file (default 10).
     pub history: Option<usize>,
+    /// Extended attributes kept per file version (default 64KiB); a file
+    /// with more is recorded without them.
+    pub max_xattr_bytes: Option<ByteSize>,
 }
 
 impl BaselinesConfig {
     /// The bound in force.
     pub fn history(&self) -> usize {
         self.history.unwrap_or(DEFAULT_HISTORY)
+    }
+
+    /// The bound on extended attributes in force.
+    pub fn max_xattr_bytes(&self) -> u64 {
+        self.max_xattr_bytes
+            .map_or(DEFAULT_MAX_XATTR_BYTES, |b| b.0)
     }
 }
 
@@ -57,6 +81,10 @@ pub struct Baseline {
     pub gid: u32,
     /// Size in bytes.
     pub size: u64,
+    /// SHA-256 of the extended attributes' encoding (also an object's
+    /// name); absent when they were not recorded, and then not compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xattrs_sha256: Option<String>,
     /// When it was recorded (RFC 3339).
     pub recorded: String,
     /// Golden file the content came from, if not the file itself.
@@ -87,13 +115,26 @@ impl Baseline {
             uid: self.uid,
             gid: self.gid,
             size: self.size,
+            xattrs_sha256: self.xattrs_sha256.clone(),
         }
     }
 
     /// Whether `path` is as recorded: a regular file with the same content,
-    /// mode, owner and group.
+    /// mode, owner and group, and extended attributes when they were
+    /// recorded.
     pub fn matches(&self, path: &Path) -> Result<bool, FsError> {
-        fsio::has_state(path, &self.sha256, self.size, self.ownership())
+        fsio::has_state(
+            path,
+            &self.sha256,
+            self.size,
+            self.ownership(),
+            self.xattrs_sha256.as_deref(),
+        )
+    }
+
+    /// The objects this version needs: its content, and its attributes.
+    pub fn objects(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.sha256.as_str()).chain(self.xattrs_sha256.as_deref())
     }
 
     /// Mode and owner, as a restore sets them.
@@ -109,6 +150,23 @@ impl Baseline {
 /// Where the content with `sha256` is kept in the store under `state_dir`.
 pub fn object_path(state_dir: &Path, sha256: &str) -> PathBuf {
     state_dir.join("baselines").join("objects").join(sha256)
+}
+
+/// The extended attributes kept under `state_dir` with digest `sha256`.
+pub fn load_xattrs(state_dir: &Path, sha256: &str) -> Result<Xattrs, BaselineError> {
+    let path = object_path(state_dir, sha256);
+    let bytes = std::fs::read(&path).map_err(io_error("reading", &path))?;
+    let xattrs = Xattrs::decode(&bytes).map_err(|source| BaselineError::BadXattrs {
+        path: path.clone(),
+        source,
+    })?;
+    if xattrs.digest() != sha256 {
+        return Err(BaselineError::BadXattrs {
+            path,
+            source: fsio::xattr::XattrDecodeError::Digest,
+        });
+    }
+    Ok(xattrs)
 }
 
 /// Why the store could not be read or written.
@@ -133,6 +191,15 @@ pub enum BaselineError {
         /// Underlying error.
         #[source]
         source: serde_json::Error,
+    },
+    /// A kept set of extended attributes does not read back.
+    #[error("baseline attributes {path} are corrupt")]
+    BadXattrs {
+        /// The object.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: fsio::xattr::XattrDecodeError,
     },
     /// The watched file could not be read.
     #[error(transparent)]

@@ -196,6 +196,7 @@ fn accept_drift(store: &mut BaselineStore, policy: &str, path: &str) -> Option<S
         );
         return None;
     };
+    let xattrs = store.read_xattrs(Path::new(path));
     let done = store.put(
         policy,
         path,
@@ -206,6 +207,7 @@ fn accept_drift(store: &mut BaselineStore, policy: &str, path: &str) -> Option<S
             how: How::Drift,
             by: None,
             source: None,
+            xattrs: xattrs.as_ref(),
         },
     );
     match done {

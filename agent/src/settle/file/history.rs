@@ -109,6 +109,7 @@ mod tests {
             uid: 0,
             gid: 0,
             size: 1,
+            xattrs_sha256: None,
             recorded: String::new(),
             source: None,
             version: n,

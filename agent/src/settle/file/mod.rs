@@ -320,7 +320,7 @@ impl FileSettler {
         // The content is read only where there is a baseline to compare with.
         let after = after_state(file, current.as_ref(), !baseline.is_empty());
         let unchanged = match baseline.values().next() {
-            Some(b) => after.as_ref() == Some(b),
+            Some(b) => after.as_ref().is_some_and(|a| a.agrees_with(b)),
             None => {
                 (pending.by_name_only || pending.attrib_only)
                     && self.watch.get(path).map(|w| &w.last) == Some(&current)

@@ -16,8 +16,9 @@ pub(super) fn snapshots(store: &BaselineStore, path: &str) -> BTreeMap<String, S
         .collect()
 }
 
-/// `state` of `path` as events carry it, with the content hash when
-/// `hash`; `None` when no regular file is there.
+/// `state` of `path` as events carry it, with the content hash and the
+/// digest of the extended attributes when `hash`; `None` when no regular
+/// file is there.
 pub(super) fn after_state(
     path: &Path,
     state: Option<&fsio::FileState>,
@@ -30,6 +31,7 @@ pub(super) fn after_state(
         uid: state.uid,
         gid: state.gid,
         size: state.size,
+        xattrs_sha256: hash.then(|| fsio::xattr::digest(path).ok()).flatten(),
     })
 }
 

@@ -8,13 +8,22 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntCounterVec};
 
 use super::{
-    baseline::{Baseline, BaselineError, DEFAULT_HISTORY, MAX_BASELINE_BYTES, io_error},
+    baseline::{
+        Baseline, BaselineError, DEFAULT_HISTORY, DEFAULT_MAX_XATTR_BYTES, MAX_BASELINE_BYTES,
+        io_error, load_xattrs,
+    },
     history::{self, Entry, How},
 };
-use crate::fsio::{self, FileState, FsError};
+use crate::{
+    fsio::{
+        self, FileState, FsError,
+        xattr::{self, XattrRead, Xattrs},
+    },
+    logging::error_chain,
+};
 
 /// The baseline store.
 #[derive(Debug)]
@@ -25,6 +34,8 @@ pub struct BaselineStore {
     seen: Option<(i64, i64)>,
     history: usize,
     pruned: Option<IntCounter>,
+    max_xattr_bytes: u64,
+    xattrs_refused: Option<IntCounterVec>,
 }
 
 /// The new content and state of a file that becomes its baseline.
@@ -42,6 +53,9 @@ pub struct NewVersion<'a> {
     pub by: Option<&'a str>,
     /// The golden file it was read from, if not the file itself.
     pub source: Option<&'a str>,
+    /// Its extended attributes ([`BaselineStore::read_xattrs`]); `None`
+    /// when they are not recorded.
+    pub xattrs: Option<&'a Xattrs>,
 }
 
 impl BaselineStore {
@@ -57,6 +71,8 @@ impl BaselineStore {
             seen: None,
             history: DEFAULT_HISTORY,
             pruned: None,
+            max_xattr_bytes: DEFAULT_MAX_XATTR_BYTES,
+            xattrs_refused: None,
         };
         store.reload()?;
         Ok(store)
@@ -77,6 +93,57 @@ impl BaselineStore {
     /// The store's directory (`STATE/baselines`).
     pub(super) fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Keeps at most `bytes` of extended attributes per file version.
+    pub fn with_max_xattr_bytes(mut self, bytes: u64) -> Self {
+        self.max_xattr_bytes = bytes;
+        self
+    }
+
+    /// Counts attribute sets not kept in `counter` (label `reason`).
+    pub fn with_xattr_metrics(mut self, counter: IntCounterVec) -> Self {
+        self.xattrs_refused = Some(counter);
+        self
+    }
+
+    /// The extended attributes of `path` to keep in a baseline; `None`
+    /// (logged and counted) when they exceed the bound, have a name the
+    /// store cannot keep, or cannot be read: such a version does not compare
+    /// them.
+    pub fn read_xattrs(&self, path: &Path) -> Option<Xattrs> {
+        let (reason, detail) = match xattr::read(path, self.max_xattr_bytes) {
+            Ok(XattrRead::Recorded(x)) => return Some(x),
+            Ok(XattrRead::TooLarge { bytes }) => (
+                "too_large",
+                format!(
+                    "{bytes} bytes or more, over baselines.max_xattr_bytes ({})",
+                    self.max_xattr_bytes
+                ),
+            ),
+            Ok(XattrRead::NameNotUtf8) => ("name", "a name that is not UTF-8".to_string()),
+            Err(err) => ("read", error_chain(&err)),
+        };
+        tracing::warn!(
+            path = %path.display(),
+            reason,
+            detail,
+            "extended attributes not recorded in the baseline: they will be neither compared nor restored"
+        );
+        if let Some(counter) = &self.xattrs_refused {
+            counter.with_label_values(&[reason]).inc();
+        }
+        None
+    }
+
+    /// The extended attributes `baseline` recorded, read from the store;
+    /// `None` when it recorded none.
+    pub fn xattrs(&self, baseline: &Baseline) -> Result<Option<Xattrs>, BaselineError> {
+        let Some(sha256) = &baseline.xattrs_sha256 else {
+            return Ok(None);
+        };
+        let state_dir = self.root.parent().unwrap_or(Path::new("/"));
+        load_xattrs(state_dir, sha256).map(Some)
     }
 
     fn index_dir(&self) -> PathBuf {
@@ -193,6 +260,7 @@ impl BaselineStore {
             None => How::Recorded,
         };
         let source = source.map(|s| s.display().to_string());
+        let xattrs = self.read_xattrs(path);
         self.put(
             policy,
             &path.display().to_string(),
@@ -203,6 +271,7 @@ impl BaselineStore {
                 how,
                 by: None,
                 source: source.as_deref(),
+                xattrs: xattrs.as_ref(),
             },
         )
     }
@@ -216,6 +285,14 @@ impl BaselineStore {
         new: NewVersion<'_>,
     ) -> Result<Baseline, BaselineError> {
         self.write_object(new.sha256, new.content)?;
+        let xattrs_sha256 = match new.xattrs {
+            Some(x) => {
+                let digest = x.digest();
+                self.write_object(&digest, &x.encode())?;
+                Some(digest)
+            }
+            None => None,
+        };
         let _guard = self.lock()?;
         let baseline = Baseline {
             sha256: new.sha256.to_string(),
@@ -223,6 +300,7 @@ impl BaselineStore {
             uid: new.state.uid,
             gid: new.state.gid,
             size: new.content.len() as u64,
+            xattrs_sha256,
             recorded: now(),
             source: new.source.map(str::to_string),
             version: 0,
@@ -241,9 +319,7 @@ impl BaselineStore {
         let removed = self.policies.get_mut(policy).and_then(|f| f.remove(path));
         if let Some(entry) = removed {
             for old in entry.versions() {
-                if !self.references(&old.sha256) {
-                    let _ = fs::remove_file(self.object(old));
-                }
+                self.drop_objects(old);
             }
         }
         self.save(policy)
@@ -302,18 +378,30 @@ impl BaselineStore {
             counter.inc_by(dropped.len() as u64);
         }
         for old in dropped {
-            if !self.references(&old.sha256) {
-                let _ = fs::remove_file(self.object(&old));
-            }
+            self.drop_objects(&old);
         }
         baseline
+    }
+
+    /// Removes the objects of `old` no version needs any more.
+    fn drop_objects(&self, old: &Baseline) {
+        for sha256 in old.objects() {
+            if !self.references(sha256) {
+                let _ = fs::remove_file(self.root.join("objects").join(sha256));
+            }
+        }
     }
 
     fn references(&self, sha256: &str) -> bool {
         self.policies
             .values()
             .flat_map(|files| files.values())
-            .any(|entry| entry.versions().iter().any(|b| b.sha256 == sha256))
+            .any(|entry| {
+                entry
+                    .versions()
+                    .iter()
+                    .any(|b| b.objects().any(|o| o == sha256))
+            })
     }
 
     fn write_object(&self, sha256: &str, content: &[u8]) -> Result<(), BaselineError> {
@@ -348,100 +436,5 @@ fn now() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn records_survive_reopening_and_share_objects() {
-        let state = tempfile::tempdir().unwrap();
-        let files = tempfile::tempdir().unwrap();
-        let (a, b) = (files.path().join("a.conf"), files.path().join("b.conf"));
-        fs::write(&a, "same\n").unwrap();
-        fs::write(&b, "same\n").unwrap();
-        let mut store = BaselineStore::open(state.path()).unwrap();
-        let first = store.record("p", &a, None).unwrap();
-        let second = store.record("p", &b, None).unwrap();
-        assert_eq!(first.sha256, second.sha256);
-        assert_eq!(fs::read(store.object(&first)).unwrap(), b"same\n");
-
-        let reopened = BaselineStore::open(state.path()).unwrap();
-        assert_eq!(reopened.get("p", a.to_str().unwrap()), Some(&first));
-        assert_eq!(reopened.list().count(), 2);
-    }
-
-    #[test]
-    fn an_index_written_before_history_existed_still_reads() {
-        let state = tempfile::tempdir().unwrap();
-        let dir = state.path().join("baselines/policies");
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(
-            dir.join("p.json"),
-            r#"{"/etc/a": {"sha256": "ab", "mode": 420, "uid": 0, "gid": 0, "size": 2, "recorded": "2026-01-01T00:00:00Z"}}"#,
-        )
-        .unwrap();
-        let store = BaselineStore::open(state.path()).unwrap();
-        let b = store.get("p", "/etc/a").unwrap();
-        assert_eq!((b.version, b.how), (1, How::Recorded));
-    }
-
-    #[test]
-    fn history_is_bounded_counted_and_unneeded_objects_go() {
-        let state = tempfile::tempdir().unwrap();
-        let files = tempfile::tempdir().unwrap();
-        let a = files.path().join("a.conf");
-        let counter = IntCounter::new("t", "t").unwrap();
-        let mut store = BaselineStore::open(state.path())
-            .unwrap()
-            .with_history(2)
-            .with_metrics(counter.clone());
-        let mut hashes = Vec::new();
-        for i in 0..5 {
-            fs::write(&a, format!("v{i}\n")).unwrap();
-            hashes.push(store.record("p", &a, None).unwrap().sha256);
-        }
-        let path = a.to_str().unwrap();
-        let versions: Vec<u64> = store
-            .versions("p", path)
-            .iter()
-            .map(|b| b.version)
-            .collect();
-        assert_eq!(versions, [5, 4, 3], "the current and two predecessors");
-        assert_eq!(counter.get(), 2);
-        assert!(
-            !state
-                .path()
-                .join("baselines/objects")
-                .join(&hashes[0])
-                .exists()
-        );
-        assert!(
-            state
-                .path()
-                .join("baselines/objects")
-                .join(&hashes[2])
-                .exists()
-        );
-
-        let back = store.reinstate("p", path, "3", How::Rollback).unwrap();
-        assert_eq!(
-            (back.version, back.sha256.as_str()),
-            (6, hashes[2].as_str())
-        );
-        assert!(store.reinstate("p", path, "1", How::Rollback).is_err());
-    }
-
-    #[test]
-    fn a_change_by_another_process_is_read_at_the_next_look() {
-        let state = tempfile::tempdir().unwrap();
-        let files = tempfile::tempdir().unwrap();
-        let a = files.path().join("a.conf");
-        fs::write(&a, "one\n").unwrap();
-        let mut agent = BaselineStore::open(state.path()).unwrap();
-        agent.record("p", &a, None).unwrap();
-        let mut command = BaselineStore::open(state.path()).unwrap();
-        fs::write(&a, "two\n").unwrap();
-        let two = command.record("p", &a, None).unwrap();
-        agent.refresh();
-        assert_eq!(agent.get("p", a.to_str().unwrap()), Some(&two));
-    }
-}
+#[path = "store_tests.rs"]
+mod tests;

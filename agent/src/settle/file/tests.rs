@@ -280,3 +280,118 @@ fn without_a_baseline_store_changes_are_reported_not_compared() {
     assert!(event.baseline.is_empty());
     assert!(event.after.as_ref().unwrap().sha256.is_none());
 }
+
+/// Sets `user.NAME` on `path`; false when the filesystem has no user
+/// attributes (the caller then skips).
+fn set_user_xattr(path: &Path, name: &str, value: &[u8]) -> bool {
+    let file = fs::File::open(path).unwrap();
+    match rustix::fs::fsetxattr(&file, name, value, rustix::fs::XattrFlags::empty()) {
+        Err(rustix::io::Errno::OPNOTSUPP) => false,
+        other => {
+            other.unwrap();
+            true
+        }
+    }
+}
+
+/// Ingests a fanotify notice at `now` and returns what is settled once the
+/// probes' grace for it has passed.
+fn notice(settler: &mut FileSettler, record: Record, now: Instant) -> Vec<Record> {
+    let mut settled = settler.ingest(record, now);
+    settled.extend(settler.expire(now + super::NOTICE_GRACE));
+    settled
+}
+
+/// A fanotify notice of an attribute change of `path`.
+fn attrib(path: &Path) -> Record {
+    let mut record = raw(path, FileChange::Attrib, 13);
+    if let Body::File(file) = &mut record.body {
+        file.matched_by = MatchedBy::Fanotify;
+    }
+    record
+}
+
+#[test]
+fn a_change_of_extended_attributes_alone_is_a_change() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.conf");
+    fs::write(&path, "good\n").unwrap();
+    if !set_user_xattr(&path, "user.reflex", b"deployed") {
+        eprintln!("no user.* attributes on this filesystem; skipped");
+        return;
+    }
+    let set = policies(dir.path());
+    let mut settler = FileSettler::new(None, Some(BaselineStore::open(state.path()).unwrap()));
+    assert!(settler.configure(&set).is_empty());
+    let now = Instant::now();
+
+    set_user_xattr(&path, "user.reflex", b"tampered");
+    let settled = notice(&mut settler, attrib(&path), now);
+    assert_eq!(settled.len(), 1, "only the attributes differ");
+    let event = file(&settled[0]);
+    let (baseline, after) = (&event.baseline["managed"], event.after.as_ref().unwrap());
+    assert_eq!(
+        (baseline.sha256.as_ref(), baseline.mode),
+        (after.sha256.as_ref(), after.mode)
+    );
+    assert!(baseline.xattrs_sha256.is_some());
+    assert_ne!(baseline.xattrs_sha256, after.xattrs_sha256);
+
+    set_user_xattr(&path, "user.reflex", b"deployed");
+    assert!(
+        notice(&mut settler, attrib(&path), now + Duration::from_secs(1)).is_empty(),
+        "back as recorded: nothing to answer"
+    );
+    drop(settler);
+
+    set_user_xattr(&path, "user.evil", b"1");
+    let mut restarted = FileSettler::new(None, Some(BaselineStore::open(state.path()).unwrap()));
+    assert_eq!(
+        restarted.configure(&set).len(),
+        1,
+        "an added attribute is drift"
+    );
+}
+
+#[test]
+fn a_baseline_from_before_attributes_were_recorded_does_not_compare_them() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.conf");
+    fs::write(&path, "good\n").unwrap();
+    if !set_user_xattr(&path, "user.reflex", b"deployed") {
+        eprintln!("no user.* attributes on this filesystem; skipped");
+        return;
+    }
+    let index = state.path().join("baselines/policies");
+    fs::create_dir_all(&index).unwrap();
+    let state_now = fsio::state(&path).unwrap().unwrap();
+    fs::write(
+        index.join("managed.json"),
+        serde_json::json!({ path.to_str().unwrap(): {
+            "sha256": fsio::content_hash(&path).unwrap(), "mode": state_now.mode,
+            "uid": state_now.uid, "gid": state_now.gid, "size": 5,
+            "recorded": "2026-01-01T00:00:00Z" } })
+        .to_string(),
+    )
+    .unwrap();
+    let mut settler = FileSettler::new(None, Some(BaselineStore::open(state.path()).unwrap()));
+    assert!(
+        settler.configure(&policies(dir.path())).is_empty(),
+        "no drift"
+    );
+    set_user_xattr(&path, "user.reflex", b"tampered");
+    assert!(
+        notice(&mut settler, attrib(&path), Instant::now()).is_empty(),
+        "attributes are not compared with a baseline that has none"
+    );
+    fs::write(&path, "evil\n").unwrap();
+    let settled = settler.ingest(by_name(&path, FileChange::Truncate, 14), Instant::now());
+    assert_eq!(settled.len(), 1, "content still is");
+    assert!(
+        file(&settled[0]).baseline["managed"]
+            .xattrs_sha256
+            .is_none()
+    );
+}
