@@ -6,8 +6,7 @@
 //! path in user space, so the user can make any file of their own look like
 //! the covered one (and any process look like `parent_exe`).
 //!
-//! Each test asserts what the policy promises and is ignored while the
-//! bypass stands. The attacking commands run as `nobody` through
+//! Each test asserts what the policy promises. The attacking commands run as `nobody` through
 //! `setpriv`; every file, process and directory here is the test's own.
 use std::{
     fs,
@@ -139,7 +138,6 @@ fn a_user_namespace_cannot_blow_the_kill_fuse_of_an_exact_path() {
 /// the user's own namespace makes the covered binary's parent "trusted", so
 /// the policy never applies and the binary runs unkilled.
 #[test]
-#[ignore = "known bypass: parent_exe / exe conditions match paths the user chooses in a user namespace"]
 fn parent_exe_cannot_be_forged_in_a_user_namespace() {
     require_root();
     let f = Fixture::new();

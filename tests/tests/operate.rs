@@ -197,6 +197,10 @@ fn doctor_reports_the_kernel_the_probes_and_the_policies() {
         "ok    cgroup/connect4@",
         "ok    cgroup/sendmsg4@",
         "ok    cgroup/sendmsg6@",
+        "ok    file: io_uring writes",
+        "ok    file: directory swapped or exchanged",
+        "ok    connect: IPv4-mapped, datagrams",
+        "open  file: shared mapping, writer lives on",
         "fine",
         "1 policies would load",
     ] {

@@ -37,6 +37,7 @@ pub fn doctor(args: &RunArgs) -> anyhow::Result<ExitCode> {
 
     println!("\nprobes (loaded, attached and detached again)");
     let cpu_hz = (settings.cpu_hz > 0).then_some(settings.cpu_hz);
+    let mut attached = Vec::new();
     match Probes::load(&LoadOptions {
         cpu_hz,
         ..LoadOptions::default()
@@ -45,6 +46,7 @@ pub fn doctor(args: &RunArgs) -> anyhow::Result<ExitCode> {
             for hook in probes.attached() {
                 println!("  ok    {hook}");
             }
+            attached = probes.attached().to_vec();
             if cpu_hz.is_none() {
                 println!("  off   perf_event/cpu-clock (cpu.hz is 0)");
             }
@@ -54,6 +56,9 @@ pub fn doctor(args: &RunArgs) -> anyhow::Result<ExitCode> {
             println!("  FAIL  {}", error_chain(&err));
         }
     }
+
+    println!("\nways around enforcement, and whether this host lets reflex close them");
+    bypasses(&attached);
 
     println!("\npolicies in {}", settings.policies.display());
     fatal += report_policies(&settings.policies, cgroup, cpu_hz.is_some());
@@ -103,4 +108,44 @@ fn report_policies(dir: &Path, cgroup: bool, cpu: bool) -> usize {
     }
     println!("  {} policies would load", set.len());
     0
+}
+
+/// Prints each known class of bypass with whether the hooks that close it
+/// work here (see policies/README.md for how each is seen).
+fn bypasses(attached: &[String]) {
+    let fanotify = crate::fanotify::FileMarks::new();
+    let fanotify_detail = match &fanotify {
+        Ok(_) if crate::fanotify::FileMarks::reports_writers() => "fanotify marks".to_string(),
+        Ok(_) => "fanotify marks, without writers (no CAP_SYS_ADMIN): put back whoever made them"
+            .to_string(),
+        Err(err) => format!("fanotify unavailable: {}", error_chain(err)),
+    };
+    let has = |hook: &str| attached.iter().any(|a| a.starts_with(hook));
+    let rows: [(&str, bool, String); 9] = [
+        ("file: io_uring writes", fanotify.is_ok(), fanotify_detail.clone()),
+        ("file: descriptor held and written late", fanotify.is_ok(), fanotify_detail.clone()),
+        ("file: shared mapping, writer exits", fanotify.is_ok(), fanotify_detail.clone()),
+        ("file: truncate/chmod via /proc/self/fd", fanotify.is_ok(), fanotify_detail.clone()),
+        ("file: setxattr, ACLs, capabilities", fanotify.is_ok(), fanotify_detail.clone()),
+        ("file: directory swapped or exchanged", fanotify.is_ok(), fanotify_detail),
+        (
+            "exec: program runs before the kill",
+            has("tracepoint/sched/sched_process_exec"),
+            "killed at sched_process_exec with bpf_send_signal".to_string(),
+        ),
+        (
+            "connect: IPv4-mapped, datagrams",
+            has("cgroup/connect6") && has("cgroup/sendmsg4") && has("cgroup/sendmsg6"),
+            "cgroup connect4/6 and sendmsg4/6 hooks".to_string(),
+        ),
+        (
+            "file: shared mapping, writer lives on",
+            false,
+            "not closed: page-fault writes raise no event; the change is seen when the mapping goes".to_string(),
+        ),
+    ];
+    for (class, closed, how) in rows {
+        let mark = if closed { "ok  " } else { "open" };
+        println!("  {mark}  {class:<40} {how}");
+    }
 }

@@ -37,6 +37,11 @@ pub struct ProcessContext {
     pub gid: u32,
     /// Command name.
     pub comm: String,
+    /// Set when `exe` names another file in the agent's view than the one
+    /// the kernel loaded (a path inside another mount namespace): policies'
+    /// `exe` conditions do not match it (the exec family's paths still do).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exe_foreign: bool,
     /// Path of the executable the process runs (as the kernel loaded it,
     /// whatever name it was started by), when known.
     pub exe: Option<String>,
@@ -118,6 +123,11 @@ pub struct ParentContext {
     pub pid: u32,
     /// Executable path, when known.
     pub exe: Option<String>,
+    /// Set when `exe` names another file in the agent's view than the one
+    /// the kernel loaded (a path inside another mount namespace): it is
+    /// shown, but `parent_exe` conditions do not match it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exe_foreign: bool,
     /// Command name, when known.
     pub comm: Option<String>,
 }

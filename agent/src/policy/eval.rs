@@ -135,6 +135,7 @@ mod tests {
                 parent: Some(ParentContext {
                     pid: 1,
                     exe: Some(parent.into()),
+                    exe_foreign: false,
                     comm: None,
                 }),
                 ..ProcessContext::default()
@@ -171,6 +172,20 @@ on: { exec: {} }
 when: { process: { comm: ["php*"] } }
 do: [alert]
 "#;
+
+    #[test]
+    fn a_parent_path_from_another_mount_namespace_does_not_exempt() {
+        let set = set(POLICIES);
+        let mut record = exec("/usr/bin/ncat", "/usr/sbin/sshd", 0);
+        if let Some(parent) = record.process.parent.as_mut() {
+            parent.exe_foreign = true;
+        }
+        assert_eq!(
+            names(&set, &record),
+            ["nc"],
+            "unless parent_exe does not hold"
+        );
+    }
 
     #[test]
     fn globs_literals_and_conditions() {

@@ -227,13 +227,18 @@ impl ProcessMatcher {
             None => true,
             Some(set) => value.is_some_and(|v| set.is_match(v)),
         };
-        glob(&self.exe, process.exe.as_deref())
+        // A path walked inside another mount namespace is the caller's to
+        // choose: no `exe` or `parent_exe` condition holds on it.
+        let exe = process.exe.as_deref().filter(|_| !process.exe_foreign);
+        let parent_exe = process
+            .parent
+            .as_ref()
+            .filter(|p| !p.exe_foreign)
+            .and_then(|p| p.exe.as_deref());
+        glob(&self.exe, exe)
             && glob(&self.comm, Some(&process.comm))
             && self.uid.as_ref().is_none_or(|u| u.contains(&process.uid))
-            && glob(
-                &self.parent_exe,
-                process.parent.as_ref().and_then(|p| p.exe.as_deref()),
-            )
+            && glob(&self.parent_exe, parent_exe)
             && self
                 .ancestor_exe
                 .as_ref()

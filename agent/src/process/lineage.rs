@@ -400,6 +400,7 @@ mod tests {
             comm: "x".into(),
             exe: Some("/usr/bin/python3.11".into()),
             exe_id: None,
+            exe_foreign: false,
             argv,
             argv_truncated: false,
             start_ktime_ns: None,

@@ -66,6 +66,8 @@ fn from_process(proc: &Process) -> Option<ProcessInfo> {
         comm,
         exe: proc.exe().ok().map(|p| p.to_string_lossy().into_owned()),
         exe_id: exe_id(stat.pid),
+        // Read through the agent's own view of /proc: a path there.
+        exe_foreign: false,
         argv,
         argv_truncated,
         start_ktime_ns: Some(stat.starttime * 1_000_000_000 / ticks),

@@ -21,6 +21,8 @@ pub struct ProcessInfo {
     pub exe: Option<String>,
     /// Identity of that executable, when known.
     pub exe_id: Option<FileId>,
+    /// Whether `exe` names another file in the agent's view than `exe_id`.
+    pub exe_foreign: bool,
     /// Arguments, at most [`crate::limits::ARGV_MAX_BYTES`] of them.
     pub argv: Vec<String>,
     /// Whether `argv` was cut.
@@ -143,6 +145,7 @@ impl ProcessTable {
                     uid: task.uid,
                     gid: task.gid,
                     comm: task.comm.clone(),
+                    exe_foreign: foreign(exe.as_deref(), exec.identity()),
                     exe,
                     exe_id: exec.identity(),
                     argv: exec.argv.clone(),
@@ -187,6 +190,7 @@ impl ProcessTable {
         let parent = self.get(ppid).map(|p| ParentContext {
             pid: p.pid,
             exe: p.exe.clone(),
+            exe_foreign: p.exe_foreign,
             comm: Some(p.comm.clone()),
         });
         let (image, ancestors) = lineage
@@ -199,6 +203,7 @@ impl ProcessTable {
             uid: task.uid,
             gid: task.gid,
             comm: task.comm.clone(),
+            exe_foreign: info.as_ref().is_some_and(|i| i.exe_foreign),
             exe: info.as_ref().and_then(|i| i.exe.clone()),
             exe_id: info.as_ref().and_then(|i| i.exe_id),
             argv: info.as_ref().map(|i| i.argv.clone()).unwrap_or_default(),
@@ -208,6 +213,7 @@ impl ProcessTable {
             parent: parent.or(Some(ParentContext {
                 pid: ppid,
                 exe: None,
+                exe_foreign: false,
                 comm: None,
             })),
             image,
@@ -254,6 +260,7 @@ impl ProcessTable {
                 uid: i.uid,
                 gid: i.gid,
                 comm: i.comm,
+                exe_foreign: i.exe_foreign,
                 exe: i.exe,
                 exe_id: i.exe_id,
                 argv: i.argv,
@@ -263,6 +270,7 @@ impl ProcessTable {
                 parent: parent.map(|p| ParentContext {
                     pid: p.pid,
                     exe: p.exe,
+                    exe_foreign: p.exe_foreign,
                     comm: Some(p.comm),
                 }),
                 image,
@@ -311,6 +319,19 @@ impl ProcessTable {
             self.entries.entry(info.pid).or_insert(info);
         }
     }
+}
+
+/// Whether `path`, in the agent's view, is another file than `id`, the one
+/// the kernel loaded: the path was walked inside another mount namespace,
+/// where its owner decides what sits at it.
+fn foreign(path: Option<&str>, id: Option<FileId>) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let (Some(path), Some(id)) = (path, id) else {
+        return false;
+    };
+    std::fs::metadata(path).map_or(true, |m| {
+        (crate::fsio::encode_dev(m.dev()), m.ino()) != (id.dev, id.ino)
+    })
 }
 
 #[cfg(test)]

@@ -347,6 +347,18 @@ impl FileSettler {
             }
             return None;
         }
+        if pending.changes.contains(&FileChange::Create)
+            && !pending.last_look
+            && baseline.is_empty()
+            && now < pending.hold_until
+        {
+            // A new file is judged whole: its writer may close and go on
+            // writing (a shell's `>`), so it is looked at when the writer
+            // exits, or after the hold.
+            pending.deadline = pending.hold_until;
+            self.pending.insert(path.to_string(), pending);
+            return None;
+        }
         let mut accepted = None;
         if !pending.writers.authorised.is_empty() && self.baselines.is_some() && !pending.last_look
         {
