@@ -147,13 +147,19 @@ pub fn encode_dev(dev: u64) -> u32 {
 /// the file itself.
 fn open_nofollow(path: &Path) -> Result<File, FsError> {
     let (dir, name) = open_parent(path)?;
+    // Non-blocking: a FIFO swapped in for the file must not hang the agent
+    // in `open`; whatever was opened must be a regular file.
     let fd = openat(
         &dir,
         name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
         Mode::empty(),
     )
     .map_err(io_err("opening", path))?;
+    let stat = rustix::fs::fstat(&fd).map_err(io_err("inspecting", path))?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(FsError::NotAFile(path.display().to_string()));
+    }
     Ok(File::from(fd))
 }
 

@@ -228,11 +228,13 @@ impl Executor {
                         self.followups.as_ref(),
                     );
                     *evidence = kept;
-                    if done.is_ok()
-                        && let (Some(tx), Some(path)) = (&self.followups, &file.path)
-                    {
+                    if let (Some(tx), Some(path)) = (&self.followups, &file.path) {
+                        let path = path.clone();
                         // The settler outlives this stage; a send fails only at shutdown.
-                        let _ = tx.send(Followup::Restored { path: path.clone() });
+                        let _ = tx.send(match done {
+                            Ok(_) => Followup::Restored { path },
+                            Err(_) => Followup::RevertFailed { path },
+                        });
                     }
                     done
                 }

@@ -58,6 +58,11 @@ pub enum Followup {
         /// The watched path.
         path: String,
     },
+    /// A revert of `path` failed: look again later.
+    RevertFailed {
+        /// The watched path.
+        path: String,
+    },
 }
 
 /// The settler's state: files and executables always, CPU when sampling runs.
@@ -150,6 +155,7 @@ impl Settler {
                 let _ = ack.try_send(());
             }
             Followup::Restored { path } => self.files.restored(&path),
+            Followup::RevertFailed { path } => self.files.revert_failed(&path),
         }
     }
 

@@ -6,6 +6,10 @@
  *             exit without msync or munmap
  *   chmod     chmod 0666 through /proc/self/fd/N of a read-only descriptor
  *   truncate  truncate to 0 through /proc/self/fd/N
+ *   dirfd-chmod  for TEXT seconds, flips the mode of PATH's last component
+ *             relative to a descriptor of PATH's directory, whatever the
+ *             working directory is (so a name resolved against the working
+ *             directory names another file)
  *   clonefiles  a child sharing this process's descriptor table opens PATH
  *             for writing (and is killed for it); this process then writes
  *             TEXT through the descriptor the child left in the table
@@ -116,6 +120,21 @@ int main(int argc, char **argv) {
         size_t n = strlen(text) < (size_t)st.st_size ? strlen(text) : (size_t)st.st_size;
         memcpy(map, text, n);
         _exit(0);
+    }
+    if (!strcmp(mode, "dirfd-chmod")) {
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s", path);
+        char *slash = strrchr(dir, '/');
+        if (!slash) return 2;
+        *slash = 0;
+        int dfd = open(dir, O_PATH | O_DIRECTORY);
+        if (dfd < 0) return 3;
+        int seconds = argc > 3 ? atoi(argv[3]) : 1;
+        for (long i = 0; i < (long)seconds * 200; i++) {
+            if (fchmodat(dfd, slash + 1, (i & 1) ? 0644 : 0600, 0)) return 4;
+            usleep(5000);
+        }
+        return 0;
     }
     if (!strcmp(mode, "clonefiles")) {
         long child = syscall(SYS_clone, CLONE_FILES | SIGCHLD, 0, 0, 0, 0);

@@ -24,7 +24,7 @@ use std::{
 };
 
 use accept::{AcceptRules, Marks, Outcome, Writers};
-use calls::{concerns, names};
+use calls::names;
 use recent::{Recent, Seen};
 use record::{after_state, snapshots, strongest};
 
@@ -49,6 +49,9 @@ pub const HOLD: Duration = Duration::from_millis(500);
 /// How long a change an `accept_from` writer made may stay unsettled while
 /// the writer lives: it becomes the baseline when the writer exits, or then.
 pub const DEPLOY_HOLD: Duration = Duration::from_secs(5);
+
+/// How long after a failed revert the path is looked at again.
+const RETRY: Duration = Duration::from_secs(1);
 
 /// How long a change only fanotify has reported waits for the probes'
 /// record of it (which arrives at the end of the call).
@@ -148,30 +151,26 @@ impl FileSettler {
                 _pad: 0,
                 ino: raw.dir_ino,
             }),
-            MatchedBy::Inode | MatchedBy::Fanotify => self.watch.paths_of(&key).to_vec(),
-            MatchedBy::Dir => {
-                let dir = FileKey {
-                    dev: raw.dir_dev,
-                    _pad: 0,
-                    ino: raw.dir_ino,
-                };
-                match self.watch.dir_path(&dir) {
-                    Some(dir) => {
-                        let path = format!("{}/{}", dir.trim_end_matches('/'), raw.name);
-                        if !self.watch.covers(&path) || fsio::is_own_temp(&raw.name) {
-                            Vec::new()
-                        } else {
-                            if self.watch.add(&path)
-                                && raw.open_flags & reflex_wire::file::open::O_CREAT != 0
-                            {
-                                changes.insert(0, FileChange::Create);
-                            }
-                            vec![path]
-                        }
-                    }
-                    None => Vec::new(),
+            MatchedBy::Inode | MatchedBy::Fanotify => {
+                let paths = self.watch.paths_of(&key).to_vec();
+                // An identity just removed or replaced may be reused at
+                // once by a new file (the inode number freed): an open that
+                // says where it is, and that is not the file watched at
+                // that path, is taken by its directory.
+                let stale = !paths.is_empty()
+                    && paths.iter().all(|p| {
+                        self.watch
+                            .get(p)
+                            .and_then(|w| w.last.as_ref())
+                            .is_none_or(|s| s.key != key)
+                    });
+                if (paths.is_empty() || stale) && raw.dir_ino != 0 && !raw.name.is_empty() {
+                    self.created_in_dir(raw, &mut changes)
+                } else {
+                    paths
                 }
             }
+            MatchedBy::Dir => self.created_in_dir(raw, &mut changes),
             MatchedBy::Name => {
                 let mut paths = self.watch.paths_named_like(&raw.arg_path).to_vec();
                 if !raw.arg_path2.is_empty() {
@@ -179,19 +178,14 @@ impl FileSettler {
                 }
                 paths.sort();
                 paths.dedup();
-                {
-                    // fanotify reports every change to a marked file itself,
-                    // with its writer: a call by name counts for it only when
-                    // it is known to have named this path. Another file of
-                    // the same name then cannot spoil an authorised deploy,
-                    // be taken for its writer, or cost a hash.
-                    let pid = record.process.pid;
-                    let watch = &self.watch;
-                    paths.retain(|p| {
-                        !watch.is_marked(p)
-                            || concerns(&raw.arg_path, &raw.arg_path2, p, pid) == Some(true)
-                    });
-                }
+                // fanotify reports every change a call by name makes to a
+                // marked file (attributes, link count, a rename over it),
+                // with its writer and whatever the call was relative to:
+                // for those the name match adds nothing but doubt. Another
+                // file of the same name, or a relative name resolved
+                // against the wrong directory, then cannot spoil an
+                // authorised deploy, be taken for its writer, or cost a hash.
+                paths.retain(|p| !self.watch.is_marked(p));
                 paths
             }
         };
@@ -260,6 +254,34 @@ impl FileSettler {
         }
         self.observe(record.ktime_ns);
         self.expire(now)
+    }
+
+    /// The watched path an open in a watched directory names (`raw`'s
+    /// directory and name), taken in when a policy covers it; a creating
+    /// open is a `create`.
+    fn created_in_dir(
+        &mut self,
+        raw: &crate::events::file::File,
+        changes: &mut Vec<FileChange>,
+    ) -> Vec<String> {
+        let dir = FileKey {
+            dev: raw.dir_dev,
+            _pad: 0,
+            ino: raw.dir_ino,
+        };
+        let Some(dir) = self.watch.dir_path(&dir) else {
+            return Vec::new();
+        };
+        let path = format!("{}/{}", dir.trim_end_matches('/'), raw.name);
+        if !self.watch.covers(&path) || fsio::is_own_temp(&raw.name) {
+            return Vec::new();
+        }
+        if (self.watch.add(&path) || self.watch.get(&path).is_some_and(|w| w.last.is_none()))
+            && raw.open_flags & reflex_wire::file::open::O_CREAT != 0
+        {
+            changes.insert(0, FileChange::Create);
+        }
+        vec![path]
     }
 
     /// Settles the changes of a writer that exited.
@@ -440,40 +462,61 @@ impl FileSettler {
         self.watch.refresh(path);
         // A write between the rename and the moment the new file was
         // watched (a busy settler) raised nothing: look at it once now.
-        let now = Instant::now();
-        match self.pending.get_mut(path) {
-            Some(pending) => pending.deadline = pending.deadline.min(now),
-            None => {
-                let record = Record {
-                    time: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
-                    ktime_ns: crate::events::clock::BootClock::now_ns(),
-                    kind: crate::events::Kind::File,
-                    process: Default::default(),
-                    body: Body::File(crate::events::file::File {
-                        change: Some(FileChange::Write),
-                        fd: -1,
-                        ..Default::default()
-                    }),
-                };
-                self.pending.insert(
-                    path.to_string(),
-                    Pending {
-                        record,
-                        changes: vec![FileChange::Write],
-                        writer: 0,
-                        deadline: now,
-                        hold_until: now,
-                        last_look: true,
-                        killed: false,
-                        by_name_only: false,
-                        by_fanotify_only: false,
-                        attrib_only: false,
-                        writers: Writers::default(),
-                        since: now,
-                    },
-                );
-            }
+        self.look_again(path, Instant::now());
+    }
+
+    /// A revert of `path` failed (its temporary file swapped again and
+    /// again, the file made immutable, its directory gone): what is there
+    /// is looked at again after [`RETRY`], and answered again if it still
+    /// differs, rather than left as a repeat of the change that failed.
+    pub fn revert_failed(&mut self, path: &str) {
+        self.recent.forget(path);
+        self.watch.refresh(path);
+        self.look_again(path, Instant::now() + RETRY);
+    }
+
+    /// Settles `path` once more at `at`, when it has a baseline to be
+    /// compared with (a removed file has none: nothing to look for).
+    fn look_again(&mut self, path: &str, at: Instant) {
+        let kept = self
+            .baselines
+            .as_ref()
+            .is_some_and(|s| s.of_path(path).next().is_some());
+        if !kept {
+            return;
         }
+        if let Some(pending) = self.pending.get_mut(path) {
+            pending.deadline = pending.deadline.min(at);
+            return;
+        }
+        let record = Record {
+            time: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+            ktime_ns: crate::events::clock::BootClock::now_ns(),
+            kind: crate::events::Kind::File,
+            process: Default::default(),
+            body: Body::File(crate::events::file::File {
+                change: Some(FileChange::Write),
+                fd: -1,
+                ..Default::default()
+            }),
+        };
+        self.pending.insert(
+            path.to_string(),
+            Pending {
+                record,
+                changes: vec![FileChange::Write],
+                writer: 0,
+                deadline: at,
+                hold_until: at,
+                last_look: true,
+                killed: false,
+                by_name_only: false,
+                by_fanotify_only: false,
+                attrib_only: false,
+                writers: Writers::default(),
+                since: at,
+            },
+        );
     }
 }
 

@@ -250,6 +250,17 @@ impl WatchList {
         if let Err(err) = maps.files.insert(key, bits, 0) {
             tracing::error!(%err, path, "watching a restored file ahead of its rename");
         }
+        // The file the rename replaces is freed by it, and its inode number
+        // may go to the next file anyone creates: out of the kernel's list
+        // now, or that stranger's open would be reported, or killed, as
+        // this file's.
+        if let Some(old) = entry.last.as_ref().map(|s| s.key)
+            && old != key
+            && self.by_key.get(&old).is_none_or(|p| p.len() <= 1)
+            && maps.files.remove(&old).is_ok()
+        {
+            self.applied_files.remove(&old);
+        }
         // Its events name the path until `refresh` indexes it for good.
         let paths = self.by_key.entry(key).or_default();
         if !paths.iter().any(|p| p == path) {
