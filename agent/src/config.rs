@@ -67,7 +67,7 @@ pub struct Config {
     pub process: crate::process::lineage::ProcessConfig,
     /// The baseline store.
     #[serde(default)]
-    pub baselines: crate::settle::file::baseline::BaselinesConfig,
+    pub baselines: bounds::BaselinesConfig,
     /// What reverts keep of the content they reject.
     #[serde(default)]
     pub evidence: crate::actions::evidence::EvidenceConfig,

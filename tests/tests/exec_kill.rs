@@ -368,7 +368,15 @@ fn the_fuse_stops_in_kernel_kills_until_reload() {
     f.run(&mut Command::new(&a), "a1").killed_before_running();
     let pid = f.run(&mut Command::new(&b), "b1").killed_before_running();
     let alert = alert_for(&agent, pid);
-    assert_eq!(alert["mode"], "monitor", "the second file blew the fuse");
+    assert_eq!(
+        alert["mode"], "enforce",
+        "the fuse switches kills off, not the policy"
+    );
+    assert_eq!(
+        alert["would"],
+        serde_json::json!(["kill"]),
+        "the second file blew the fuse"
+    );
     let note = alert["note"].as_str().unwrap_or_default();
     assert!(note.contains("kill fuse blown"), "{note}");
     assert!(note.contains("already killed"), "{note}");

@@ -143,3 +143,30 @@ mod tests {
         assert!(ByteSize::parse("lots").is_err());
     }
 }
+
+/// `baselines:` in the agent's configuration.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselinesConfig {
+    /// Earlier versions kept per file (default 10).
+    pub history: Option<usize>,
+    /// Extended attributes kept per file version (default 64KiB); a file
+    /// with more is recorded without them.
+    pub max_xattr_bytes: Option<ByteSize>,
+}
+
+impl BaselinesConfig {
+    /// The bound in force.
+    pub fn history(&self) -> usize {
+        self.history
+            .unwrap_or(crate::settle::file::baseline::DEFAULT_HISTORY)
+    }
+
+    /// The bound on extended attributes in force.
+    pub fn max_xattr_bytes(&self) -> u64 {
+        self.max_xattr_bytes.map_or(
+            crate::settle::file::baseline::DEFAULT_MAX_XATTR_BYTES,
+            |b| b.0,
+        )
+    }
+}

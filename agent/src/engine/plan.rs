@@ -71,7 +71,7 @@ impl Planner {
     pub fn plan(&mut self, policy: &Policy, record: &Record) -> Plan {
         let now = record.ktime_ns;
         let has = |name: &str| policy.actions.iter().any(|a| a.name() == name);
-        let mut mode = policy.mode;
+        let mode = policy.mode;
         let mut note = None;
         let mut fuse_blew = false;
         // The in-kernel kill at exec comes before any decision here; say so
@@ -82,22 +82,26 @@ impl Planner {
             }
             _ => "",
         };
+        // A blown fuse switches the policy's kills off, nothing else: its
+        // reverts, blocks and hooks go on.
+        let mut kills_off = false;
         if mode == Mode::Enforce && self.fuse.is_blown(&policy.name) {
-            mode = Mode::Monitor;
+            kills_off = true;
             note = Some(format!(
-                "kill fuse blown; in monitor until reload{in_kernel}"
+                "kill fuse blown; kills are off until reload{in_kernel}"
             ));
         }
         if mode == Mode::Enforce
+            && !kills_off
             && has("kill")
             && let Some(exe) = executable(record)
             && let Some(count) = self.fuse.record(&policy.name, exe, now)
         {
-            mode = Mode::Monitor;
+            kills_off = true;
             fuse_blew = true;
             note = Some(format!(
                 "kill fuse blown: {count} different executables killed within a minute; \
-                 the policy stays in monitor until reload{in_kernel}"
+                 the policy's kills are off until reload (its other actions go on){in_kernel}"
             ));
         }
 
@@ -142,6 +146,10 @@ impl Planner {
                     let go = match action {
                         Action::Alert { .. } => false,
                         Action::Run { .. } => verdict.allowed,
+                        Action::Kill { .. } if kills_off => {
+                            decision.would.push(action.name().to_string());
+                            false
+                        }
                         // Nothing to kill when the load has gone.
                         Action::Kill { .. } => record.kind != Kind::CpuNormal,
                         Action::Revert { .. } => !keeps(policy, record),
@@ -152,8 +160,10 @@ impl Planner {
                         decision.actions.push(action.name().to_string());
                     }
                 }
-                report = has("alert") && verdict.allowed;
-                if report {
+                // The fuse blowing is always reported, throttle or not.
+                let alert = has("alert") && (verdict.allowed || fuse_blew);
+                report = alert || fuse_blew;
+                if alert {
                     decision.actions.push("alert".to_string());
                 }
             }
@@ -167,8 +177,6 @@ impl Planner {
     }
 }
 
-/// The executable the fuse counts for `record`: the identity the exec probe
-/// read, else the one the process table holds, else the path.
 /// What the kill fuse counts for `record`: the script's identity when an
 /// interpreter ran a covered script (its copies are one script), else the
 /// loaded file's. Nothing for a foreign file at a covered path: a user who
@@ -286,33 +294,36 @@ mod tests {
     }
 
     #[test]
-    fn the_fuse_turns_a_too_broad_kill_policy_into_monitor() {
-        let p = policy(KILLER);
+    fn a_blown_fuse_switches_kills_off_and_nothing_else() {
+        let p = policy(
+            "name: k\nmode: enforce\non: { exec: {} }\ndo: [kill, { run: { command: [\"/bin/true\"] } }, alert]\n",
+        );
         let mut planner = Planner::new(2);
         for (i, exe) in ["/a", "/b"].iter().enumerate() {
-            assert_eq!(
-                planner
-                    .plan(&p, &record(i as u32, exe, i as u64))
-                    .decision
-                    .mode,
-                Mode::Enforce
-            );
+            let plan = planner.plan(&p, &record(i as u32, exe, i as u64));
+            assert_eq!(plan.decision.actions, ["kill", "run", "alert"]);
         }
         let blown = planner.plan(&p, &record(9, "/c", 3));
         assert!(blown.fuse_blew);
-        assert_eq!(blown.decision.mode, Mode::Monitor);
-        assert!(
-            blown.steps.is_empty(),
-            "the kill that blew the fuse is not carried out"
+        assert_eq!(blown.decision.mode, Mode::Enforce);
+        assert_eq!(
+            blown.decision.actions,
+            ["run", "alert"],
+            "the hook still runs"
+        );
+        assert_eq!(
+            blown.decision.would,
+            ["kill"],
+            "the kill that blew it is not done"
         );
         assert!(blown.report && blown.decision.note.is_some());
         let after = planner.plan(&p, &record(10, "/a", 4));
-        assert_eq!(after.decision.mode, Mode::Monitor, "stays in monitor");
+        assert_eq!(after.decision.actions, ["run", "alert"], "kills stay off");
         assert!(!after.fuse_blew, "it blows once");
         planner.reset_fuses();
         assert_eq!(
-            planner.plan(&p, &record(11, "/a", 5)).decision.mode,
-            Mode::Enforce
+            planner.plan(&p, &record(11, "/a", 5)).decision.actions,
+            ["kill", "run", "alert"]
         );
     }
 

@@ -26,7 +26,6 @@ use serde::{Deserialize, Serialize};
 
 pub use super::store::{BaselineStore, NewVersion};
 use crate::{
-    config::bounds::ByteSize,
     events::file::Snapshot,
     fsio::{self, FsError, xattr::Xattrs},
 };
@@ -43,30 +42,6 @@ pub const DEFAULT_HISTORY: usize = 10;
 /// unless the settings say otherwise: an ACL, a capability and a label take
 /// a few hundred.
 pub const DEFAULT_MAX_XATTR_BYTES: u64 = 64 << 10;
-
-/// `baselines:` in the agent's configuration.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BaselinesConfig {
-    /// Earlier versions kept per file (default 10).
-    pub history: Option<usize>,
-    /// Extended attributes kept per file version (default 64KiB); a file
-    /// with more is recorded without them.
-    pub max_xattr_bytes: Option<ByteSize>,
-}
-
-impl BaselinesConfig {
-    /// The bound in force.
-    pub fn history(&self) -> usize {
-        self.history.unwrap_or(DEFAULT_HISTORY)
-    }
-
-    /// The bound on extended attributes in force.
-    pub fn max_xattr_bytes(&self) -> u64 {
-        self.max_xattr_bytes
-            .map_or(DEFAULT_MAX_XATTR_BYTES, |b| b.0)
-    }
-}
 
 /// One recorded state of a file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
