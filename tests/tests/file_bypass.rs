@@ -10,7 +10,7 @@ use std::{
         fs::{MetadataExt as _, PermissionsExt as _},
         process::ExitStatusExt as _,
     },
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -379,5 +379,74 @@ fn a_same_named_file_elsewhere_does_not_spoil_a_deploy() {
         fs::read_to_string(&path).unwrap(),
         "version 2\n",
         "the deploy was reverted"
+    );
+}
+
+/// A user blows the kill fuse of a file policy with two programs of their
+/// own: the kernel stops killing at open (a third writer lives), and the
+/// policy's revert goes on.
+#[test]
+fn a_blown_file_kill_fuse_stops_kills_in_the_kernel_and_nothing_else() {
+    require_root();
+    let scratch = Scratch::new();
+    let etc = scratch.path("etc");
+    fs::create_dir(&etc).unwrap();
+    let path = etc.join("app.conf");
+    let content = deployed(&path, "deployed\n");
+    scratch.policy(
+        "guard.yaml",
+        &format!(
+            "name: guard\nmode: enforce\non:\n  file: {{ paths: [\"{}\"] }}\ndo:\n  - kill\n  - revert\n  - alert: {{ summary: \"{{file.path}} {{file.change}}\" }}\n",
+            path.display()
+        ),
+    );
+    let mut command = scratch.run_command(&reflex_tests::reflex_bin());
+    command.args(["--kill-fuse", "1"]);
+    let agent = reflex_tests::start_agent_with(&mut command, "reflex running");
+    let shells: Vec<PathBuf> = (0..3)
+        .map(|i| scratch.tool(&format!("sh{i}"), "/bin/sh"))
+        .collect();
+    let write = |shell: &Path| {
+        let mut child = ChildGuard::spawn(
+            Command::new(shell)
+                .arg("-c")
+                .arg(format!("echo changed > {}", path.display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        child.wait_for(WAIT).expect("the writer ends")
+    };
+    assert_eq!(
+        write(&shells[0]).signal(),
+        Some(9),
+        "killed in the kernel at open"
+    );
+    assert!(wait_restored(&path, &content));
+    assert_eq!(
+        write(&shells[1]).signal(),
+        Some(9),
+        "killed; this one blows the fuse"
+    );
+    agent
+        .stdout_line(WAIT, |l| l.contains("kill fuse blown"))
+        .expect("the blown fuse is alerted");
+    assert!(wait_restored(&path, &content));
+    // The kernel hears of the fuse a moment after the alert.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let status = write(&shells[2]);
+        if status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the kernel still kills: {status:?}"
+        );
+        assert!(wait_restored(&path, &content));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        wait_restored(&path, &content),
+        "revert goes on after the fuse blew"
     );
 }

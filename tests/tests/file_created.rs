@@ -202,3 +202,34 @@ fn a_file_deleted_while_stopped_is_restored_at_start() {
     assert_eq!(alert["results"][0]["action"], "revert");
     stop_agent(agent);
 }
+
+/// Files made without a creating `open` the probes see: `mknod` and then
+/// an ordinary open, and a creating open through io_uring. fanotify hears
+/// the directory gain an entry; each is removed as any planted file.
+#[test]
+fn a_file_created_without_a_creating_open_is_removed_too() {
+    require_root();
+    let (scratch, etc) = setup("revert");
+    let tool = reflex_tests::programs::compile(
+        &scratch.path("bin"),
+        "file_attack",
+        reflex_tests::programs::FILE_ATTACK_PROGRAM,
+    );
+    fs::set_permissions(scratch.path("bin"), fs::Permissions::from_mode(0o755)).unwrap();
+    let agent = scratch.start();
+    for mode in ["mknod", "uring-create"] {
+        let planted = etc.join(format!("{mode}.conf"));
+        // The shell may run the tool as its child: any writer will do.
+        as_nobody(&format!(
+            "{} {mode} {} backdoor=1",
+            tool.display(),
+            s(&planted)
+        ));
+        assert!(gone(&planted), "{mode}: the planted file is removed");
+        let alert = file_alert(&agent, &planted, WAIT, |v| {
+            v["event"]["process"]["exe"] == tool.to_str().unwrap()
+        });
+        let changes = alert["event"]["file"]["changes"].to_string();
+        assert!(changes.contains("create"), "{mode}: {changes}");
+    }
+}

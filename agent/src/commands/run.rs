@@ -154,12 +154,13 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         })
         .with_metrics(metrics.clone());
     let executor = Executor::new(alerts, hooks, metrics.clone())
-        .with_reverts(args.state_dir.clone(), followup_tx)
+        .with_reverts(args.state_dir.clone(), followup_tx.clone())
         .with_reopen(hangups.clone())
         .with_stdin_bound(args.alert_log.max_line_bytes)
         .with_evidence(args.evidence);
-    let engine =
-        Engine::new(set.clone(), args.kill_fuse, Some(metrics.clone())).with_exec_kills(kill_tx);
+    let engine = Engine::new(set.clone(), args.kill_fuse, Some(metrics.clone()))
+        .with_exec_kills(kill_tx)
+        .with_file_kills(followup_tx);
     let policy_count = set.len();
     let reloader = tokio::spawn(
         reload::Reloader::new(args.policies.clone(), hangups).run(set_tx, metrics.clone()),

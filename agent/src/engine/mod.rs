@@ -45,6 +45,7 @@ pub struct Engine {
     planner: Planner,
     metrics: Option<Metrics>,
     exec_kills: Option<NoticeSender>,
+    file_kills: Option<mpsc::UnboundedSender<crate::settle::Followup>>,
 }
 
 impl Engine {
@@ -57,6 +58,7 @@ impl Engine {
             planner: Planner::new(fuse_limit),
             metrics,
             exec_kills: None,
+            file_kills: None,
         }
     }
 
@@ -64,6 +66,16 @@ impl Engine {
     /// blows, so the kernel stops killing for it too.
     pub fn with_exec_kills(mut self, kills: NoticeSender) -> Self {
         self.exec_kills = Some(kills);
+        self
+    }
+
+    /// Tells the settler (`followups`) when a file policy's kill fuse
+    /// blows, so the kernel stops killing at open for it too.
+    pub fn with_file_kills(
+        mut self,
+        followups: mpsc::UnboundedSender<crate::settle::Followup>,
+    ) -> Self {
+        self.file_kills = Some(followups);
         self
     }
 
@@ -88,6 +100,16 @@ impl Engine {
                 {
                     // Fails only when the table has stopped (shutdown).
                     let _ = kills.send(Notice::FuseBlown {
+                        set: self.set.clone(),
+                        policy: policy.name.clone(),
+                    });
+                }
+                if plan.fuse_blew
+                    && matches!(policy.trigger, Trigger::File { .. })
+                    && let Some(followups) = &self.file_kills
+                {
+                    // Fails only when the settler has stopped (shutdown).
+                    let _ = followups.send(crate::settle::Followup::KillsOff {
                         set: self.set.clone(),
                         policy: policy.name.clone(),
                     });

@@ -36,8 +36,19 @@ impl Pipeline {
             return;
         }
         let Some(marked) = notice.handle.as_ref().and_then(|h| marks.marked(h)) else {
+            tracing::debug!(
+                mask = notice.mask,
+                pid = notice.pid,
+                "fanotify notice about nothing marked"
+            );
             return;
         };
+        tracing::debug!(
+            mask = notice.mask,
+            pid = notice.pid,
+            ?marked,
+            "fanotify notice"
+        );
         if notice.pid == self.agent {
             return;
         }

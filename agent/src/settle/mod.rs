@@ -63,6 +63,14 @@ pub enum Followup {
         /// The watched path.
         path: String,
     },
+    /// The kill fuse of a file policy of `set` blew: its kills at open
+    /// stop in the kernel too (the engine says so; a reload re-arms).
+    KillsOff {
+        /// The set the policy belongs to (a newer set has re-armed it).
+        set: Arc<PolicySet>,
+        /// The policy.
+        policy: String,
+    },
 }
 
 /// The settler's state: files and executables always, CPU when sampling runs.
@@ -156,6 +164,11 @@ impl Settler {
             }
             Followup::Restored { path } => self.files.restored(&path),
             Followup::RevertFailed { path } => self.files.revert_failed(&path),
+            Followup::KillsOff { set, policy } => {
+                if Arc::ptr_eq(&set, &self.set) {
+                    self.files.kills_off(&policy);
+                }
+            }
         }
     }
 

@@ -6,6 +6,9 @@
  *             exit without msync or munmap
  *   chmod     chmod 0666 through /proc/self/fd/N of a read-only descriptor
  *   truncate  truncate to 0 through /proc/self/fd/N
+ *   uring-create  as uring, creating PATH (O_CREAT) through io_uring
+ *   mknod     creates PATH with mknod(S_IFREG), then opens it for writing
+ *             (no creating open), writes TEXT
  *   dirfd-chmod  for TEXT seconds, flips the mode of PATH's last component
  *             relative to a descriptor of PATH's directory, whatever the
  *             working directory is (so a name resolved against the working
@@ -70,7 +73,7 @@ static int ring_run(struct ring *r, struct io_uring_sqe *tmpl) {
     return res;
 }
 
-static int by_uring(const char *path, const char *text) {
+static int by_uring(const char *path, const char *text, int flags) {
     struct ring r;
     if (ring_setup(&r)) return 10;
     struct io_uring_sqe sqe;
@@ -78,7 +81,8 @@ static int by_uring(const char *path, const char *text) {
     sqe.opcode = IORING_OP_OPENAT;
     sqe.fd = AT_FDCWD;
     sqe.addr = (unsigned long)path;
-    sqe.open_flags = O_WRONLY | O_TRUNC;
+    sqe.open_flags = flags;
+    sqe.len = 0644;
     int fd = ring_run(&r, &sqe);
     if (fd < 0) return 11;
     memset(&sqe, 0, sizeof sqe);
@@ -100,7 +104,15 @@ int main(int argc, char **argv) {
     const char *mode = argv[1], *path = argv[2];
     const char *text = argc > 3 ? argv[3] : "changed behind reflex's back\n";
     char self[64];
-    if (!strcmp(mode, "uring")) return by_uring(path, text);
+    if (!strcmp(mode, "uring")) return by_uring(path, text, O_WRONLY | O_TRUNC);
+    if (!strcmp(mode, "uring-create")) return by_uring(path, text, O_WRONLY | O_CREAT | O_TRUNC);
+    if (!strcmp(mode, "mknod")) {
+        if (mknod(path, S_IFREG | 0644, 0)) return 3;
+        int fd = open(path, O_WRONLY);
+        if (fd < 0) return 4;
+        if (write(fd, text, strlen(text)) < 0) return 5;
+        return close(fd) ? 6 : 0;
+    }
     if (!strcmp(mode, "hold")) {
         int fd = open(path, O_WRONLY);
         if (fd < 0) return 3;

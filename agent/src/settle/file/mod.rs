@@ -11,6 +11,7 @@ pub mod baseline;
 mod calls;
 mod covered;
 mod drift;
+mod followup;
 pub mod history;
 mod recent;
 mod record;
@@ -143,14 +144,24 @@ impl FileSettler {
             ino: raw.ino,
         };
         let mut changes = vec![change];
+        let mut created = Vec::new();
         let paths: Vec<String> = match raw.matched_by {
             // A directory on the way to watched files was renamed, exchanged
             // or removed: the paths under it may name other files now.
-            MatchedBy::Fanotify if raw.ino == 0 => self.watch.dir_changed(&FileKey {
-                dev: raw.dir_dev,
-                _pad: 0,
-                ino: raw.dir_ino,
-            }),
+            MatchedBy::Fanotify if raw.ino == 0 => {
+                let dir = FileKey {
+                    dev: raw.dir_dev,
+                    _pad: 0,
+                    ino: raw.dir_ino,
+                };
+                // Attrib is what the sensor makes of an entry appearing;
+                // the directory itself moving or going is rename / unlink.
+                let entry = change == FileChange::Attrib;
+                let (mut paths, appeared) = self.watch.dir_changed(&dir, entry);
+                created.extend(appeared.iter().cloned());
+                paths.extend(appeared);
+                paths
+            }
             MatchedBy::Inode | MatchedBy::Fanotify => {
                 let paths = self.watch.paths_of(&key).to_vec();
                 // An identity just removed or replaced may be reused at
@@ -232,6 +243,9 @@ impl FileSettler {
                 pending.record = record.clone();
                 pending.writer = record.process.pid;
             }
+            if created.contains(&path) {
+                pending.changes.push(FileChange::Create);
+            }
             pending.changes.extend(changes.iter().copied());
             pending.killed |= raw.killed;
             pending.by_name_only &= raw.matched_by == MatchedBy::Name;
@@ -251,14 +265,20 @@ impl FileSettler {
                 // the moment it takes to arrive and merge.
                 pending.deadline = pending.deadline.max(pending.since + NOTICE_GRACE);
             }
+            if created.contains(&path) {
+                // A file that appeared unseen is a creation, judged whole
+                // when its writer is done, not an attribute notice.
+                pending.attrib_only = false;
+                pending.last_look = false;
+            }
         }
         self.observe(record.ktime_ns);
         self.expire(now)
     }
 
     /// The watched path an open in a watched directory names (`raw`'s
-    /// directory and name), taken in when a policy covers it; a creating
-    /// open is a `create`.
+    /// directory and name), taken in when a policy covers it; a file first
+    /// met this way is a `create`.
     fn created_in_dir(
         &mut self,
         raw: &crate::events::file::File,
@@ -276,8 +296,12 @@ impl FileSettler {
         if !self.watch.covers(&path) || fsio::is_own_temp(&raw.name) {
             return Vec::new();
         }
-        if (self.watch.add(&path) || self.watch.get(&path).is_some_and(|w| w.last.is_none()))
-            && raw.open_flags & reflex_wire::file::open::O_CREAT != 0
+        // A file met here first is new, however it was made (a creating
+        // open, or `mknod`, io_uring or a rename the probes did not see);
+        // a known path with no file is made again by a creating open.
+        let creating = raw.open_flags & reflex_wire::file::open::O_CREAT != 0;
+        if self.watch.add(&path)
+            || (creating && self.watch.get(&path).is_some_and(|w| w.last.is_none()))
         {
             changes.insert(0, FileChange::Create);
         }
@@ -343,9 +367,12 @@ impl FileSettler {
         let after = after_state(file, current.as_ref(), !baseline.is_empty());
         let unchanged = match baseline.values().next() {
             Some(b) => after.as_ref().is_some_and(|a| a.agrees_with(b)),
+            // Without a baseline: a file known gone that is still gone (a
+            // late notice about a removed file) is no change either.
             None => {
-                (pending.by_name_only || pending.attrib_only)
-                    && self.watch.get(path).map(|w| &w.last) == Some(&current)
+                let last = self.watch.get(path).map(|w| &w.last);
+                ((pending.by_name_only || pending.attrib_only) && last == Some(&current))
+                    || (current.is_none() && last == Some(&None))
             }
         };
         let seen = Seen::of(file, current.as_ref(), after.as_ref());
@@ -447,76 +474,6 @@ impl FileSettler {
             }
         }
         Some(record)
-    }
-
-    /// Watches `key`, about to be renamed over `path` by a revert.
-    pub fn expect(&mut self, path: &str, key: FileKey, temp: &Path) {
-        self.watch.expect(path, key, temp);
-    }
-
-    /// Follows `path` to the file a revert put there (a new inode).
-    pub fn restored(&mut self, path: &str) {
-        // After a restore, anything but the baseline is a new change, even
-        // the very file (inode, times) the last change left.
-        self.recent.forget(path);
-        self.watch.refresh(path);
-        // A write between the rename and the moment the new file was
-        // watched (a busy settler) raised nothing: look at it once now.
-        self.look_again(path, Instant::now());
-    }
-
-    /// A revert of `path` failed (its temporary file swapped again and
-    /// again, the file made immutable, its directory gone): what is there
-    /// is looked at again after [`RETRY`], and answered again if it still
-    /// differs, rather than left as a repeat of the change that failed.
-    pub fn revert_failed(&mut self, path: &str) {
-        self.recent.forget(path);
-        self.watch.refresh(path);
-        self.look_again(path, Instant::now() + RETRY);
-    }
-
-    /// Settles `path` once more at `at`, when it has a baseline to be
-    /// compared with (a removed file has none: nothing to look for).
-    fn look_again(&mut self, path: &str, at: Instant) {
-        let kept = self
-            .baselines
-            .as_ref()
-            .is_some_and(|s| s.of_path(path).next().is_some());
-        if !kept {
-            return;
-        }
-        if let Some(pending) = self.pending.get_mut(path) {
-            pending.deadline = pending.deadline.min(at);
-            return;
-        }
-        let record = Record {
-            time: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
-            ktime_ns: crate::events::clock::BootClock::now_ns(),
-            kind: crate::events::Kind::File,
-            process: Default::default(),
-            body: Body::File(crate::events::file::File {
-                change: Some(FileChange::Write),
-                fd: -1,
-                ..Default::default()
-            }),
-        };
-        self.pending.insert(
-            path.to_string(),
-            Pending {
-                record,
-                changes: vec![FileChange::Write],
-                writer: 0,
-                deadline: at,
-                hold_until: at,
-                last_look: true,
-                killed: false,
-                by_name_only: false,
-                by_fanotify_only: false,
-                attrib_only: false,
-                writers: Writers::default(),
-                since: at,
-            },
-        );
     }
 }
 

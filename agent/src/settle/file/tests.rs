@@ -395,3 +395,28 @@ fn a_baseline_from_before_attributes_were_recorded_does_not_compare_them() {
             .is_none()
     );
 }
+
+#[test]
+fn a_blown_fuse_takes_the_kill_off_only_the_files_no_other_policy_kills_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.conf"), dir.path().join("b.conf"));
+    fs::write(&a, "a\n").unwrap();
+    fs::write(&b, "b\n").unwrap();
+    let text = format!(
+        "name: broad\nmode: enforce\non: {{ file: {{ paths: [\"{0}/*.conf\"] }} }}\ndo: [kill, revert]\n---\nname: narrow\nmode: enforce\non: {{ file: {{ paths: [\"{0}/b.conf\"] }} }}\ndo: [kill]\n",
+        dir.path().display()
+    );
+    let set = PolicySet::new(crate::policy::compile_valid(&text));
+    let mut settler = FileSettler::new(None, None);
+    settler.configure(&set);
+    let kill = |s: &FileSettler, p: &Path| s.watch().get(p.to_str().unwrap()).unwrap().kill;
+    assert!(kill(&settler, &a) && kill(&settler, &b));
+    settler.kills_off("broad");
+    assert!(
+        !kill(&settler, &a),
+        "only the blown policy killed for a.conf"
+    );
+    assert!(kill(&settler, &b), "narrow still kills for b.conf");
+    settler.configure(&set);
+    assert!(kill(&settler, &a), "a reload re-arms");
+}

@@ -62,6 +62,8 @@ pub struct WatchList {
     /// Files that could not be marked, not tried again until the policies
     /// are reloaded (said once each).
     unmarkable: HashSet<FileKey>,
+    /// Enforcing `kill` policies and their paths.
+    kill_policies: Vec<(String, Vec<PathGlob>)>,
     applied_files: HashMap<FileKey, u32>,
     applied_dirs: HashSet<FileKey>,
     applied_names: HashSet<u64>,
@@ -86,6 +88,7 @@ impl WatchList {
     pub fn configure(&mut self, set: &PolicySet) {
         let mut globs = Vec::new();
         let mut kill_globs = Vec::new();
+        let mut kill_policies = Vec::new();
         for policy in set.policies() {
             let Trigger::File { paths, .. } = &policy.trigger else {
                 continue;
@@ -101,7 +104,11 @@ impl WatchList {
                     kill_globs.push(path.clone());
                 }
             }
+            if kills {
+                kill_policies.push((policy.name.clone(), paths.clone()));
+            }
         }
+        self.kill_policies = kill_policies;
         self.patterns = glob_set(globs.iter().map(PathGlob::glob));
         self.kill_patterns = glob_set(kill_globs.iter().map(PathGlob::glob));
         self.files.clear();
@@ -114,6 +121,26 @@ impl WatchList {
         self.reindex();
         self.sync_kernel();
         self.sync_marks();
+    }
+
+    /// The kill fuse of `policy` blew: the kernel stops killing at the open
+    /// of the files only it covers for kill (until the next configure).
+    pub fn kills_off(&mut self, policy: &str) {
+        let before = self.kill_policies.len();
+        self.kill_policies.retain(|(name, _)| name != policy);
+        if self.kill_policies.len() == before {
+            return;
+        }
+        self.kill_patterns = glob_set(
+            self.kill_policies
+                .iter()
+                .flat_map(|(_, paths)| paths.iter().map(PathGlob::glob)),
+        );
+        let kills = self.kill_patterns.clone();
+        for (path, entry) in &mut self.files {
+            entry.kill = kills.as_ref().is_some_and(|k| k.is_match(path));
+        }
+        self.sync_kernel();
     }
 
     /// Whether the file at `path` carries a fanotify mark.
