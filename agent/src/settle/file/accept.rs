@@ -282,3 +282,24 @@ fn describe(writer: &ProcessContext, authority: Option<&Authority>) -> String {
 
 /// Acceptances not yet passed by the stream, per path.
 pub type Marks = HashMap<String, Mark>;
+
+/// The policies whose fresh acceptance of `path` a raw event at `ktime_ns`
+/// by someone not authorised for them may have raced.
+pub(super) fn raced_policies(
+    marks: &Marks,
+    path: &str,
+    ktime_ns: u64,
+    writers: &Writers,
+) -> Vec<String> {
+    let Some(mark) = marks.get(path) else {
+        return Vec::new();
+    };
+    if ktime_ns >= mark.read_ktime_ns {
+        return Vec::new();
+    }
+    mark.previous
+        .iter()
+        .map(|(p, _)| p.clone())
+        .filter(|p| !writers.authorised.iter().any(|(a, _)| a == p))
+        .collect()
+}

@@ -24,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use accept::{AcceptRules, Marks, Outcome, Writers};
+use accept::{AcceptRules, Marks, Outcome, Writers, raced_policies};
 use calls::names;
 use recent::{Recent, Seen};
 use record::{after_state, snapshots, strongest};
@@ -475,22 +475,6 @@ impl FileSettler {
         }
         Some(record)
     }
-}
-
-/// The policies whose fresh acceptance of `path` a raw event at `ktime_ns`
-/// by someone not authorised for them may have raced.
-fn raced_policies(marks: &Marks, path: &str, ktime_ns: u64, writers: &Writers) -> Vec<String> {
-    let Some(mark) = marks.get(path) else {
-        return Vec::new();
-    };
-    if ktime_ns >= mark.read_ktime_ns {
-        return Vec::new();
-    }
-    mark.previous
-        .iter()
-        .map(|(p, _)| p.clone())
-        .filter(|p| !writers.authorised.iter().any(|(a, _)| a == p))
-        .collect()
 }
 
 #[cfg(test)]
