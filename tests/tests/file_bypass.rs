@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use reflex_tests::{ChildGuard, Scratch, programs, require_root};
+use reflex_tests::{ChildGuard, Scratch, eventually, programs, require_root};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -24,17 +24,20 @@ const POLICY: &str = "name: managed\nmode: enforce\non:\n  file: { paths: [\"DIR
 
 /// Waits until `path` holds `content` with mode 0644.
 fn wait_restored(path: &Path, content: &str) -> bool {
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        let ok = fs::symlink_metadata(path)
-            .is_ok_and(|m| m.is_file() && m.mode() & 0o7777 == 0o644)
-            && fs::read_to_string(path).is_ok_and(|c| c == content);
-        if ok {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    false
+    eventually(WAIT, || {
+        fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.mode() & 0o7777 == 0o644)
+            && fs::read_to_string(path).is_ok_and(|c| c == content)
+    })
+}
+
+/// A scratch area with `etc/app.conf` deployed as `content`.
+fn managed(content: &str) -> (Scratch, PathBuf, String) {
+    let scratch = Scratch::new();
+    let etc = scratch.path("etc");
+    fs::create_dir(&etc).unwrap();
+    let path = etc.join("app.conf");
+    let content = deployed(&path, content);
+    (scratch, path, content)
 }
 
 #[test]
@@ -257,16 +260,12 @@ fn guard(scratch: &Scratch, path: &Path, extra: &str) -> reflex_tests::Agent {
 #[test]
 fn the_same_rogue_file_put_back_twice_is_reverted_twice() {
     require_root();
-    let scratch = Scratch::new();
-    let etc = scratch.path("etc");
-    fs::create_dir(&etc).unwrap();
-    let path = etc.join("app.conf");
-    let content = deployed(&path, "deployed\n");
+    let (scratch, path, content) = managed("deployed\n");
     let _agent = guard(&scratch, &path, "");
     let rogue = scratch.path("rogue");
     deployed(&rogue, "rogue\n");
     for round in 0..3 {
-        let spare = etc.join(format!(".spare-{round}"));
+        let spare = path.with_file_name(format!(".spare-{round}"));
         fs::hard_link(&rogue, &spare).unwrap();
         fs::rename(&spare, &path).unwrap();
         assert!(
@@ -281,15 +280,15 @@ fn the_same_rogue_file_put_back_twice_is_reverted_twice() {
 #[test]
 fn names_taken_ahead_do_not_stop_a_restore() {
     require_root();
-    let scratch = Scratch::new();
-    let etc = scratch.path("etc");
-    fs::create_dir(&etc).unwrap();
-    let path = etc.join("app.conf");
-    let content = deployed(&path, "deployed\n");
+    let (scratch, path, content) = managed("deployed\n");
     let agent = guard(&scratch, &path, "");
     let pid = agent.guard.pid();
     for n in 0..2000 {
-        fs::write(etc.join(format!(".app.conf.reflex-{pid}-{n}")), "taken").unwrap();
+        fs::write(
+            path.with_file_name(format!(".app.conf.reflex-{pid}-{n}")),
+            "taken",
+        )
+        .unwrap();
     }
     fs::write(&path, "changed\n").unwrap();
     assert!(
@@ -388,11 +387,7 @@ fn a_same_named_file_elsewhere_does_not_spoil_a_deploy() {
 #[test]
 fn a_blown_file_kill_fuse_stops_kills_in_the_kernel_and_nothing_else() {
     require_root();
-    let scratch = Scratch::new();
-    let etc = scratch.path("etc");
-    fs::create_dir(&etc).unwrap();
-    let path = etc.join("app.conf");
-    let content = deployed(&path, "deployed\n");
+    let (scratch, path, content) = managed("deployed\n");
     scratch.policy(
         "guard.yaml",
         &format!(
