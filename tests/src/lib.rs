@@ -25,6 +25,7 @@ use tokio::sync::mpsc::Receiver;
 
 pub mod programs;
 pub mod sockets;
+pub mod users;
 
 /// Fails the test early, with a clear reason, when not running as root.
 pub fn require_root() {

@@ -85,6 +85,11 @@ int main(int argc, char **argv) {
 /// close, or `/proc/self/fd/N` (see the source for each mode).
 pub const FILE_ATTACK_PROGRAM: &str = include_str!("programs/file_attack.c");
 
+/// `abuse MODE ARGS`: a UDP connect flood, an exec storm, idle
+/// connections, a burst of files, a FIFO swapped in; each bounded (see the
+/// source).
+pub const ABUSE_PROGRAM: &str = include_str!("programs/abuse.c");
+
 /// Compiles `source` into `dir/NAME` with `cc` and returns its path.
 pub fn compile(dir: &Path, name: &str, source: &str) -> PathBuf {
     let src = dir.join(format!("{name}.c"));
