@@ -5,7 +5,7 @@ use std::{path::Path, time::Instant};
 
 use reflex_wire::FileKey;
 
-use super::{FileSettler, Pending, RETRY, accept::Writers};
+use super::{FileSettler, NOTICE_GRACE, Pending, RETRY, accept::Writers};
 use crate::events::{Body, Record, file::FileChange};
 
 impl FileSettler {
@@ -41,7 +41,9 @@ impl FileSettler {
     }
 
     /// Settles `path` once more at `at`, when it has a baseline to be
-    /// compared with (a removed file has none: nothing to look for).
+    /// compared with (a removed file has none: nothing to look for). The
+    /// probes' or fanotify's record of a write arriving before then
+    /// replaces the look, so the change is judged whole and by its writer.
     fn look_again(&mut self, path: &str, at: Instant) {
         let kept = self
             .baselines
@@ -50,8 +52,9 @@ impl FileSettler {
         if !kept {
             return;
         }
-        if let Some(pending) = self.pending.get_mut(path) {
-            pending.deadline = pending.deadline.min(at);
+        if self.pending.contains_key(path) {
+            // A change already met after the rename settles by its own
+            // rules (its writer's close, the hold), not now and mid-write.
             return;
         }
         let record = Record {
@@ -71,8 +74,8 @@ impl FileSettler {
                 record,
                 changes: vec![FileChange::Write],
                 writer: 0,
-                deadline: at,
-                hold_until: at,
+                deadline: at + NOTICE_GRACE,
+                hold_until: at + NOTICE_GRACE,
                 last_look: true,
                 killed: false,
                 by_name_only: false,
@@ -80,6 +83,7 @@ impl FileSettler {
                 attrib_only: false,
                 writers: Writers::default(),
                 since: at,
+                placeholder: true,
             },
         );
     }

@@ -81,6 +81,9 @@ struct Pending {
     writers: Writers,
     /// When the first event of the change arrived.
     since: Instant,
+    /// A look again after a revert, with no record of its own: the first
+    /// record of a real change replaces it whole (writer, hold, close).
+    placeholder: bool,
 }
 
 /// Watch list, baselines and unsettled changes.
@@ -201,6 +204,9 @@ impl FileSettler {
             }
         };
         for path in paths {
+            if self.pending.get(&path).is_some_and(|p| p.placeholder) {
+                self.pending.remove(&path);
+            }
             let first = !self.pending.contains_key(&path);
             let pending = self.pending.entry(path.clone()).or_insert_with(|| Pending {
                 record: record.clone(),
@@ -215,6 +221,7 @@ impl FileSettler {
                 attrib_only: true,
                 writers: Writers::default(),
                 since: now,
+                placeholder: false,
             });
             if self.accept.covers(&path) || !self.marks.is_empty() {
                 // A call matched by name alone may concern another file of

@@ -265,6 +265,50 @@ fn a_restore_is_followed_to_the_new_inode() {
     assert!(f.settler.watch().paths_of(&before).is_empty());
 }
 
+/// Renames a fresh "good" file over `app.conf`, as a revert does, and
+/// tells the settler.
+fn restore(f: &mut Fixture) -> PathBuf {
+    let path = f.path("app.conf");
+    let temp = f.path(".app.conf.new");
+    fs::write(&temp, "good\n").unwrap();
+    fs::rename(&temp, &path).unwrap();
+    f.settler.restored(path.to_str().unwrap());
+    path
+}
+
+#[test]
+fn a_write_racing_the_look_after_a_restore_is_judged_whole_by_its_writer() {
+    let mut f = Fixture::new();
+    let path = restore(&mut f);
+    // The next write has begun (its open truncated the file) when the look falls due.
+    fs::write(&path, "").unwrap();
+    let now = Instant::now();
+    let open = raw(&path, FileChange::Write, 10);
+    assert!(f.settler.ingest(open, now).is_empty(), "held while open");
+    let grace = super::NOTICE_GRACE;
+    assert!(
+        f.settler.expire(now + 2 * grace).is_empty(),
+        "not judged mid-write"
+    );
+    fs::write(&path, "evil\n").unwrap();
+    let close = raw(&path, FileChange::CloseWrite, 10);
+    let settled = f.settler.ingest(close, now + 3 * grace);
+    assert_eq!(settled.len(), 1, "one change");
+    assert_eq!(settled[0].process.pid, 10, "by its writer");
+    assert_eq!(file(&settled[0]).after.as_ref().unwrap().size, 5, "whole");
+}
+
+#[test]
+fn a_change_no_record_reports_is_found_by_the_look_after_a_restore() {
+    let mut f = Fixture::new();
+    let path = restore(&mut f);
+    fs::write(&path, "evil\n").unwrap();
+    let later = Instant::now() + 2 * super::NOTICE_GRACE;
+    let settled = f.settler.expire(later);
+    assert_eq!(settled.len(), 1, "found without a record");
+    assert_eq!(settled[0].process.pid, 0, "nobody to name");
+}
+
 #[test]
 fn without_a_baseline_store_changes_are_reported_not_compared() {
     let dir = tempfile::tempdir().unwrap();
