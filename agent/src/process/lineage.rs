@@ -105,6 +105,11 @@ impl Lineages {
         self.by_pid.get(&pid)
     }
 
+    /// Keeps only the lineages of pids for which `keep` holds.
+    pub fn retain(&mut self, mut keep: impl FnMut(u32) -> bool) {
+        self.by_pid.retain(|&pid, _| keep(pid));
+    }
+
     /// Forgets `pid` (it exited); returns what was known.
     pub fn remove(&mut self, pid: u32) -> Option<Lineage> {
         self.by_pid.remove(&pid)

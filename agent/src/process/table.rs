@@ -42,6 +42,26 @@ pub struct ProcessTable {
     truncated: Option<prometheus::IntCounter>,
     /// Reads the executable and directory of a process that exec'd.
     resolve: Option<fn(u32, bool) -> Resolved>,
+    /// Whether a pid still runs; `None` never sweeps.
+    alive: Option<fn(u32) -> bool>,
+    /// Entries held after the last sweep.
+    swept_len: usize,
+}
+
+/// The table is swept when it holds this many entries or twice as many as
+/// after the last sweep, whichever is more: a sweep costs a syscall per
+/// entry, so it is amortised over the growth that made it necessary.
+const SWEEP_FLOOR: usize = 4096;
+
+/// Whether `pid` names a process (a zombie included).
+fn pid_alive(pid: u32) -> bool {
+    let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else {
+        return false;
+    };
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
 }
 
 impl ProcessTable {
@@ -53,7 +73,44 @@ impl ProcessTable {
             lookup: Some(super::procfs::read),
             truncated: None,
             resolve: Some(super::lineage::resolve_from_proc),
+            alive: Some(pid_alive),
+            swept_len: 0,
         }
+    }
+
+    /// Uses `alive` to tell which pids still run when sweeping (tests).
+    pub fn with_liveness(mut self, alive: fn(u32) -> bool) -> Self {
+        self.alive = Some(alive);
+        self
+    }
+
+    /// Drops the entries of processes that are gone, once the table has
+    /// grown enough since the last sweep. Their exits were lost (the
+    /// kernel's ring buffer was full): without this the table would grow
+    /// with every lost exit until pids wrap.
+    fn sweep_if_grown(&mut self) {
+        let Some(alive) = self.alive else {
+            return;
+        };
+        if self.entries.len() < self.swept_len.saturating_mul(2).max(SWEEP_FLOOR) {
+            return;
+        }
+        let gone: Vec<u32> = self
+            .entries
+            .keys()
+            .copied()
+            .filter(|&pid| !alive(pid))
+            .collect();
+        for pid in &gone {
+            self.entries.remove(pid);
+        }
+        self.lineages.retain(|pid| alive(pid));
+        self.swept_len = self.entries.len();
+        tracing::debug!(
+            dropped = gone.len(),
+            kept = self.swept_len,
+            "process table swept"
+        );
     }
 
     /// Counts each command line read from `/proc` and cut at the cap in
@@ -153,6 +210,7 @@ impl ProcessTable {
                     start_ktime_ns: Some(event.ktime_ns),
                 };
                 self.entries.insert(task.pid, info.clone());
+                self.sweep_if_grown();
                 if self.lineages.get(task.pid).is_none() && self.lineages.get(task.ppid).is_none() {
                     self.load_chain(task.ppid);
                 }
@@ -237,6 +295,7 @@ impl ProcessTable {
             ..from.clone()
         };
         self.entries.insert(fork.child_pid, child);
+        self.sweep_if_grown();
         self.lineages
             .forked(creator, fork.child_pid, ktime, fork.sibling);
     }
@@ -335,121 +394,5 @@ fn foreign(path: Option<&str>, id: Option<FileId>) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::events::{Exec, Exit, Task};
-
-    fn event(pid: u32, ppid: u32, body: Body) -> Event {
-        Event {
-            ktime_ns: 5,
-            task: Task {
-                tid: pid,
-                pid,
-                ppid,
-                uid: 1000,
-                gid: 1000,
-                comm: "tool".into(),
-                cgroup_id: 1,
-            },
-            body,
-        }
-    }
-
-    #[test]
-    fn exec_then_exit_carries_context_and_frees_the_entry() {
-        let mut table = ProcessTable::detached();
-        let exec = Body::Exec(Exec {
-            filename: "/usr/bin/tool".into(),
-            argv: vec!["tool".into(), "-x".into()],
-            argv_truncated: false,
-            ..Exec::default()
-        });
-        let ctx = table.apply(&event(10, 1, exec));
-        assert_eq!(ctx.exe.as_deref(), Some("/usr/bin/tool"));
-        assert_eq!(table.len(), 1);
-
-        let ctx = table.apply(&event(10, 1, Body::Exit(Exit::from_raw(0))));
-        assert_eq!(ctx.argv, ["tool", "-x"]);
-        assert!(table.is_empty());
-    }
-
-    #[test]
-    fn the_loaded_executable_beats_the_spelled_name() {
-        let mut table = ProcessTable::detached();
-        let exec = Body::Exec(Exec {
-            filename: "./nc".into(),
-            dev: 3,
-            ino: 9,
-            loaded: Some("/usr/bin/nc.openbsd".into()),
-            ..Exec::default()
-        });
-        let ctx = table.apply(&event(30, 1, exec));
-        assert_eq!(ctx.exe.as_deref(), Some("/usr/bin/nc.openbsd"));
-        assert_eq!(ctx.exe_id, Some(FileId { dev: 3, ino: 9 }));
-        let child = table.apply(&event(31, 30, Body::Exit(Exit::from_raw(0))));
-        assert_eq!(
-            child.parent.and_then(|p| p.exe).as_deref(),
-            Some("/usr/bin/nc.openbsd"),
-            "parent_exe sees the same resolved path"
-        );
-    }
-
-    #[test]
-    fn parent_context_comes_from_the_table() {
-        let mut table = ProcessTable::detached();
-        let exec = |path: &str| {
-            Body::Exec(Exec {
-                filename: path.into(),
-                argv: vec![],
-                argv_truncated: false,
-                ..Exec::default()
-            })
-        };
-        table.apply(&event(20, 1, exec("/usr/sbin/sshd")));
-        let ctx = table.apply(&event(21, 20, exec("/bin/sh")));
-        assert_eq!(
-            ctx.parent.and_then(|p| p.exe).as_deref(),
-            Some("/usr/sbin/sshd")
-        );
-    }
-
-    #[test]
-    fn a_forked_child_carries_its_lineage_into_its_events() {
-        use crate::events::{
-            Fork,
-            file::{File, FileChange},
-        };
-        let mut table = ProcessTable::detached();
-        let exec = |path: &str| {
-            Body::Exec(Exec {
-                filename: path.into(),
-                ..Exec::default()
-            })
-        };
-        table.apply(&event(30, 1, exec("/usr/bin/dpkg")));
-        table.apply(&event(
-            30,
-            1,
-            Body::Fork(Fork {
-                child_pid: 31,
-                sibling: false,
-            }),
-        ));
-        // The child writes before (or without) exec'ing.
-        let write = Body::File(File {
-            change: Some(FileChange::Write),
-            ..File::default()
-        });
-        let ctx = table.apply(&event(31, 30, write));
-        assert_eq!(
-            ctx.exe.as_deref(),
-            Some("/usr/bin/dpkg"),
-            "a copy of its parent"
-        );
-        let parents: Vec<_> = ctx.ancestors.iter().map(|a| a.pid).collect();
-        assert_eq!(parents, [30]);
-        assert_eq!(ctx.ancestors[0].filename.as_deref(), Some("/usr/bin/dpkg"));
-        table.apply(&event(31, 30, Body::Exit(Exit::from_raw(0))));
-        assert!(table.lineage(31).is_none(), "an exit frees the lineage");
-    }
-}
+#[path = "table_tests.rs"]
+mod tests;
