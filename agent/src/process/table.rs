@@ -104,7 +104,7 @@ impl ProcessTable {
         for pid in &gone {
             self.entries.remove(pid);
         }
-        self.lineages.retain(|pid| alive(pid));
+        self.lineages.retain(alive);
         self.swept_len = self.entries.len();
         tracing::debug!(
             dropped = gone.len(),
