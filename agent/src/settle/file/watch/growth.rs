@@ -194,7 +194,7 @@ impl WatchList {
     /// With `entry` (an entry appeared, the directory itself stayed), only
     /// paths that have no file or have lost their directory are looked at
     /// again, and the whole list is synced only when a directory changed
-    /// or such a path exists: a busy directory must cost neither a hash of
+    /// or a path lost its own: a busy directory must cost neither a hash of
     /// every watched file in it nor a pass over the list per new entry.
     pub fn dir_changed(&mut self, key: &FileKey, entry: bool) -> (Vec<String>, Vec<String>) {
         let Some(dir) = self.marked_dirs.get(key).cloned() else {
@@ -203,6 +203,7 @@ impl WatchList {
         let prefix = format!("{}/", dir.trim_end_matches('/'));
         let mut parents: HashMap<&str, bool> = HashMap::new();
         let mut paths = Vec::new();
+        let mut lost_any = false;
         let under = self
             .files
             .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
@@ -215,7 +216,9 @@ impl WatchList {
                     .entry(parent)
                     .or_insert_with(|| !Path::new(parent).is_dir())
             };
-            if !entry || w.last.is_none() || lost_dir() {
+            let lost = entry && lost_dir();
+            lost_any |= lost;
+            if !entry || w.last.is_none() || lost {
                 paths.push(p.clone());
             }
         }
@@ -244,7 +247,7 @@ impl WatchList {
         }
         let same_dirs =
             self.dirs.len() == before.len() && self.dirs.keys().all(|k| before.contains(k));
-        if !entry || !same_dirs || !paths.is_empty() {
+        if !entry || !same_dirs || lost_any {
             self.work.full_passes += 1;
             self.sync_kernel();
             self.sync_marks();
