@@ -44,6 +44,8 @@ pub async fn events(options: &EventsOptions) -> anyhow::Result<ExitCode> {
     let cpu_hz = (has_cpu && options.cpu_hz > 0).then_some(options.cpu_hz);
     let mut sensor_options = SensorOptions::default();
     sensor_options.load.cpu_hz = cpu_hz;
+    sensor_options.load.watch_room =
+        crate::settle::file::watch::capacity::room(&set, Default::default());
     let mut shutdown = super::shutdown::Shutdown::install()?;
     let (mut sensor, records) =
         Sensor::start(sensor_options, Metrics::new()).context("starting the event sensor")?;

@@ -92,6 +92,8 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let cpu_hz = (args.cpu_hz > 0).then_some(args.cpu_hz);
     options.load.cpu_hz = cpu_hz;
     options.load.exec_kill_entries = crate::settle::exec::kernel_room(&set);
+    options.load.watch_room = crate::settle::file::watch::capacity::room(&set, args.watch);
+    tracing::info!(room = ?options.load.watch_room, "kernel watch maps");
     let (mut sensor, records) =
         Sensor::start(options, metrics.clone()).context("starting the sensor")?;
     let cpu = match cpu_hz {

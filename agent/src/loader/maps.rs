@@ -5,8 +5,32 @@ use reflex_wire::{BlockRule, FileKey, LossFamily, LossReason, loss_slot, maps};
 
 use super::{LoadError, Probes, error::map_error};
 
+/// Entries the kernel's watch maps are made with at load: computed from
+/// the policy set (the probes declare the defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchRoom {
+    /// `WATCHED`.
+    pub files: u32,
+    /// `WATCHED_DIRS`.
+    pub dirs: u32,
+    /// `WATCHED_NAMES`.
+    pub names: u32,
+}
+
+impl Default for WatchRoom {
+    fn default() -> Self {
+        Self {
+            files: 65_536,
+            dirs: 16_384,
+            names: 65_536,
+        }
+    }
+}
+
 /// The kernel side of the file watch list (see `ebpf-probes/src/maps.rs`).
 pub struct WatchMaps {
+    /// The entries each map was made with.
+    pub room: WatchRoom,
     /// `WATCHED`: files by identity.
     pub files: HashMap<MapData, FileKey, u32>,
     /// `WATCHED_DIRS`: directories by identity.
@@ -75,6 +99,7 @@ impl Probes {
     /// Takes the maps the file watch list lives in; only the first call succeeds.
     pub fn take_watch_maps(&mut self) -> Result<WatchMaps, LoadError> {
         Ok(WatchMaps {
+            room: self.watch_room,
             files: self.take(maps::WATCHED)?,
             dirs: self.take(maps::WATCHED_DIRS)?,
             names: self.take(maps::WATCHED_NAMES)?,

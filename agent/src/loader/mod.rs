@@ -25,7 +25,7 @@ use reflex_wire::{KernelOffsets, offsets, programs};
 use self::attach::Links;
 pub use self::{
     error::LoadError,
-    maps::{BlockMaps, CpuMaps, KernelLosses, WatchMaps},
+    maps::{BlockMaps, CpuMaps, KernelLosses, WatchMaps, WatchRoom},
 };
 
 /// The compiled kernel programs, built by `build.rs`.
@@ -46,6 +46,8 @@ pub struct LoadOptions {
     pub cpu_hz: Option<u64>,
     /// Room in each of the exec kill maps (identities, names, directories).
     pub exec_kill_entries: u32,
+    /// Room in the file watch maps.
+    pub watch_room: WatchRoom,
 }
 
 impl Default for LoadOptions {
@@ -54,6 +56,7 @@ impl Default for LoadOptions {
             ring_bytes: DEFAULT_RING_BYTES,
             cpu_hz: Some(DEFAULT_CPU_HZ),
             exec_kill_entries: exec_kill::DEFAULT_ENTRIES,
+            watch_room: WatchRoom::default(),
         }
     }
 }
@@ -66,6 +69,7 @@ pub struct Probes {
     _jump_tables: [ProgramArray<MapData>; 2],
     ebpf: Ebpf,
     cgroup: Option<PathBuf>,
+    watch_room: WatchRoom,
 }
 
 impl Probes {
@@ -76,6 +80,7 @@ impl Probes {
             return Err(LoadError::RingSize(ring));
         }
         let offsets = kernel_offsets()?;
+        let watch = options.watch_room;
         let mut ebpf = EbpfLoader::new()
             .override_global(offsets::GLOBAL, &offsets, true)
             .map_max_entries(reflex_wire::maps::EVENTS, ring)
@@ -91,6 +96,9 @@ impl Probes {
                 reflex_wire::maps::EXEC_KILL_DIRS,
                 options.exec_kill_entries.max(1),
             )
+            .map_max_entries(reflex_wire::maps::WATCHED, watch.files.max(1))
+            .map_max_entries(reflex_wire::maps::WATCHED_DIRS, watch.dirs.max(1))
+            .map_max_entries(reflex_wire::maps::WATCHED_NAMES, watch.names.max(1))
             .load(PROBES)
             .map_err(LoadError::Object)?;
 
@@ -114,6 +122,7 @@ impl Probes {
             _jump_tables: jump_tables,
             ebpf,
             cgroup,
+            watch_room: watch,
         })
     }
 

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub limits: super::limits::LimitMetrics,
     /// `reflex_component_up{component}` and the service manager's STATUS.
     pub health: super::health::Health,
+    /// The file watch list's kernel maps.
+    pub watch: super::watch::WatchMetrics,
     /// `reflex_exec_kill_entries`: executables (by identity) the kernel kills at exec.
     pub exec_kill_entries: IntGauge,
     /// `reflex_fanotify_marks`: watched files fanotify reports changes of.
@@ -297,6 +299,7 @@ impl Metrics {
         }
         let limits = super::limits::LimitMetrics::register(&registry);
         let health = super::health::Health::register(&registry, policies_loaded.clone());
+        let watch = super::watch::WatchMetrics::register(&registry);
         Self {
             registry,
             events,
@@ -315,6 +318,7 @@ impl Metrics {
             block_rule_errors,
             limits,
             health,
+            watch,
             exec_kill_entries,
             fanotify_marks,
             fanotify_notices,

@@ -5,5 +5,6 @@ pub mod limits;
 pub mod metrics;
 pub mod notify;
 pub mod server;
+pub mod watch;
 
 pub use metrics::{Metrics, UNKNOWN_FAMILY};

@@ -28,6 +28,7 @@ impl FileSettler {
         // A write between the rename and the moment the new file was
         // watched (a busy settler) raised nothing: look at it once now.
         self.look_again(path, Instant::now());
+        self.forget_gone(path);
     }
 
     /// A revert of `path` failed (its temporary file swapped again and
@@ -38,6 +39,19 @@ impl FileSettler {
         self.recent.forget(path);
         self.watch.refresh(path);
         self.look_again(path, Instant::now() + RETRY);
+    }
+
+    /// Forgets `path` from the watch list when its file is gone, nothing
+    /// is pending for it, and no baseline keeps it (a glob's file removed,
+    /// or a new file a revert took away).
+    pub(super) fn forget_gone(&mut self, path: &str) {
+        let kept = self
+            .baselines
+            .as_ref()
+            .is_some_and(|s| s.of_path(path).next().is_some());
+        if !kept && !self.pending.contains_key(path) {
+            self.watch.forget_if_gone(path);
+        }
     }
 
     /// Settles `path` once more at `at`, when it has a baseline to be

@@ -15,6 +15,7 @@ mod followup;
 pub mod history;
 mod recent;
 mod record;
+mod rescan;
 pub mod store;
 pub mod watch;
 
@@ -94,6 +95,7 @@ pub struct FileSettler {
     accept: AcceptRules,
     marks: Marks,
     recent: Recent,
+    rescans: rescan::Rescans,
     metrics: Option<Metrics>,
 }
 
@@ -109,6 +111,7 @@ impl FileSettler {
             accept: AcceptRules::default(),
             marks: Marks::new(),
             recent: Recent::default(),
+            rescans: Default::default(),
             metrics: None,
         }
     }
@@ -123,6 +126,7 @@ impl FileSettler {
 
     /// Counts acceptances in `metrics`.
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.watch.with_metrics(metrics.watch.clone());
         self.metrics = Some(metrics);
         self
     }
@@ -135,11 +139,19 @@ impl FileSettler {
     /// Takes a raw file event from the kernel; returns the changes that are
     /// settled now.
     pub fn ingest(&mut self, record: Record, now: Instant) -> Vec<Record> {
+        if !self.defer_rescan(&record, now) {
+            self.take(record, now);
+        }
+        self.expire(now)
+    }
+
+    /// Holds the changes `record` tells of until they settle.
+    fn take(&mut self, record: Record, now: Instant) {
         let Body::File(raw) = &record.body else {
-            return self.expire(now);
+            return;
         };
         let Some(change) = raw.change else {
-            return self.expire(now);
+            return;
         };
         let key = FileKey {
             dev: raw.dev,
@@ -280,7 +292,6 @@ impl FileSettler {
             }
         }
         self.observe(record.ktime_ns);
-        self.expire(now)
     }
 
     /// The watched path an open in a watched directory names (`raw`'s
@@ -328,12 +339,14 @@ impl FileSettler {
 
     /// The next moment a held change must be settled.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.pending.values().map(|p| p.deadline).min()
+        let pending = self.pending.values().map(|p| p.deadline);
+        pending.chain(self.next_rescan()).min()
     }
 
     /// Settles every change whose time has come; drops those that turn out
     /// to have changed nothing.
     pub fn expire(&mut self, now: Instant) -> Vec<Record> {
+        self.rescan_due(now);
         let due: Vec<String> = self
             .pending
             .iter()
@@ -347,6 +360,7 @@ impl FileSettler {
                 if let Some(record) = self.settle(&path, pending, now) {
                     settled.push(record);
                 }
+                self.forget_gone(&path);
             }
         }
         settled

@@ -22,9 +22,16 @@ use crate::{
         model::Trigger,
         value::{PathGlob, glob_set},
     },
+    telemetry::watch::WatchMetrics,
 };
 
+pub mod capacity;
+mod growth;
+mod kernel;
 mod marks;
+
+pub use growth::Work;
+use kernel::Kernel;
 
 /// Most files one glob may expand to before the walk stops (and says so).
 const MAX_WALK: usize = 100_000;
@@ -49,8 +56,14 @@ pub struct WatchList {
     names: HashMap<u64, Vec<String>>,
     patterns: Option<GlobSet>,
     kill_patterns: Option<GlobSet>,
-    kernel: Option<WatchMaps>,
+    kernel: Option<Kernel>,
     marks: Option<FileMarks>,
+    /// Paths watched whether or not a file is there: named by a policy, or
+    /// kept by a baseline. Other paths (a glob's files) are forgotten once
+    /// their file is gone.
+    kept: HashSet<String>,
+    /// What keeping the list up to date has cost.
+    work: Work,
     /// Marked files, with the path they were marked by.
     applied_marks: HashMap<FileKey, String>,
     /// Directories on the way to watched files, marked to hear when one is
@@ -64,17 +77,21 @@ pub struct WatchList {
     unmarkable: HashSet<FileKey>,
     /// Enforcing `kill` policies and their paths.
     kill_policies: Vec<(String, Vec<PathGlob>)>,
-    applied_files: HashMap<FileKey, u32>,
-    applied_dirs: HashSet<FileKey>,
-    applied_names: HashSet<u64>,
 }
 
 impl WatchList {
     /// A list mirrored into `kernel` (none in tests and replay).
     pub fn new(kernel: Option<WatchMaps>) -> Self {
         Self {
-            kernel,
+            kernel: kernel.map(Kernel::new),
             ..Self::default()
+        }
+    }
+
+    /// Shows the kernel maps' use and capacity in `metrics`.
+    pub fn with_metrics(&mut self, metrics: WatchMetrics) {
+        if let Some(kernel) = self.kernel.as_mut() {
+            kernel.with_metrics(metrics);
         }
     }
 
@@ -114,6 +131,7 @@ impl WatchList {
         self.files.clear();
         self.dirs.clear();
         self.dir_paths.clear();
+        self.kept.clear();
         self.unmarkable.clear();
         for glob in &globs {
             self.expand(glob);
@@ -184,64 +202,13 @@ impl WatchList {
             .unwrap_or_default()
     }
 
-    /// Starts watching `path` (a new file a glob covers), or follows the
-    /// file that appeared at a watched path that had none; returns whether
-    /// no file was there when last seen (so a creating open made it).
-    pub fn add(&mut self, path: &str) -> bool {
-        if let Some(entry) = self.files.get(path) {
-            if entry.last.is_some() {
-                return false;
-            }
-            self.refresh(path);
-            return true;
-        }
-        let kill = self
-            .kill_patterns
-            .as_ref()
-            .is_some_and(|k| k.is_match(path));
-        let last = fsio::state(Path::new(path)).ok().flatten();
-        // By piece, not by rebuilding: files created one by one under a
-        // glob must not cost the agent the whole list each.
-        let key = last.as_ref().map(|s| s.key);
-        self.files
-            .insert(path.to_string(), WatchedFile { last, kill });
-        let hash = name_hash(path.as_bytes());
-        let names = self.names.entry(hash).or_default();
-        names.push(path.to_string());
-        let new_name = names.len() == 1;
-        let Some(key) = key else {
-            return true;
-        };
-        self.by_key.entry(key).or_default().push(path.to_string());
-        if let Some(maps) = self.kernel.as_mut() {
-            let bits = watch::REPORT | if kill { watch::KILL } else { 0 };
-            let bits = self.applied_files.get(&key).map_or(bits, |b| b | bits);
-            match maps.files.insert(key, bits, 0) {
-                Ok(()) => {
-                    self.applied_files.insert(key, bits);
-                }
-                Err(err) => tracing::error!(%err, path, "updating the kernel watch list"),
-            }
-            if new_name && !self.applied_names.contains(&hash) {
-                match maps.names.insert(hash, watch::REPORT, 0) {
-                    Ok(()) => {
-                        self.applied_names.insert(hash);
-                    }
-                    Err(err) => tracing::error!(%err, path, "updating the kernel watch list"),
-                }
-            }
-        }
-        self.mark_new(path, key);
-        true
-    }
-
     /// Watches `paths` too, whether or not a file is there now: paths a
     /// policy keeps baselines of, so one deleted while no agent ran is
     /// found missing and restored.
     pub fn include(&mut self, paths: impl IntoIterator<Item = String>) {
         let mut added = false;
         for path in paths {
-            if self.files.contains_key(&path) {
+            if !self.kept.insert(path.clone()) || self.files.contains_key(&path) {
                 continue;
             }
             let kill = self
@@ -270,13 +237,11 @@ impl WatchList {
             return;
         }
         self.mark_ahead(path, key, temp);
-        let (Some(entry), Some(maps)) = (self.files.get(path), self.kernel.as_mut()) else {
+        let (Some(entry), Some(kernel)) = (self.files.get(path), self.kernel.as_mut()) else {
             return;
         };
         let bits = watch::REPORT | if entry.kill { watch::KILL } else { 0 };
-        if let Err(err) = maps.files.insert(key, bits, 0) {
-            tracing::error!(%err, path, "watching a restored file ahead of its rename");
-        }
+        kernel.set_file(key, bits, path);
         // The file the rename replaces is freed by it, and its inode number
         // may go to the next file anyone creates: out of the kernel's list
         // now, or that stranger's open would be reported, or killed, as
@@ -284,30 +249,13 @@ impl WatchList {
         if let Some(old) = entry.last.as_ref().map(|s| s.key)
             && old != key
             && self.by_key.get(&old).is_none_or(|p| p.len() <= 1)
-            && maps.files.remove(&old).is_ok()
         {
-            self.applied_files.remove(&old);
+            kernel.drop_file(&old);
         }
         // Its events name the path until `refresh` indexes it for good.
         let paths = self.by_key.entry(key).or_default();
         if !paths.iter().any(|p| p == path) {
             paths.push(path.to_string());
-        }
-    }
-
-    /// Records the state `path` is in now (after a change or a restore),
-    /// following a replaced inode.
-    pub fn refresh(&mut self, path: &str) {
-        let now = fsio::state(Path::new(path)).ok().flatten();
-        if let Some(entry) = self.files.get_mut(path) {
-            if entry.last.as_ref().map(|s| s.key) == now.as_ref().map(|s| s.key) {
-                entry.last = now;
-                return;
-            }
-            entry.last = now;
-            self.reindex();
-            self.sync_kernel();
-            self.sync_marks();
         }
     }
 
@@ -320,6 +268,7 @@ impl WatchList {
             .is_some_and(|k| k.is_match(glob.as_str()));
         if glob.is_literal() {
             let path = glob.as_str().to_string();
+            self.kept.insert(path.clone());
             if let Some(parent) = Path::new(&path).parent() {
                 self.add_dir(parent);
             }
@@ -379,6 +328,8 @@ impl WatchList {
     }
 
     fn reindex(&mut self) {
+        self.work.full_passes += 1;
+        self.work.entries += self.files.len() as u64;
         self.by_key.clear();
         self.names.clear();
         for (path, entry) in &self.files {
@@ -394,50 +345,17 @@ impl WatchList {
 
     /// Makes the kernel maps equal to the list, by difference.
     fn sync_kernel(&mut self) {
-        let Some(maps) = self.kernel.as_mut() else {
+        let Some(kernel) = self.kernel.as_mut() else {
             return;
         };
+        self.work.entries += self.files.len() as u64;
         let mut files: HashMap<FileKey, u32> = HashMap::new();
-        for (path, entry) in &self.files {
+        for entry in self.files.values() {
             if let Some(state) = &entry.last {
                 let bits = watch::REPORT | if entry.kill { watch::KILL } else { 0 };
                 *files.entry(state.key).or_default() |= bits;
             }
-            let _ = path;
         }
-        let names: HashSet<u64> = self.names.keys().copied().collect();
-        let dirs: HashSet<FileKey> = self.dirs.keys().copied().collect();
-        let report = |what: &str, err: aya::maps::MapError| {
-            tracing::error!(%err, map = what, "updating the kernel watch list");
-        };
-        for key in self.applied_files.keys().filter(|k| !files.contains_key(k)) {
-            let _ = maps.files.remove(key);
-        }
-        for (key, bits) in &files {
-            if self.applied_files.get(key) != Some(bits)
-                && let Err(e) = maps.files.insert(key, bits, 0)
-            {
-                report(reflex_wire::maps::WATCHED, e);
-            }
-        }
-        for key in self.applied_dirs.difference(&dirs) {
-            let _ = maps.dirs.remove(key);
-        }
-        for key in dirs.difference(&self.applied_dirs) {
-            if let Err(e) = maps.dirs.insert(key, watch::REPORT, 0) {
-                report(reflex_wire::maps::WATCHED_DIRS, e);
-            }
-        }
-        for hash in self.applied_names.difference(&names) {
-            let _ = maps.names.remove(hash);
-        }
-        for hash in names.difference(&self.applied_names) {
-            if let Err(e) = maps.names.insert(hash, watch::REPORT, 0) {
-                report(reflex_wire::maps::WATCHED_NAMES, e);
-            }
-        }
-        self.applied_files = files;
-        self.applied_dirs = dirs;
-        self.applied_names = names;
+        kernel.sync(files, &self.dirs, &self.names);
     }
 }

@@ -15,64 +15,13 @@ use crate::{
     logging::error_chain,
 };
 
-/// Entries of a directory looked through for new files on one notice.
-const MAX_SCAN: usize = 100_000;
-
 impl WatchList {
-    /// The marked directory `key` changed: it was renamed, exchanged or
-    /// removed, or an entry appeared in it. Returns the watched paths under
-    /// it, whose files are to be looked at again, and the files policies
-    /// cover that appeared in it without a creating `open` the probes saw
-    /// (`mknod`, io_uring, a rename or link into it), now watched. The
-    /// directories globs watch are looked up again.
-    /// With `entry` (an entry appeared, the directory itself stayed), only
-    /// paths that have no file or have lost their directory are looked at
-    /// again: a busy directory must not cost a hash of every watched file
-    /// in it per new entry.
-    pub fn dir_changed(&mut self, key: &FileKey, entry: bool) -> (Vec<String>, Vec<String>) {
-        let Some(dir) = self.marked_dirs.get(key).cloned() else {
-            return (Vec::new(), Vec::new());
-        };
-        let prefix = format!("{}/", dir.trim_end_matches('/'));
-        let paths = self
-            .files
-            .iter()
-            .filter(|(p, w)| {
-                p.starts_with(&prefix)
-                    && (!entry
-                        || w.last.is_none()
-                        || Path::new(p.as_str()).parent().is_none_or(|d| !d.is_dir()))
-            })
-            .map(|(p, _)| p.clone())
-            .collect();
-        let mut appeared = Vec::new();
-        if self.dirs.get(key) == Some(&dir)
-            && let Ok(entries) = std::fs::read_dir(&dir)
-        {
-            for entry in entries.flatten().take(MAX_SCAN) {
-                let path = format!("{prefix}{}", entry.file_name().to_string_lossy());
-                if !self.files.contains_key(&path)
-                    && self.covers(&path)
-                    && !fsio::is_own_temp(&entry.file_name().to_string_lossy())
-                    && entry.file_type().is_ok_and(|t| t.is_file())
-                    && self.add(&path)
-                {
-                    appeared.push(path);
-                }
-            }
-        }
-        self.dirs.clear();
-        for dir in std::mem::take(&mut self.dir_paths) {
-            self.add_dir(Path::new(&dir));
-        }
-        self.sync_kernel();
-        self.sync_marks();
-        (paths, appeared)
-    }
-
     /// Makes the fanotify marks equal to the watched files and the
     /// directories on the way to them, by difference.
     pub(super) fn sync_marks(&mut self) {
+        if self.marks.is_some() {
+            self.work.entries += self.files.len() as u64;
+        }
         let Some(marks) = &self.marks else {
             return;
         };
