@@ -1,10 +1,12 @@
-//! Reading the event ring buffer from tokio without busy polling.
+//! Reading the per-family ring buffers from tokio without busy polling.
 use std::io;
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::{Interest, unix::AsyncFd};
 
-/// Waits on the ring buffer's fd and hands out its records.
+use crate::loader::EventRings;
+
+/// Waits on one ring buffer's fd and hands out its records.
 pub struct EventReader {
     fd: AsyncFd<RingBuf<MapData>>,
 }
@@ -18,10 +20,14 @@ impl EventReader {
         Ok(Self { fd })
     }
 
-    /// Waits until records are available, without taking them: the next
-    /// [`EventReader::read_batch`] returns at once.
+    /// Waits until records are available and forgets the wake-up: the
+    /// caller drains next. Clearing before draining loses nothing, because
+    /// the kernel wakes the reader for any record committed once the
+    /// reader has caught up with it.
     pub async fn ready(&mut self) -> io::Result<()> {
-        self.fd.readable_mut().await.map(drop)
+        let mut guard = self.fd.readable_mut().await?;
+        guard.clear_ready();
+        Ok(())
     }
 
     /// Passes every record available now to `each`, without waiting.
@@ -34,25 +40,46 @@ impl EventReader {
         }
         count
     }
+}
 
-    /// Waits until records are available, then passes each one to `each`
-    /// until the buffer is empty. Returns how many records were read.
-    pub async fn read_batch(&mut self, mut each: impl FnMut(&[u8])) -> io::Result<usize> {
-        let mut guard = self.fd.readable_mut().await?;
-        let ring = guard.get_inner_mut();
-        let mut count = 0;
-        while let Some(item) = ring.next() {
-            each(&item);
-            count += 1;
+/// The readers of every family's ring buffer.
+///
+/// On each wake-up all three are drained, the exec family first, so that
+/// a file or connect record finds the exec of its process in the process
+/// table. Records of one family keep their order; across families the
+/// order is this drain order, not the kernel's time order (an exec
+/// committed while the later buffers are drained is read on the next
+/// wake-up, and a record of its process read before it takes its context
+/// from `/proc`).
+pub struct FamilyReaders {
+    exec: EventReader,
+    file: EventReader,
+    connect: EventReader,
+}
+
+impl FamilyReaders {
+    /// Registers every ring buffer with the tokio reactor.
+    pub fn new(rings: EventRings) -> io::Result<Self> {
+        Ok(Self {
+            exec: EventReader::new(rings.exec)?,
+            file: EventReader::new(rings.file)?,
+            connect: EventReader::new(rings.connect)?,
+        })
+    }
+
+    /// Waits until any buffer has records; [`FamilyReaders::drain`] next.
+    pub async fn ready(&mut self) -> io::Result<()> {
+        tokio::select! {
+            biased;
+            ready = self.exec.ready() => ready,
+            ready = self.file.ready() => ready,
+            ready = self.connect.ready() => ready,
         }
-        guard.clear_ready();
-        // A record submitted between the last read and `clear_ready` woke
-        // nobody: drain once more so it is not left until the next wake-up.
-        let ring = guard.get_inner_mut();
-        while let Some(item) = ring.next() {
-            each(&item);
-            count += 1;
-        }
-        Ok(count)
+    }
+
+    /// Passes every record available now to `each`, exec family first,
+    /// then file, then connect. Returns how many were read.
+    pub fn drain(&mut self, mut each: impl FnMut(&[u8])) -> usize {
+        self.exec.drain(&mut each) + self.file.drain(&mut each) + self.connect.drain(&mut each)
     }
 }

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub block_rule_errors: IntCounterVec,
     /// What was cut, dropped or refused to keep the agent's bounds.
     pub limits: super::limits::LimitMetrics,
+    /// Ring buffer sizes and kernel filters.
+    pub kernel: super::kernel::KernelMetrics,
     /// `reflex_component_up{component}` and the service manager's STATUS.
     pub health: super::health::Health,
     /// `reflex_exec_kill_entries`: executables (by identity) the kernel kills at exec.
@@ -296,6 +298,7 @@ impl Metrics {
             registry.register(collector).expect("unique metric names");
         }
         let limits = super::limits::LimitMetrics::register(&registry);
+        let kernel = super::kernel::KernelMetrics::register(&registry);
         let health = super::health::Health::register(&registry, policies_loaded.clone());
         Self {
             registry,
@@ -314,6 +317,7 @@ impl Metrics {
             alerts_dropped,
             block_rule_errors,
             limits,
+            kernel,
             health,
             exec_kill_entries,
             fanotify_marks,
