@@ -245,11 +245,12 @@ impl Pipeline {
             // Every family's records of the moment, the exec family first
             // (see `FamilyReaders`); for a fanotify wake-up too, so that the
             // exec of a writer fanotify names is in the table.
-            readers.drain(|bytes| {
-                if let Some(record) = self.handle(bytes) {
+            let metrics = self.metrics.clone();
+            for event in readers.drain(|bytes| decode_counted(bytes, &metrics)) {
+                if let Some(record) = self.handle(event) {
                     batch.push(record);
                 }
-            });
+            }
             if let Ok(Some(read)) = woke {
                 match read {
                     Ok(Ok(list)) => {
@@ -278,10 +279,8 @@ impl Pipeline {
         }
     }
 
-    /// Decodes, counts and enriches one record; `None` if it is dropped
-    /// (decode error, counted) or filtered out by kind.
-    fn handle(&mut self, bytes: &[u8]) -> Option<Record> {
-        let event = decode_counted(bytes, &self.metrics)?;
+    /// Counts and enriches one event; `None` if it is filtered out by kind.
+    fn handle(&mut self, event: Event) -> Option<Record> {
         let kind = event.kind();
         self.metrics
             .events

@@ -4,7 +4,7 @@ use std::io;
 use aya::maps::{MapData, RingBuf};
 use tokio::io::{Interest, unix::AsyncFd};
 
-use crate::loader::EventRings;
+use crate::{events::Event, loader::EventRings};
 
 /// Waits on one ring buffer's fd and hands out its records.
 pub struct EventReader {
@@ -44,13 +44,13 @@ impl EventReader {
 
 /// The readers of every family's ring buffer.
 ///
-/// On each wake-up all three are drained, the exec family first, so that
-/// a file or connect record finds the exec of its process in the process
-/// table. Records of one family keep their order; across families the
-/// order is this drain order, not the kernel's time order (an exec
-/// committed while the later buffers are drained is read on the next
-/// wake-up, and a record of its process read before it takes its context
-/// from `/proc`).
+/// On each wake-up all three are drained: exec, file, connect, then exec
+/// once more, so that the exec of a process whose file or connect record
+/// was read is read too (it was committed before that record was). The
+/// records are then merged by kernel time, each family's in its own order,
+/// so that a file or connect record finds its process's exec in the
+/// process table. Across families, records of the same instant keep the
+/// drain order.
 pub struct FamilyReaders {
     exec: EventReader,
     file: EventReader,
@@ -77,9 +77,72 @@ impl FamilyReaders {
         }
     }
 
-    /// Passes every record available now to `each`, exec family first,
-    /// then file, then connect. Returns how many were read.
-    pub fn drain(&mut self, mut each: impl FnMut(&[u8])) -> usize {
-        self.exec.drain(&mut each) + self.file.drain(&mut each) + self.connect.drain(&mut each)
+    /// Every record available now, decoded by `decode` (which drops what
+    /// it returns `None` for), in the order described above.
+    pub fn drain(&mut self, mut decode: impl FnMut(&[u8]) -> Option<Event>) -> Vec<Event> {
+        let mut exec = Vec::new();
+        let mut file = Vec::new();
+        let mut connect = Vec::new();
+        self.exec.drain(|b| exec.extend(decode(b)));
+        self.file.drain(|b| file.extend(decode(b)));
+        self.connect.drain(|b| connect.extend(decode(b)));
+        self.exec.drain(|b| exec.extend(decode(b)));
+        merge_by_time([exec, file, connect])
+    }
+}
+
+/// One sequence of `families`, each kept in its order, taking at each step
+/// the head with the earliest kernel time (the first family on a tie).
+fn merge_by_time<const N: usize>(families: [Vec<Event>; N]) -> Vec<Event> {
+    let total = families.iter().map(Vec::len).sum();
+    let mut out = Vec::with_capacity(total);
+    let mut heads: Vec<std::iter::Peekable<std::vec::IntoIter<Event>>> = families
+        .into_iter()
+        .map(|f| f.into_iter().peekable())
+        .collect();
+    loop {
+        let next = heads
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, h)| h.peek().map(|e| (e.ktime_ns, i)))
+            .min();
+        let Some((_, i)) = next else { break };
+        out.extend(heads[i].next());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Body, Exit, Task};
+
+    fn at(ktime_ns: u64, pid: u32) -> Event {
+        Event {
+            ktime_ns,
+            task: Task {
+                tid: pid,
+                pid,
+                ppid: 0,
+                uid: 0,
+                gid: 0,
+                comm: String::new(),
+                cgroup_id: 0,
+            },
+            body: Body::Exit(Exit::from_raw(0)),
+        }
+    }
+
+    #[test]
+    fn merging_keeps_each_family_in_order_and_interleaves_by_time() {
+        let exec = vec![at(10, 1), at(30, 2), at(5, 3)];
+        let file = vec![at(20, 4), at(31, 5)];
+        let connect = vec![at(10, 6)];
+        let pids: Vec<u32> = merge_by_time([exec, file, connect])
+            .iter()
+            .map(|e| e.task.pid)
+            .collect();
+        // Exec's out-of-time record (5) stays after its predecessors.
+        assert_eq!(pids, [1, 6, 4, 2, 3, 5]);
     }
 }
