@@ -28,12 +28,13 @@ use crate::{
     loader::BlockMaps,
     policy::{
         Action, Mode, PolicySet,
-        model::Trigger,
+        model::{ConnectTrigger, Trigger},
         spec::{Direction, Protocol},
     },
     telemetry::Metrics,
 };
 
+pub mod interest;
 #[cfg(test)]
 mod tests;
 
@@ -54,51 +55,59 @@ pub struct BlockPolicy {
 
 /// The enforcing `block` policies of `set` that apply to outbound traffic.
 pub fn block_policies(set: &PolicySet) -> Vec<BlockPolicy> {
-    let mut out = Vec::new();
-    for policy in set.policies() {
-        let Trigger::Connect(t) = &policy.trigger else {
-            continue;
-        };
-        if policy.mode != Mode::Enforce
-            || !policy.actions.iter().any(|a| matches!(a, Action::Block))
-            || !(t.direction.is_empty() || t.direction.contains(&Direction::Outbound))
-        {
-            continue;
+    set.policies()
+        .iter()
+        .filter_map(|policy| {
+            let Trigger::Connect(t) = &policy.trigger else {
+                return None;
+            };
+            let blocks = policy.mode == Mode::Enforce
+                && policy.actions.iter().any(|a| matches!(a, Action::Block));
+            (blocks && outbound(t)).then(|| reduce(&policy.name, t))
+        })
+        .collect()
+}
+
+/// Whether a connect trigger covers outbound connects.
+pub fn outbound(t: &ConnectTrigger) -> bool {
+    t.direction.is_empty() || t.direction.contains(&Direction::Outbound)
+}
+
+/// The outbound conditions of policy `name`'s trigger `t`, as the tries
+/// hold them.
+pub fn reduce(name: &str, t: &ConnectTrigger) -> BlockPolicy {
+    let remote = if t.remote.is_empty() {
+        vec![
+            "0.0.0.0/0".parse().expect("net"),
+            "::/0".parse().expect("net"),
+        ]
+    } else {
+        t.remote.iter().map(|c| c.0).collect()
+    };
+    let classes = if t.protocol.is_empty() {
+        [true; class::COUNT]
+    } else {
+        let mut classes = [false; class::COUNT];
+        for p in &t.protocol {
+            classes[match p {
+                Protocol::Tcp => class::TCP,
+                Protocol::Udp => class::UDP,
+            }] = true;
         }
-        let remote = if t.remote.is_empty() {
-            vec![
-                "0.0.0.0/0".parse().expect("net"),
-                "::/0".parse().expect("net"),
-            ]
-        } else {
-            t.remote.iter().map(|c| c.0).collect()
-        };
-        let classes = if t.protocol.is_empty() {
-            [true; class::COUNT]
-        } else {
-            let mut classes = [false; class::COUNT];
-            for p in &t.protocol {
-                classes[match p {
-                    Protocol::Tcp => class::TCP,
-                    Protocol::Udp => class::UDP,
-                }] = true;
-            }
-            classes
-        };
-        let ports = if t.ports.is_empty() {
-            vec![(0, u16::MAX)]
-        } else {
-            t.ports.iter().map(|p| (p.first, p.last)).collect()
-        };
-        out.push(BlockPolicy {
-            name: policy.name.clone(),
-            remote,
-            except: t.except.iter().map(|c| c.0).collect(),
-            classes,
-            ports,
-        });
+        classes
+    };
+    let ports = if t.ports.is_empty() {
+        vec![(0, u16::MAX)]
+    } else {
+        t.ports.iter().map(|p| (p.first, p.last)).collect()
+    };
+    BlockPolicy {
+        name: name.to_string(),
+        remote,
+        except: t.except.iter().map(|c| c.0).collect(),
+        classes,
+        ports,
     }
-    out
 }
 
 /// The trie entries for a set of block policies.
@@ -324,14 +333,16 @@ impl BlockTable {
     }
 }
 
-fn v4_key(n: ipnet::Ipv4Net) -> Key<u32> {
+/// The trie key of an IPv4 prefix.
+pub fn v4_key(n: ipnet::Ipv4Net) -> Key<u32> {
     Key::new(
         u32::from(n.prefix_len()),
         u32::from_ne_bytes(n.addr().octets()),
     )
 }
 
-fn v6_key(n: ipnet::Ipv6Net) -> Key<[u32; 4]> {
+/// The trie key of an IPv6 prefix.
+pub fn v6_key(n: ipnet::Ipv6Net) -> Key<[u32; 4]> {
     let mut words = [0u32; 4];
     for (word, chunk) in words.iter_mut().zip(n.addr().octets().chunks_exact(4)) {
         *word = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);

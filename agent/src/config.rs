@@ -74,6 +74,9 @@ pub struct Config {
     /// The kernel's file watch maps.
     #[serde(default)]
     pub watch: crate::settle::file::watch::capacity::WatchConfig,
+    /// Bytes of each event family's kernel ring buffer.
+    #[serde(default)]
+    pub ring_buffers: bounds::RingBuffersConfig,
 }
 
 /// `cpu:`.
@@ -238,6 +241,8 @@ pub struct Settings {
     pub evidence: crate::actions::evidence::EvidenceSettings,
     /// Ceilings of the kernel's file watch maps.
     pub watch: crate::settle::file::watch::capacity::WatchBounds,
+    /// Bytes of each family's kernel ring buffer.
+    pub rings: crate::loader::RingSizes,
 }
 
 impl Settings {
@@ -334,6 +339,7 @@ impl Settings {
             baseline_max_xattr_bytes: file.baselines.max_xattr_bytes(),
             evidence: crate::actions::evidence::EvidenceSettings::from_config(&file.evidence),
             watch: file.watch.bounds(),
+            rings: file.ring_buffers.sizes(),
         };
         bounds::check(&path, &settings)?;
         Ok(settings)
@@ -430,6 +436,17 @@ mod tests {
         assert!(err.to_string().contains("max_line_bytes"), "{err}");
         let err = resolve("alerts: { log_max_bytes: 8KiB }\n").unwrap_err();
         assert!(err.to_string().contains("log_max_bytes"), "{err}");
+        let settings = resolve("ring_buffers: { file: 16MiB, connect: 64KiB }\n").unwrap();
+        assert_eq!(settings.rings.file, 16 << 20);
+        assert_eq!(settings.rings.connect, 64 << 10);
+        assert_eq!(
+            settings.rings.exec,
+            crate::loader::RingSizes::default().exec
+        );
+        let err = resolve("ring_buffers: { exec: 5000 }\n").unwrap_err();
+        assert!(err.to_string().contains("ring_buffers.exec"), "{err}");
+        let err = resolve("ring_buffers: { file: 4GiB }\n").unwrap_err();
+        assert!(err.to_string().contains("ring_buffers.file"), "{err}");
     }
 
     #[test]

@@ -1,12 +1,13 @@
-//! The sensor, first stage of the pipeline: probes → ring buffer → decode →
-//! process table → a bounded channel of raw [`Record`]s for the settler.
+//! The sensor, first stage of the pipeline: probes → ring buffers (one per
+//! family) → decode → process table → a bounded channel of raw
+//! [`Record`]s for the settler.
 use std::{collections::HashSet, io, sync::Arc, time::Duration};
 
 use reflex_wire::{LOSS_SLOTS, LossFamily, LossReason, loss_slot};
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use crate::{
-    events::{Event, Kind, Record, clock::BootClock, decode, reader::EventReader},
+    events::{Event, Kind, Record, clock::BootClock, decode, reader::FamilyReaders},
     fanotify::{FileMarks, NoticeReader},
     loader::{KernelLosses, LoadError, LoadOptions, Probes},
     process::{Lineages, ProcessTable},
@@ -54,8 +55,8 @@ pub enum SensorError {
     /// The probes did not load.
     #[error(transparent)]
     Load(#[from] LoadError),
-    /// The ring buffer could not be registered with the reactor.
-    #[error("registering the event ring buffer with tokio")]
+    /// A ring buffer could not be registered with the reactor.
+    #[error("registering the event ring buffers with tokio")]
     Reactor(#[source] io::Error),
 }
 
@@ -78,12 +79,19 @@ impl Sensor {
         if options.exclude_self {
             probes.exclude(std::process::id())?;
         }
-        let ring = probes.take_events()?;
+        let rings = probes.take_events()?;
         let losses = Arc::new(probes.take_losses()?);
         for probe in probes.attached() {
             metrics.probes.with_label_values(&[probe.as_str()]).set(1);
         }
-        let reader = EventReader::new(ring).map_err(SensorError::Reactor)?;
+        for (family, _, bytes) in options.load.rings.each() {
+            metrics
+                .kernel
+                .ring_bytes
+                .with_label_values(&[family.label()])
+                .set(i64::from(bytes));
+        }
+        let readers = FamilyReaders::new(rings).map_err(SensorError::Reactor)?;
         let marks = match options.fanotify {
             true => match FileMarks::new() {
                 Ok(marks) => {
@@ -128,7 +136,7 @@ impl Sensor {
             exited: std::collections::VecDeque::with_capacity(EXITED_KEPT),
         };
         let tasks = vec![
-            tokio::spawn(pipeline.run(reader, notices, tx)),
+            tokio::spawn(pipeline.run(readers, notices, tx)),
             tokio::spawn(sync_kernel_losses(losses.clone(), marks.clone(), metrics)),
         ];
         Ok((
@@ -157,6 +165,11 @@ impl Sensor {
         &mut self,
     ) -> Result<crate::loader::exec_kill::ExecKillMaps, LoadError> {
         self.probes.take_exec_kill_maps()
+    }
+
+    /// Takes the connect filter's maps; only the first call succeeds.
+    pub fn take_interest_maps(&mut self) -> Result<crate::loader::InterestMaps, LoadError> {
+        self.probes.take_interest_maps()
     }
 
     /// Takes the connect hooks' block rules; only the first call succeeds.
@@ -215,66 +228,48 @@ const EXITED_KEPT: usize = 256;
 impl Pipeline {
     async fn run(
         mut self,
-        mut reader: EventReader,
+        mut readers: FamilyReaders,
         mut notices: Option<NoticeReader>,
         tx: mpsc::Sender<Record>,
     ) {
         let mut batch = Vec::new();
         loop {
             let woke = tokio::select! {
-                ready = reader.ready() => ready.map(|()| None),
+                ready = readers.ready() => ready.map(|()| None),
                 read = notices::next_notices(&mut notices) => Ok(Some(read)),
             };
-            match woke {
-                Err(err) => {
-                    tracing::error!(%err, "event ring buffer unreadable; the sensor stops");
-                    return;
-                }
-                Ok(Some(read)) => {
-                    // The probes' records of the same moment first: the
-                    // exec of a writer fanotify names must be in the table.
-                    reader.drain(|bytes| {
-                        if let Some(record) = self.handle(bytes) {
-                            batch.push(record);
-                        }
-                    });
-                    match read {
-                        Ok(Ok(list)) => {
-                            for notice in list {
-                                self.notice(notice, &mut batch);
-                            }
-                        }
-                        Ok(Err(err)) => {
-                            self.metrics
-                                .lost
-                                .with_label_values(&["fanotify", "decode", "file"])
-                                .inc();
-                            tracing::warn!(%err, "dropped an undecodable fanotify read");
-                        }
-                        Err(err) => {
-                            tracing::error!(%err, "fanotify unreadable; only the syscall probes report file changes now");
-                            notices = None;
-                        }
-                    }
-                    for record in batch.drain(..) {
-                        if tx.send(record).await.is_err() {
-                            return;
-                        }
-                    }
-                    continue;
-                }
-                Ok(None) => {}
-            }
-            let read = reader
-                .read_batch(|bytes| {
-                    if let Some(record) = self.handle(bytes) {
-                        batch.push(record);
-                    }
-                })
-                .await;
-            if let Err(err) = read {
-                tracing::error!(%err, "event ring buffer unreadable; the sensor stops");
+            if let Err(err) = &woke {
+                tracing::error!(%err, "an event ring buffer is unreadable; the sensor stops");
                 return;
+            }
+            // Every family's records of the moment, the exec family first
+            // (see `FamilyReaders`); for a fanotify wake-up too, so that the
+            // exec of a writer fanotify names is in the table.
+            let metrics = self.metrics.clone();
+            for event in readers.drain(|bytes| decode_counted(bytes, &metrics)) {
+                if let Some(record) = self.handle(event) {
+                    batch.push(record);
+                }
+            }
+            if let Ok(Some(read)) = woke {
+                match read {
+                    Ok(Ok(list)) => {
+                        for notice in list {
+                            self.notice(notice, &mut batch);
+                        }
+                    }
+                    Ok(Err(err)) => {
+                        self.metrics
+                            .lost
+                            .with_label_values(&["fanotify", "decode", "file"])
+                            .inc();
+                        tracing::warn!(%err, "dropped an undecodable fanotify read");
+                    }
+                    Err(err) => {
+                        tracing::error!(%err, "fanotify unreadable; only the syscall probes report file changes now");
+                        notices = None;
+                    }
+                }
             }
             for record in batch.drain(..) {
                 if tx.send(record).await.is_err() {
@@ -284,10 +279,8 @@ impl Pipeline {
         }
     }
 
-    /// Decodes, counts and enriches one record; `None` if it is dropped
-    /// (decode error, counted) or filtered out by kind.
-    fn handle(&mut self, bytes: &[u8]) -> Option<Record> {
-        let event = decode_counted(bytes, &self.metrics)?;
+    /// Counts and enriches one event; `None` if it is filtered out by kind.
+    fn handle(&mut self, event: Event) -> Option<Record> {
         let kind = event.kind();
         self.metrics
             .events
@@ -335,9 +328,11 @@ pub fn decode_counted(bytes: &[u8], metrics: &Metrics) -> Option<Event> {
     }
 }
 
-/// Copies the kernel's per-CPU loss counters into the metrics, as deltas.
+/// Copies the kernel's per-CPU loss and filter counters into the metrics,
+/// as deltas.
 async fn sync_kernel_losses(losses: Arc<KernelLosses>, marks: Option<FileMarks>, metrics: Metrics) {
     let mut seen = [0u64; LOSS_SLOTS as usize];
+    let mut filtered = [0u64; LossFamily::COUNT as usize];
     let mut tick = tokio::time::interval(LOSS_POLL);
     loop {
         tick.tick().await;
@@ -364,6 +359,22 @@ async fn sync_kernel_losses(losses: Arc<KernelLosses>, marks: Option<FileMarks>,
                 }
             }
             Err(err) => tracing::warn!(%err, "reading kernel loss counters"),
+        }
+        match losses.filtered() {
+            Ok(now) => {
+                for (family, total) in now {
+                    let slot = &mut filtered[family as usize];
+                    if total > *slot {
+                        metrics
+                            .kernel
+                            .filtered
+                            .with_label_values(&[family.label()])
+                            .inc_by(total - *slot);
+                        *slot = total;
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(%err, "reading kernel filter counters"),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! reflex's kernel programs. Each module holds one event family; every probe
-//! captures, filters by map lookup and submits into the `EVENTS` ring buffer.
+//! captures, filters by map lookup and submits into its family's ring buffer (`EXEC_EVENTS`, `FILE_EVENTS`,
+//! `CONNECT_EVENTS`).
 #![no_std]
 #![no_main]
 
@@ -24,6 +25,7 @@ mod event;
 mod exe;
 mod exe_path;
 mod file;
+mod interest;
 mod maps;
 mod net;
 mod process;

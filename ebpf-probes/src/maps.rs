@@ -7,22 +7,42 @@ use aya_ebpf::{
 };
 use reflex_wire::{
     FileKey, KernelOffsets, LOSS_SLOTS, LossFamily, LossReason, loss_slot,
-    maps::{self, EVENTS_BYTES},
+    maps::{self, CONNECT_EVENTS_BYTES, EXEC_EVENTS_BYTES, FILE_EVENTS_BYTES},
     offsets,
 };
 
 use crate::file::FileOp;
 
-/// All events, every family, in one ring buffer. The agent may resize it at load.
+// One ring buffer per family, so that a flood of one (a `connect()` loop,
+// an exec storm) fills its own and cannot make another's events be lost.
+// The agent may resize each at load.
+
+/// The exec family: exec, exit and fork records.
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
-exported_as!(EVENTS, maps::EVENTS);
+pub static EXEC_EVENTS: RingBuf = RingBuf::with_byte_size(EXEC_EVENTS_BYTES, 0);
+exported_as!(EXEC_EVENTS, maps::EXEC_EVENTS);
+
+/// The file family.
+#[map]
+pub static FILE_EVENTS: RingBuf = RingBuf::with_byte_size(FILE_EVENTS_BYTES, 0);
+exported_as!(FILE_EVENTS, maps::FILE_EVENTS);
+
+/// The connect family.
+#[map]
+pub static CONNECT_EVENTS: RingBuf = RingBuf::with_byte_size(CONNECT_EVENTS_BYTES, 0);
+exported_as!(CONNECT_EVENTS, maps::CONNECT_EVENTS);
 
 /// Events the kernel side could not deliver, per CPU, indexed by
 /// [`loss_slot`] of reason and family.
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_SLOTS, 0);
 exported_as!(LOST, maps::LOST);
+
+/// Events a filter kept in the kernel because no loaded policy could
+/// match them, per CPU, indexed by [`LossFamily`].
+#[map]
+pub static FILTERED: PerCpuArray<u64> = PerCpuArray::with_max_entries(LossFamily::COUNT, 0);
+exported_as!(FILTERED, maps::FILTERED);
 
 /// Kernel struct offsets resolved by the agent from BTF before load.
 #[unsafe(no_mangle)]
@@ -48,6 +68,15 @@ pub fn count_loss(reason: LossReason, family: LossFamily) {
     if let Some(slot) = LOST.get_ptr_mut(loss_slot(reason, family)) {
         // SAFETY: the pointer comes from a successful per-CPU map lookup, so it
         // is valid and only this CPU touches it while the program runs.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Counts one event of `family` that a filter kept in the kernel.
+#[inline(always)]
+pub fn count_filtered(family: LossFamily) {
+    if let Some(slot) = FILTERED.get_ptr_mut(family as u32) {
+        // SAFETY: as in `count_loss`.
         unsafe { *slot += 1 };
     }
 }

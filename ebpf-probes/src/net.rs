@@ -8,11 +8,12 @@
 //! as the local address the kernel sends it to. Datagram flows are reported at most once
 //! a second each (`FLOWS`). Accepted connections and listening sockets are
 //! read at the exit of `accept`, `accept4` and `listen`, in the owning
-//! process, from its socket.
+//! process, from its socket. Only what some loaded policy could match is
+//! sent (see [`crate::interest`]); refused connects always are.
 
 use core::{
     mem::size_of,
-    ptr::{addr_of_mut, write_volatile},
+    ptr::{addr_of_mut, read_volatile, write_volatile},
 };
 
 use aya_ebpf::{
@@ -24,13 +25,14 @@ use aya_ebpf::{
 };
 use reflex_wire::{
     BlockRule, EventKind, LossFamily, LossReason, NetEvent, maps,
-    net::{V4_MAPPED_PREFIX, addr_family, direction},
+    net::{V4_MAPPED_PREFIX, addr_family, direction, interest as wanted},
     programs,
 };
 
 use crate::{
     event::{header, header_without_parent},
-    maps::{EVENTS, OFFSETS, count_loss, is_excluded},
+    interest,
+    maps::{CONNECT_EVENTS, OFFSETS, count_filtered, count_loss, is_excluded},
     syscall, task,
 };
 
@@ -131,6 +133,7 @@ fn try_inet4(ctx: &SockAddrContext, datagram: bool) -> i32 {
         sa.protocol,
         blocked,
         datagram,
+        || interest::outbound4(ip, port, sa.protocol),
     )
 }
 
@@ -139,7 +142,18 @@ fn try_inet6(ctx: &SockAddrContext, datagram: bool) -> i32 {
     // SAFETY: as in `try_inet4`.
     let sa = unsafe { &*ctx.sock_addr };
     let port = u16::from_be(sa.user_port as u16);
-    let mut ip = sa.user_ip6;
+    let protocol = sa.protocol;
+    // Word by word at fixed offsets: the verifier refuses a copy of the
+    // array, which LLVM makes through a moved context pointer.
+    // SAFETY: the fields are plain u32s of the kernel's context.
+    let mut ip = unsafe {
+        [
+            read_volatile(&sa.user_ip6[0]),
+            read_volatile(&sa.user_ip6[1]),
+            read_volatile(&sa.user_ip6[2]),
+            read_volatile(&sa.user_ip6[3]),
+        ]
+    };
     if ip[0] | ip[1] | ip[2] | ip[3] == 0 {
         ip = this_host6(sa);
     }
@@ -154,8 +168,19 @@ fn try_inet6(ctx: &SockAddrContext, datagram: bool) -> i32 {
     } else {
         BLOCK6.get(Key::new(128, ip))
     };
-    let blocked = rule.is_some_and(|r| r.refuses(port, sa.protocol));
-    on_outbound(addr_family::INET6, ip, port, sa.protocol, blocked, datagram)
+    let blocked = rule.is_some_and(|r| r.refuses(port, protocol));
+    on_outbound(
+        addr_family::INET6,
+        ip,
+        port,
+        protocol,
+        blocked,
+        datagram,
+        move || match mapped {
+            true => interest::outbound4(ip[3], port, protocol),
+            false => interest::outbound6(ip, port, protocol),
+        },
+    )
 }
 
 /// `127.0.0.1` as the kernel stores it.
@@ -201,7 +226,8 @@ fn this_host6(sa: &bpf_sock_addr) -> [u32; 4] {
     }
 }
 
-/// The one decision of the four hooks, and its report.
+/// The one decision of the four hooks, and its report: sent when refused
+/// or `wanted` (some loaded policy could match it), else only counted.
 #[inline(always)]
 fn on_outbound(
     addr_family: u32,
@@ -210,12 +236,17 @@ fn on_outbound(
     protocol: u32,
     blocked: bool,
     datagram: bool,
+    wanted: impl FnOnce() -> bool,
 ) -> i32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if is_excluded(tgid) {
         return ALLOW;
     }
     let verdict = if blocked { DENY } else { ALLOW };
+    if !blocked && !wanted() {
+        count_filtered(LossFamily::Connect);
+        return verdict;
+    }
     let suppressed = if datagram {
         match flow_due(tgid, addr_family, addr, port, protocol) {
             Some(suppressed) => suppressed,
@@ -224,7 +255,7 @@ fn on_outbound(
     } else {
         0
     };
-    let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) else {
+    let Some(mut entry) = CONNECT_EVENTS.reserve::<NetEvent>(0) else {
         count_loss(LossReason::RingbufFull, LossFamily::Connect);
         return verdict;
     };
@@ -364,7 +395,15 @@ fn report_socket(fd: u64, dir: u32) -> Result<(), LossReason> {
     if fam != addr_family::INET && fam != addr_family::INET6 {
         return Ok(());
     }
-    let mut entry = EVENTS
+    let bit = match dir {
+        direction::INBOUND => wanted::INBOUND,
+        _ => wanted::LISTEN,
+    };
+    if !interest::direction(bit) {
+        count_filtered(LossFamily::Connect);
+        return Ok(());
+    }
+    let mut entry = CONNECT_EVENTS
         .reserve::<NetEvent>(0)
         .ok_or(LossReason::RingbufFull)?;
     let event = entry.as_mut_ptr();

@@ -24,7 +24,7 @@ use reflex_wire::{
 use crate::{
     event::header,
     exe, exe_path,
-    maps::{EVENTS, EXCLUDED, OFFSETS, count_loss, is_excluded},
+    maps::{EXCLUDED, EXEC_EVENTS, OFFSETS, count_loss, is_excluded},
     task,
 };
 
@@ -74,7 +74,7 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), LossReason> {
         flags |= kill_current(tgid);
     }
     let (dev, ino) = key.map_or((0, 0), |k| (k.dev, k.ino));
-    let mut entry = EVENTS
+    let mut entry = EXEC_EVENTS
         .reserve::<ExecEvent>(0)
         .ok_or(LossReason::RingbufFull)?;
     let event = entry.as_mut_ptr();
@@ -189,7 +189,7 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), LossReason> {
     if !last {
         return Ok(());
     }
-    let mut entry = EVENTS
+    let mut entry = EXEC_EVENTS
         .reserve::<ExitEvent>(0)
         .ok_or(LossReason::RingbufFull)?;
     let code = task::read::<u32>(task::current(), offsets.task_exit_code).unwrap_or(0);
@@ -245,7 +245,7 @@ fn try_task_newtask(ctx: &TracePointContext) -> Result<(), LossReason> {
     // SAFETY: as above.
     let child: u32 = unsafe { ctx.read_at(offsets.tp_newtask_pid as usize) }
         .map_err(|_| LossReason::ReadFailed)?;
-    let mut entry = EVENTS
+    let mut entry = EXEC_EVENTS
         .reserve::<ForkEvent>(0)
         .ok_or(LossReason::RingbufFull)?;
     entry.write(ForkEvent {

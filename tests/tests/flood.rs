@@ -19,7 +19,7 @@ use reflex_tests::{Scratch, http_get, metrics_addr, require_root, scrape};
 const OPENS: u64 = 1_000_000;
 const EVENTS: u64 = 2 * OPENS;
 /// The agent's resident memory may not pass this during the flood: the
-/// ring buffer (4 MiB), the bounded record queue (65 536 records) and the
+/// ring buffers (10 MiB, file 4 MiB of it), the bounded record queue (65 536 records) and the
 /// agent's own baseline (~45 MiB) with room to spare.
 const RSS_BOUND_KIB: u64 = 256 << 10;
 

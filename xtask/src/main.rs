@@ -40,6 +40,9 @@ enum Task {
         /// A shorter run (a few minutes).
         #[arg(long)]
         quick: bool,
+        /// Only B8, the UDP connect flood (about a minute).
+        #[arg(long)]
+        flood: bool,
     },
     /// Fuzz the policy compiler and the record decoder with cargo fuzz
     /// (nightly); a crash or hang fails the command and keeps its input.
@@ -97,11 +100,16 @@ fn main() -> Result<()> {
             };
             fuzz::run(&root, &targets, seconds)
         }
-        Task::Bench { quick } => {
+        Task::Bench { quick, flood } => {
             setup::run()?;
-            setup::bench_tools()?;
+            if !flood {
+                setup::bench_tools()?;
+            }
             cmd::cargo(&["build", "--release", "--package", "reflex"])?;
-            bench::run(&root, quick)
+            match flood {
+                true => bench::run_flood(&root, quick),
+                false => bench::run(&root, quick),
+            }
         }
     }
 }

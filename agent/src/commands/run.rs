@@ -10,7 +10,7 @@ use crate::{
         Executor,
         run::{HookRunner, Inherited},
     },
-    blocks::BlockTable,
+    blocks::{BlockTable, interest::InterestTable},
     cli::RunArgs,
     config::Settings,
     engine::{Engine, reload},
@@ -94,6 +94,8 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     options.load.exec_kill_entries = crate::settle::exec::kernel_room(&set);
     options.load.watch_room = crate::settle::file::watch::capacity::room(&set, args.watch);
     tracing::info!(room = ?options.load.watch_room, "kernel watch maps");
+    options.load.rings = args.rings;
+    options.load.filter_connects = true;
     let (mut sensor, records) =
         Sensor::start(options, metrics.clone()).context("starting the sensor")?;
     let cpu = match cpu_hz {
@@ -122,6 +124,11 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
+    // Only connects some loaded policy could match leave the kernel, from
+    // the first set on and after every reload.
+    let mut interest = InterestTable::new(sensor.take_interest_maps()?, metrics.clone());
+    interest.configure(&set);
+    let interest = tokio::spawn(interest.follow(set_rx.clone()));
     let baselines = BaselineStore::open(&args.state_dir)
         .context("opening the baseline store")?
         .with_history(args.baseline_history)
@@ -187,6 +194,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     crate::telemetry::notify::stopping();
     drop(sensor);
     reloader.abort();
+    interest.abort();
     for task in stages.iter().chain(&blocks) {
         task.abort();
     }

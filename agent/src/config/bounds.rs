@@ -100,7 +100,7 @@ pub fn check(path: &Path, settings: &super::Settings) -> Result<(), ConfigError>
     } else if settings.metrics_limits.max_connections == 0 {
         Some("metrics.max_connections must be at least 1".to_string())
     } else {
-        None
+        ring_problem(&settings.rings)
     };
     match problem {
         Some(message) => Err(ConfigError::Invalid(Located {
@@ -109,6 +109,55 @@ pub fn check(path: &Path, settings: &super::Settings) -> Result<(), ConfigError>
             message,
         })),
         None => Ok(()),
+    }
+}
+
+/// The first ring buffer size the kernel would refuse, said.
+fn ring_problem(rings: &crate::loader::RingSizes) -> Option<String> {
+    rings.each().into_iter().find_map(|(family, _, bytes)| {
+        (!bytes.is_power_of_two() || !(MIN_RING_BYTES..=MAX_RING_BYTES).contains(&bytes)).then(
+            || {
+                format!(
+                    "ring_buffers.{} is {bytes} bytes; it must be a power of two from 4KiB to 1GiB",
+                    family.label()
+                )
+            },
+        )
+    })
+}
+
+/// Smallest ring buffer: one page.
+const MIN_RING_BYTES: u32 = 4 << 10;
+/// Largest ring buffer taken here (the kernel's limit is higher; this keeps
+/// a typo from pinning gigabytes of kernel memory).
+const MAX_RING_BYTES: u32 = 1 << 30;
+
+/// `ring_buffers:`: bytes of each event family's kernel ring buffer. A
+/// flood of one family fills only its own; what does not fit is counted in
+/// `reflex_events_lost_total{place="kernel",reason="ringbuf_full",family}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RingBuffersConfig {
+    /// Exec, exit and fork records (default 4MiB).
+    pub exec: Option<ByteSize>,
+    /// File changes (default 4MiB).
+    pub file: Option<ByteSize>,
+    /// Connects, accepts, listens (default 2MiB).
+    pub connect: Option<ByteSize>,
+}
+
+impl RingBuffersConfig {
+    /// The sizes in force; a size past `u32` becomes one [`check`] refuses.
+    pub fn sizes(&self) -> crate::loader::RingSizes {
+        let defaults = crate::loader::RingSizes::default();
+        let pick = |set: Option<ByteSize>, default: u32| {
+            set.map_or(default, |b| u32::try_from(b.0).unwrap_or(u32::MAX))
+        };
+        crate::loader::RingSizes {
+            exec: pick(self.exec, defaults.exec),
+            file: pick(self.file, defaults.file),
+            connect: pick(self.connect, defaults.connect),
+        }
     }
 }
 

@@ -1,10 +1,12 @@
-//! Reading the event ring buffer from tokio without busy polling.
+//! Reading the per-family ring buffers from tokio without busy polling.
 use std::io;
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::{Interest, unix::AsyncFd};
 
-/// Waits on the ring buffer's fd and hands out its records.
+use crate::{events::Event, loader::EventRings};
+
+/// Waits on one ring buffer's fd and hands out its records.
 pub struct EventReader {
     fd: AsyncFd<RingBuf<MapData>>,
 }
@@ -18,10 +20,14 @@ impl EventReader {
         Ok(Self { fd })
     }
 
-    /// Waits until records are available, without taking them: the next
-    /// [`EventReader::read_batch`] returns at once.
+    /// Waits until records are available and forgets the wake-up: the
+    /// caller drains next. Clearing before draining loses nothing, because
+    /// the kernel wakes the reader for any record committed once the
+    /// reader has caught up with it.
     pub async fn ready(&mut self) -> io::Result<()> {
-        self.fd.readable_mut().await.map(drop)
+        let mut guard = self.fd.readable_mut().await?;
+        guard.clear_ready();
+        Ok(())
     }
 
     /// Passes every record available now to `each`, without waiting.
@@ -34,25 +40,109 @@ impl EventReader {
         }
         count
     }
+}
 
-    /// Waits until records are available, then passes each one to `each`
-    /// until the buffer is empty. Returns how many records were read.
-    pub async fn read_batch(&mut self, mut each: impl FnMut(&[u8])) -> io::Result<usize> {
-        let mut guard = self.fd.readable_mut().await?;
-        let ring = guard.get_inner_mut();
-        let mut count = 0;
-        while let Some(item) = ring.next() {
-            each(&item);
-            count += 1;
+/// The readers of every family's ring buffer.
+///
+/// On each wake-up all three are drained: exec, file, connect, then exec
+/// once more, so that the exec of a process whose file or connect record
+/// was read is read too (it was committed before that record was). The
+/// records are then merged by kernel time, each family's in its own order,
+/// so that a file or connect record finds its process's exec in the
+/// process table. Across families, records of the same instant keep the
+/// drain order.
+pub struct FamilyReaders {
+    exec: EventReader,
+    file: EventReader,
+    connect: EventReader,
+}
+
+impl FamilyReaders {
+    /// Registers every ring buffer with the tokio reactor.
+    pub fn new(rings: EventRings) -> io::Result<Self> {
+        Ok(Self {
+            exec: EventReader::new(rings.exec)?,
+            file: EventReader::new(rings.file)?,
+            connect: EventReader::new(rings.connect)?,
+        })
+    }
+
+    /// Waits until any buffer has records; [`FamilyReaders::drain`] next.
+    pub async fn ready(&mut self) -> io::Result<()> {
+        tokio::select! {
+            biased;
+            ready = self.exec.ready() => ready,
+            ready = self.file.ready() => ready,
+            ready = self.connect.ready() => ready,
         }
-        guard.clear_ready();
-        // A record submitted between the last read and `clear_ready` woke
-        // nobody: drain once more so it is not left until the next wake-up.
-        let ring = guard.get_inner_mut();
-        while let Some(item) = ring.next() {
-            each(&item);
-            count += 1;
+    }
+
+    /// Every record available now, decoded by `decode` (which drops what
+    /// it returns `None` for), in the order described above.
+    pub fn drain(&mut self, mut decode: impl FnMut(&[u8]) -> Option<Event>) -> Vec<Event> {
+        let mut exec = Vec::new();
+        let mut file = Vec::new();
+        let mut connect = Vec::new();
+        self.exec.drain(|b| exec.extend(decode(b)));
+        self.file.drain(|b| file.extend(decode(b)));
+        self.connect.drain(|b| connect.extend(decode(b)));
+        self.exec.drain(|b| exec.extend(decode(b)));
+        merge_by_time([exec, file, connect])
+    }
+}
+
+/// One sequence of `families`, each kept in its order, taking at each step
+/// the head with the earliest kernel time (the first family on a tie).
+fn merge_by_time<const N: usize>(families: [Vec<Event>; N]) -> Vec<Event> {
+    let total = families.iter().map(Vec::len).sum();
+    let mut out = Vec::with_capacity(total);
+    let mut heads: Vec<std::iter::Peekable<std::vec::IntoIter<Event>>> = families
+        .into_iter()
+        .map(|f| f.into_iter().peekable())
+        .collect();
+    loop {
+        let next = heads
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, h)| h.peek().map(|e| (e.ktime_ns, i)))
+            .min();
+        let Some((_, i)) = next else { break };
+        out.extend(heads[i].next());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Body, Exit, Task};
+
+    fn at(ktime_ns: u64, pid: u32) -> Event {
+        Event {
+            ktime_ns,
+            task: Task {
+                tid: pid,
+                pid,
+                ppid: 0,
+                uid: 0,
+                gid: 0,
+                comm: String::new(),
+                cgroup_id: 0,
+            },
+            body: Body::Exit(Exit::from_raw(0)),
         }
-        Ok(count)
+    }
+
+    #[test]
+    fn merging_keeps_each_family_in_order_and_interleaves_by_time() {
+        let exec = vec![at(10, 1), at(30, 2), at(5, 3)];
+        let file = vec![at(20, 4), at(31, 5)];
+        let connect = vec![at(10, 6)];
+        let pids: Vec<u32> = merge_by_time([exec, file, connect])
+            .iter()
+            .map(|e| e.task.pid)
+            .collect();
+        // Exec's out-of-time record (5) stays after its predecessors.
+        assert_eq!(pids, [1, 6, 4, 2, 3, 5]);
     }
 }

@@ -15,9 +15,14 @@ pub enum LoadError {
     /// The object was rejected as a whole.
     #[error("loading the reflex-probes object")]
     Object(#[source] EbpfError),
-    /// The ring buffer size is not a power-of-two multiple of the page size.
-    #[error("ring buffer size {0} is not a power of two of at least 4096 bytes")]
-    RingSize(u32),
+    /// A ring buffer size is not a power-of-two multiple of the page size.
+    #[error("{family} ring buffer size {bytes} is not a power of two of at least 4096 bytes")]
+    RingSize {
+        /// The family whose buffer it is.
+        family: &'static str,
+        /// The size asked for.
+        bytes: u32,
+    },
     /// The object lacks a program the agent expects (a build mismatch).
     #[error("program {0} missing from the reflex-probes object")]
     MissingProgram(&'static str),

@@ -1,6 +1,6 @@
 //! The maps the rest of the agent reads and writes, handed out by name from
 //! the loaded object (`reflex_wire::maps`), each at most once.
-use aya::maps::{HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf};
 use reflex_wire::{BlockRule, FileKey, LossFamily, LossReason, loss_slot, maps};
 
 use super::{LoadError, Probes, error::map_error};
@@ -47,6 +47,27 @@ pub struct BlockMaps {
     pub v6: LpmTrie<MapData, [u32; 4], BlockRule>,
 }
 
+/// Which connects the probes send (see `ebpf-probes/src/interest.rs`).
+pub struct InterestMaps {
+    /// `CONNECT_FILTER`: the `reflex_wire::net::interest` bits, one entry.
+    pub filter: Array<MapData, u32>,
+    /// `INTEREST4`: IPv4 prefixes wanted outbound, keyed as `BLOCK4`.
+    pub v4: LpmTrie<MapData, u32, BlockRule>,
+    /// `INTEREST6`: IPv6 prefixes wanted outbound, keyed as `BLOCK6`.
+    pub v6: LpmTrie<MapData, [u32; 4], BlockRule>,
+}
+
+/// The ring buffers, one per family, in the order the sensor drains them.
+pub struct EventRings {
+    /// `EXEC_EVENTS`: drained first, so that every other record finds its
+    /// process in the table.
+    pub exec: RingBuf<MapData>,
+    /// `FILE_EVENTS`.
+    pub file: RingBuf<MapData>,
+    /// `CONNECT_EVENTS`.
+    pub connect: RingBuf<MapData>,
+}
+
 /// The CPU sensor's counters (see `ebpf-probes/src/cpu.rs`).
 pub struct CpuMaps {
     /// `CPU_SAMPLES`: samples per process, per CPU, cumulative.
@@ -55,9 +76,10 @@ pub struct CpuMaps {
     pub host: PerCpuArray<MapData, u64>,
 }
 
-/// Read access to the probes' per-CPU `LOST` counters.
+/// Read access to the probes' per-CPU `LOST` and `FILTERED` counters.
 pub struct KernelLosses {
     map: PerCpuArray<MapData, u64>,
+    filtered: PerCpuArray<MapData, u64>,
 }
 
 impl KernelLosses {
@@ -69,6 +91,17 @@ impl KernelLosses {
             .map(|(reason, family)| {
                 let per_cpu = self.map.get(&loss_slot(reason, family), 0)?;
                 Ok((reason, family, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// Events kept in the kernel by a filter so far, per family, summed over CPUs.
+    pub fn filtered(&self) -> Result<Vec<(LossFamily, u64)>, MapError> {
+        LossFamily::ALL
+            .iter()
+            .map(|&family| {
+                let per_cpu = self.filtered.get(&(family as u32), 0)?;
+                Ok((family, per_cpu.iter().sum()))
             })
             .collect()
     }
@@ -122,15 +155,29 @@ impl Probes {
         })
     }
 
-    /// Takes the event ring buffer; only the first call succeeds.
-    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
-        self.take(maps::EVENTS)
+    /// Takes the connect filter's maps; only the first call succeeds.
+    pub fn take_interest_maps(&mut self) -> Result<InterestMaps, LoadError> {
+        Ok(InterestMaps {
+            filter: self.take(maps::CONNECT_FILTER)?,
+            v4: self.take(maps::INTEREST4)?,
+            v6: self.take(maps::INTEREST6)?,
+        })
     }
 
-    /// Takes the kernel loss counters; only the first call succeeds.
+    /// Takes the event ring buffers; only the first call succeeds.
+    pub fn take_events(&mut self) -> Result<EventRings, LoadError> {
+        Ok(EventRings {
+            exec: self.take(maps::EXEC_EVENTS)?,
+            file: self.take(maps::FILE_EVENTS)?,
+            connect: self.take(maps::CONNECT_EVENTS)?,
+        })
+    }
+
+    /// Takes the kernel loss and filter counters; only the first call succeeds.
     pub fn take_losses(&mut self) -> Result<KernelLosses, LoadError> {
         Ok(KernelLosses {
             map: self.take(maps::LOST)?,
+            filtered: self.take(maps::FILTERED)?,
         })
     }
 }

@@ -20,19 +20,62 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, ProgramArray},
 };
-use reflex_wire::{KernelOffsets, offsets, programs};
+use reflex_wire::{KernelOffsets, LossFamily, offsets, programs};
 
 use self::attach::Links;
 pub use self::{
     error::LoadError,
-    maps::{BlockMaps, CpuMaps, KernelLosses, WatchMaps, WatchRoom},
+    maps::{BlockMaps, CpuMaps, EventRings, InterestMaps, KernelLosses, WatchMaps, WatchRoom},
 };
 
 /// The compiled kernel programs, built by `build.rs`.
 static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/reflex-probes"));
 
-/// Default size of the event ring buffer.
-pub const DEFAULT_RING_BYTES: u32 = reflex_wire::maps::EVENTS_BYTES;
+/// Bytes of each family's ring buffer (each a power of two, ≥ one page).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingSizes {
+    /// `EXEC_EVENTS`: exec, exit, fork.
+    pub exec: u32,
+    /// `FILE_EVENTS`.
+    pub file: u32,
+    /// `CONNECT_EVENTS`.
+    pub connect: u32,
+}
+
+impl Default for RingSizes {
+    fn default() -> Self {
+        Self {
+            exec: reflex_wire::maps::EXEC_EVENTS_BYTES,
+            file: reflex_wire::maps::FILE_EVENTS_BYTES,
+            connect: reflex_wire::maps::CONNECT_EVENTS_BYTES,
+        }
+    }
+}
+
+impl RingSizes {
+    /// (family, map name, bytes) of every buffer.
+    pub fn each(&self) -> [(LossFamily, &'static str, u32); 3] {
+        use reflex_wire::maps;
+        [
+            (LossFamily::Exec, maps::EXEC_EVENTS, self.exec),
+            (LossFamily::File, maps::FILE_EVENTS, self.file),
+            (LossFamily::Connect, maps::CONNECT_EVENTS, self.connect),
+        ]
+    }
+
+    /// Checks that every size is one the kernel takes.
+    pub fn check(&self) -> Result<(), LoadError> {
+        for (family, _, bytes) in self.each() {
+            if !bytes.is_power_of_two() || bytes < 4096 {
+                return Err(LoadError::RingSize {
+                    family: family.label(),
+                    bytes,
+                });
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Default CPU sampling frequency (Hz).
 pub const DEFAULT_CPU_HZ: u64 = 99;
@@ -40,23 +83,27 @@ pub const DEFAULT_CPU_HZ: u64 = 99;
 /// Settings for [`Probes::load`].
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// Bytes of the event ring buffer (power of two, ≥ one page).
-    pub ring_bytes: u32,
+    /// Bytes of each family's ring buffer.
+    pub rings: RingSizes,
     /// CPU sampling frequency; `None` leaves the CPU sensor off.
     pub cpu_hz: Option<u64>,
     /// Room in each of the exec kill maps (identities, names, directories).
     pub exec_kill_entries: u32,
     /// Room in the file watch maps.
     pub watch_room: WatchRoom,
+    /// Send no connect until the agent fills the connect filter (`reflex
+    /// run`); otherwise every connect is sent (`reflex events`).
+    pub filter_connects: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
-            ring_bytes: DEFAULT_RING_BYTES,
+            rings: RingSizes::default(),
             cpu_hz: Some(DEFAULT_CPU_HZ),
             exec_kill_entries: exec_kill::DEFAULT_ENTRIES,
             watch_room: WatchRoom::default(),
+            filter_connects: false,
         }
     }
 }
@@ -75,15 +122,15 @@ pub struct Probes {
 impl Probes {
     /// Resolves offsets, loads the object and attaches every probe.
     pub fn load(options: &LoadOptions) -> Result<Self, LoadError> {
-        let ring = options.ring_bytes;
-        if !ring.is_power_of_two() || ring < 4096 {
-            return Err(LoadError::RingSize(ring));
-        }
+        options.rings.check()?;
         let offsets = kernel_offsets()?;
         let watch = options.watch_room;
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        for (_, name, bytes) in options.rings.each() {
+            loader.map_max_entries(name, bytes);
+        }
+        let mut ebpf = loader
             .override_global(offsets::GLOBAL, &offsets, true)
-            .map_max_entries(reflex_wire::maps::EVENTS, ring)
             .map_max_entries(
                 reflex_wire::maps::EXEC_KILL,
                 options.exec_kill_entries.max(1),
@@ -106,6 +153,9 @@ impl Probes {
         links.process(&mut ebpf)?;
         if let Some(hz) = options.cpu_hz {
             links.cpu(&mut ebpf, hz)?;
+        }
+        if options.filter_connects {
+            filter_all_connects(&mut ebpf)?;
         }
         let cgroup = cgroup::root();
         match &cgroup {
@@ -135,6 +185,19 @@ impl Probes {
     pub fn cgroup(&self) -> Option<&Path> {
         self.cgroup.as_deref()
     }
+}
+
+/// Sets the connect filter to send nothing before the hooks attach, so
+/// that a connect flood is not copied to the agent while it starts; the
+/// agent puts in what its policies want before it says it runs.
+fn filter_all_connects(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    let name = reflex_wire::maps::CONNECT_FILTER;
+    let map = ebpf.map_mut(name).ok_or(LoadError::MissingMap(name))?;
+    let mut filter: aya::maps::Array<_, u32> =
+        aya::maps::Array::try_from(map).map_err(error::map_error(name))?;
+    filter
+        .set(0, reflex_wire::net::interest::FILTERING, 0)
+        .map_err(error::map_error(name))
 }
 
 /// The kernel struct offsets from BTF, and the tracepoint record offsets

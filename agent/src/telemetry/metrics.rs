@@ -46,6 +46,8 @@ pub struct Metrics {
     pub block_rule_errors: IntCounterVec,
     /// What was cut, dropped or refused to keep the agent's bounds.
     pub limits: super::limits::LimitMetrics,
+    /// Ring buffer sizes and kernel filters.
+    pub kernel: super::kernel::KernelMetrics,
     /// `reflex_component_up{component}` and the service manager's STATUS.
     pub health: super::health::Health,
     /// The file watch list's kernel maps.
@@ -298,6 +300,7 @@ impl Metrics {
             registry.register(collector).expect("unique metric names");
         }
         let limits = super::limits::LimitMetrics::register(&registry);
+        let kernel = super::kernel::KernelMetrics::register(&registry);
         let health = super::health::Health::register(&registry, policies_loaded.clone());
         let watch = super::watch::WatchMetrics::register(&registry);
         Self {
@@ -317,6 +320,7 @@ impl Metrics {
             alerts_dropped,
             block_rule_errors,
             limits,
+            kernel,
             health,
             watch,
             exec_kill_entries,

@@ -1,6 +1,7 @@
 //! Metrics: one registry the agent fills and a Prometheus endpoint serves;
 //! component health; sd_notify.
 pub mod health;
+pub mod kernel;
 pub mod limits;
 pub mod metrics;
 pub mod notify;

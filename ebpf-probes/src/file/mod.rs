@@ -28,7 +28,7 @@ use reflex_wire::{
 
 use crate::{
     event::header,
-    maps::{EVENTS, OFFSETS, PENDING, SCRATCH, count_loss, is_excluded},
+    maps::{FILE_EVENTS, OFFSETS, PENDING, SCRATCH, count_loss, is_excluded},
     syscall, task,
 };
 
@@ -145,7 +145,7 @@ fn inode_op(op: &mut FileOp, change: u32, flags: u32, key: FileKey, fd: u64) {
 /// Sends `op` as a [`FileEvent`].
 #[inline(always)]
 fn emit(op: &FileOp, ret: i64) -> Result<(), LossReason> {
-    let mut entry = EVENTS
+    let mut entry = FILE_EVENTS
         .reserve::<FileEvent>(0)
         .ok_or(LossReason::RingbufFull)?;
     let event = entry.as_mut_ptr();

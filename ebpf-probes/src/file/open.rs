@@ -23,7 +23,9 @@ use reflex_wire::{
 use super::{dir_key, emit, file_key, inode_op, kill_current, scratch, zero};
 use crate::{
     event::header,
-    maps::{EVENTS, OFFSETS, OPEN_SLOT, WATCHED, WATCHED_DIRS, WRITE_FDS, count_loss, is_excluded},
+    maps::{
+        FILE_EVENTS, OFFSETS, OPEN_SLOT, WATCHED, WATCHED_DIRS, WRITE_FDS, count_loss, is_excluded,
+    },
     syscall, task,
 };
 
@@ -178,7 +180,7 @@ fn try_exit_open(ctx: &RawTracePointContext) -> Result<(), LossReason> {
     }
     let _ = WRITE_FDS.insert(((tgid as u64) << 32) | ret as u64, key, 0);
 
-    let mut entry = EVENTS
+    let mut entry = FILE_EVENTS
         .reserve::<FileEvent>(0)
         .ok_or(LossReason::RingbufFull)?;
     let event = entry.as_mut_ptr();

@@ -26,7 +26,8 @@ impl LossReason {
     }
 }
 
-/// The event family a lost event belonged to.
+/// The event family a lost (or filtered) event belonged to; each family
+/// has its own ring buffer.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LossFamily {

@@ -3,12 +3,29 @@
 //! constant, so the probes check each static against these at compile time
 //! (`exported_as!` in `ebpf-probes/src/main.rs`).
 
-/// The event ring buffer, every family.
-pub const EVENTS: &str = "EVENTS";
-/// Default bytes of [`EVENTS`]; the agent may resize it at load.
-pub const EVENTS_BYTES: u32 = 4 << 20;
+/// The ring buffer of the exec family (exec, exit, fork).
+pub const EXEC_EVENTS: &str = "EXEC_EVENTS";
+/// The ring buffer of the file family.
+pub const FILE_EVENTS: &str = "FILE_EVENTS";
+/// The ring buffer of the connect family.
+pub const CONNECT_EVENTS: &str = "CONNECT_EVENTS";
+/// Default bytes of [`EXEC_EVENTS`]; the agent may resize it at load.
+pub const EXEC_EVENTS_BYTES: u32 = 4 << 20;
+/// Default bytes of [`FILE_EVENTS`]; the agent may resize it at load.
+pub const FILE_EVENTS_BYTES: u32 = 4 << 20;
+/// Default bytes of [`CONNECT_EVENTS`]; the agent may resize it at load.
+pub const CONNECT_EVENTS_BYTES: u32 = 2 << 20;
 /// Per-CPU loss counters, indexed by [`crate::loss_slot`].
 pub const LOST: &str = "LOST";
+/// Per-CPU counters of events a filter kept in the kernel, by
+/// [`crate::LossFamily`] index.
+pub const FILTERED: &str = "FILTERED";
+/// Which connects the agent wants (see [`crate::net::interest`]).
+pub const CONNECT_FILTER: &str = "CONNECT_FILTER";
+/// IPv4 prefixes some loaded connect policy could match, outbound.
+pub const INTEREST4: &str = "INTEREST4";
+/// IPv6 prefixes, as [`INTEREST4`].
+pub const INTEREST6: &str = "INTEREST6";
 /// Tasks whose events are not reported.
 pub const EXCLUDED: &str = "EXCLUDED";
 /// Watched files by identity.
@@ -53,9 +70,15 @@ pub const CPU_SAMPLES: &str = "CPU_SAMPLES";
 pub const CPU_HOST: &str = "CPU_HOST";
 
 /// Every map in the object.
-pub const ALL: [&str; 23] = [
-    EVENTS,
+pub const ALL: [&str; 29] = [
+    EXEC_EVENTS,
+    FILE_EVENTS,
+    CONNECT_EVENTS,
     LOST,
+    FILTERED,
+    CONNECT_FILTER,
+    INTEREST4,
+    INTEREST6,
     EXCLUDED,
     WATCHED,
     WATCHED_DIRS,

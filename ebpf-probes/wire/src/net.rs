@@ -14,6 +14,22 @@ pub mod direction {
     pub const LISTEN: u32 = 3;
 }
 
+/// Bits of the `CONNECT_FILTER` word: which connects leave the kernel.
+/// Zero (the word as loaded) sends every one, for `reflex events`; the
+/// agent's `run` sets [`interest::FILTERING`] and the directions some
+/// loaded policy could match. The others are counted in `FILTERED`.
+pub mod interest {
+    /// Filter at all; without it every connect is sent.
+    pub const FILTERING: u32 = 1;
+    /// Outbound connects and datagrams whose destination is in
+    /// `INTEREST4`/`INTEREST6` (port and protocol class included) are sent.
+    pub const OUTBOUND: u32 = 2;
+    /// Accepted connections are sent.
+    pub const INBOUND: u32 = 4;
+    /// Sockets that start listening are sent.
+    pub const LISTEN: u32 = 8;
+}
+
 /// Protocol numbers (IANA).
 pub mod proto {
     /// TCP.
@@ -91,6 +107,13 @@ impl BlockRule {
     /// Whether this entry refuses `port` (host byte order) over `protocol`.
     #[inline(always)]
     pub fn refuses(&self, port: u16, protocol: u32) -> bool {
+        self.covers(port, protocol)
+    }
+
+    /// Whether `port` (host byte order) over `protocol` is in this entry's
+    /// ranges: refused in `BLOCK4`/`BLOCK6`, wanted in `INTEREST4`/`INTEREST6`.
+    #[inline(always)]
+    pub fn covers(&self, port: u16, protocol: u32) -> bool {
         let class = class::of(protocol);
         let count = self.counts[class];
         let ranges = &self.ranges[class];

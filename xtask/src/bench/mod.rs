@@ -4,8 +4,9 @@
 //!
 //! One module per benchmark of the README's table (B1 `syscalls`, B2
 //! `revert`, B3 `throughput`, B4 `scaling`, B5 `footprint`, B6 `kill`, B7
-//! `sampling`); this one prepares the policies, runs them in order and
+//! `sampling`, B8 `flood`); this one prepares the policies, runs them in order and
 //! writes the report (`report`).
+mod flood;
 mod footprint;
 mod kill;
 mod proc;
@@ -110,6 +111,30 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
     result
 }
 
+/// Runs B8 alone (`cargo xtask bench --flood`) and prints its table.
+pub fn run_flood(root: &Path, quick: bool) -> Result<()> {
+    if !crate::setup::is_root() {
+        bail!("the benchmarks load eBPF programs and need root");
+    }
+    let bin = root.join("target/release/reflex");
+    let work = tempdir()?;
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let bench = Bench {
+        bin: &bin,
+        work: &work,
+        plan: Plan::new(quick),
+        quick,
+        cpus,
+        peer_cpu: if cpus > 1 { 1 } else { 0 },
+    };
+    let result = flood::measure(&bench);
+    let _ = fs::remove_dir_all(&work);
+    report::print_flood(&result?);
+    Ok(())
+}
+
 fn measure(bench: &Bench, root: &Path) -> Result<()> {
     let fixture = prepare(bench.work, root)?;
     let overhead = syscalls::measure(bench, &fixture)?;
@@ -120,6 +145,7 @@ fn measure(bench: &Bench, root: &Path) -> Result<()> {
     let footprint = footprint::measure(bench)?;
     let kill_bytes = kill::measure(bench)?;
     let cpu_sampling = sampling::measure(bench, &fixture.policies)?;
+    let connect_flood = flood::measure(bench)?;
 
     let report = report::Report {
         machine: proc::machine(),
@@ -136,6 +162,7 @@ fn measure(bench: &Bench, root: &Path) -> Result<()> {
         footprint,
         kill_bytes_written: kill_bytes,
         cpu_sampling,
+        connect_flood,
     };
     report::print_table(&report);
     let out = root.join("target/bench");

@@ -3,7 +3,8 @@
 use serde::Serialize;
 
 use super::{
-    footprint::Footprint, sampling::SamplingCost, syscalls::Overhead, throughput::Throughput,
+    flood::FloodCase, footprint::Footprint, sampling::SamplingCost, syscalls::Overhead,
+    throughput::Throughput,
 };
 
 /// Median, lowest and highest of a series of runs.
@@ -61,6 +62,7 @@ pub(super) struct Report {
     pub(super) footprint: Vec<Footprint>,
     pub(super) kill_bytes_written: Option<u64>,
     pub(super) cpu_sampling: Vec<SamplingCost>,
+    pub(super) connect_flood: Vec<FloodCase>,
 }
 
 pub(super) fn print_table(r: &Report) {
@@ -135,6 +137,27 @@ pub(super) fn print_table(r: &Report) {
             c.host_busy_percent_of_one_core.min,
             c.host_busy_percent_of_one_core.max,
             c.cost_percent_of_one_core
+        );
+    }
+    print_flood(&r.connect_flood);
+}
+
+/// B8's table.
+pub(super) fn print_flood(cases: &[FloodCase]) {
+    println!(
+        "\nB8 UDP connect flood, one core at full speed (agent on another), a watched file changed 20/s"
+    );
+    for c in cases {
+        println!(
+            "  connect policies {:<9} {:>9.0} connects/s  agent CPU {:>6.1} ns/connect  sent {:>9}  filtered {:>9}  connect lost {:>8}  file changes {:>4}  file events lost {}",
+            c.policies,
+            c.offered_per_s,
+            c.agent_cpu_ns_per_connect,
+            c.connect_events,
+            c.filtered,
+            c.connect_lost,
+            c.file_changes,
+            c.file_lost
         );
     }
 }
