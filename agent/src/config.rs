@@ -56,6 +56,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Descriptors kept free for reverts, kills, hooks and spools (default 256).
     pub descriptor_reserve: Option<usize>,
+    /// Records waiting between the sensor and the settler (default 16 384).
+    pub event_queue: Option<usize>,
     /// The CPU sensor.
     #[serde(default)]
     pub cpu: CpuConfig,
@@ -217,6 +219,8 @@ pub struct Settings {
     pub metrics_limits: ServerLimits,
     /// Descriptors kept free for reverts, kills, hooks and spools.
     pub descriptor_reserve: usize,
+    /// Records waiting between the sensor and the settler.
+    pub event_queue: usize,
     /// CPU sampling frequency (0: off).
     pub cpu_hz: u64,
     /// CPU evaluation interval.
@@ -314,6 +318,9 @@ impl Settings {
             descriptor_reserve: file
                 .descriptor_reserve
                 .unwrap_or(DEFAULT_DESCRIPTOR_RESERVE),
+            event_queue: file
+                .event_queue
+                .unwrap_or(crate::sensor::DEFAULT_EVENT_QUEUE),
             cpu_hz: args.cpu_hz.or(file.cpu.hz).unwrap_or(DEFAULT_CPU_HZ),
             cpu_interval: args
                 .cpu_interval

@@ -17,6 +17,13 @@ use crate::{
 /// How often the kernel loss counters are copied into the metrics.
 const LOSS_POLL: Duration = Duration::from_secs(1);
 
+/// Records buffered between the sensor and the settler by default: a
+/// second or so of a heavy burst. Each record carries its process context
+/// (up to a few KiB), so this bounds the agent's memory under a flood
+/// whatever the consumer's speed; the kernel's ring buffers hold (and
+/// count) the rest.
+pub const DEFAULT_EVENT_QUEUE: usize = 16_384;
+
 /// Settings for [`Sensor::start`].
 #[derive(Clone, Debug)]
 pub struct SensorOptions {
@@ -41,7 +48,7 @@ impl Default for SensorOptions {
         Self {
             load: LoadOptions::default(),
             kinds: None,
-            queue: 65_536,
+            queue: DEFAULT_EVENT_QUEUE,
             exclude_self: true,
             ancestry_depth: crate::process::DEFAULT_ANCESTRY_DEPTH,
             fanotify: true,
@@ -276,6 +283,8 @@ impl Pipeline {
                     return; // consumer gone: shutting down
                 }
             }
+            let waiting = tx.max_capacity() - tx.capacity();
+            self.metrics.event_queue.set(waiting as i64);
         }
     }
 

@@ -87,6 +87,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     let mut options = SensorOptions {
         ancestry_depth: args.ancestry_depth,
+        queue: args.event_queue,
         ..SensorOptions::default()
     };
     let cpu_hz = (args.cpu_hz > 0).then_some(args.cpu_hz);

@@ -84,6 +84,9 @@ pub struct MetricsConfig {
     pub idle_timeout: Option<DurationValue>,
 }
 
+/// The smallest `event_queue`: one drain of a family's ring buffer.
+const MIN_EVENT_QUEUE: usize = crate::events::reader::DRAIN_MAX;
+
 /// Checks that the bounds in force fit together.
 pub fn check(path: &Path, settings: &super::Settings) -> Result<(), ConfigError> {
     let line = settings.alert_log.max_line_bytes;
@@ -99,6 +102,11 @@ pub fn check(path: &Path, settings: &super::Settings) -> Result<(), ConfigError>
         Some("max_hooks and hooks.max_per_policy must be at least 1".to_string())
     } else if settings.metrics_limits.max_connections == 0 {
         Some("metrics.max_connections must be at least 1".to_string())
+    } else if settings.event_queue < MIN_EVENT_QUEUE {
+        Some(format!(
+            "event_queue is {}; it must be at least {MIN_EVENT_QUEUE}",
+            settings.event_queue
+        ))
     } else {
         ring_problem(&settings.rings)
     };

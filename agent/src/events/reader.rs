@@ -30,15 +30,18 @@ impl EventReader {
         Ok(())
     }
 
-    /// Passes every record available now to `each`, without waiting.
-    pub fn drain(&mut self, mut each: impl FnMut(&[u8])) -> usize {
+    /// Passes the records available now to `each`, at most `limit` of
+    /// them, without waiting; true when it stopped at the limit (more may
+    /// be there).
+    pub fn drain(&mut self, limit: usize, mut each: impl FnMut(&[u8])) -> bool {
         let ring = self.fd.get_mut();
-        let mut count = 0;
-        while let Some(item) = ring.next() {
+        for _ in 0..limit {
+            let Some(item) = ring.next() else {
+                return false;
+            };
             each(&item);
-            count += 1;
         }
-        count
+        true
     }
 }
 
@@ -51,11 +54,21 @@ impl EventReader {
 /// so that a file or connect record finds its process's exec in the
 /// process table. Across families, records of the same instant keep the
 /// drain order.
+///
+/// A drain takes at most [`DRAIN_MAX`] records of a family: a producer as
+/// fast as the reader would otherwise keep one drain going, and the batch
+/// growing, for as long as the flood lasts. What is left is read on the
+/// next round, after the batch went into the bounded queue.
 pub struct FamilyReaders {
     exec: EventReader,
     file: EventReader,
     connect: EventReader,
+    /// The last drain stopped at its limit: read again without waiting.
+    backlog: bool,
 }
+
+/// Records read from one family's ring buffer in one drain.
+pub const DRAIN_MAX: usize = 1024;
 
 impl FamilyReaders {
     /// Registers every ring buffer with the tokio reactor.
@@ -64,11 +77,15 @@ impl FamilyReaders {
             exec: EventReader::new(rings.exec)?,
             file: EventReader::new(rings.file)?,
             connect: EventReader::new(rings.connect)?,
+            backlog: false,
         })
     }
 
     /// Waits until any buffer has records; [`FamilyReaders::drain`] next.
     pub async fn ready(&mut self) -> io::Result<()> {
+        if self.backlog {
+            return Ok(());
+        }
         tokio::select! {
             biased;
             ready = self.exec.ready() => ready,
@@ -83,10 +100,11 @@ impl FamilyReaders {
         let mut exec = Vec::new();
         let mut file = Vec::new();
         let mut connect = Vec::new();
-        self.exec.drain(|b| exec.extend(decode(b)));
-        self.file.drain(|b| file.extend(decode(b)));
-        self.connect.drain(|b| connect.extend(decode(b)));
-        self.exec.drain(|b| exec.extend(decode(b)));
+        let mut backlog = self.exec.drain(DRAIN_MAX, |b| exec.extend(decode(b)));
+        backlog |= self.file.drain(DRAIN_MAX, |b| file.extend(decode(b)));
+        backlog |= self.connect.drain(DRAIN_MAX, |b| connect.extend(decode(b)));
+        backlog |= self.exec.drain(DRAIN_MAX, |b| exec.extend(decode(b)));
+        self.backlog = backlog;
         merge_by_time([exec, file, connect])
     }
 }

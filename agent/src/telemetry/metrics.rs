@@ -19,6 +19,8 @@ pub struct Metrics {
     pub lost: IntCounterVec,
     /// `reflex_process_table_entries`: processes held in the process table.
     pub process_table: IntGauge,
+    /// `reflex_event_queue_records`: records between sensor and settler.
+    pub event_queue: IntGauge,
     /// `reflex_probe_attached{probe}`: 1 for each attached probe.
     pub probes: IntGaugeVec,
     /// `reflex_policy_matches_total{policy,mode}`: events a policy matched.
@@ -98,6 +100,11 @@ impl Metrics {
         let process_table = IntGauge::new(
             "reflex_process_table_entries",
             "Processes held in the agent's process table.",
+        )
+        .expect("valid metric");
+        let event_queue = IntGauge::new(
+            "reflex_event_queue_records",
+            "Records waiting between the sensor and the settler (at most event_queue).",
         )
         .expect("valid metric");
         let probes = IntGaugeVec::new(
@@ -275,6 +282,7 @@ impl Metrics {
             Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(lost.clone()),
             Box::new(process_table.clone()),
+            Box::new(event_queue.clone()),
             Box::new(probes.clone()),
             Box::new(policy_matches.clone()),
             Box::new(actions.clone()),
@@ -308,6 +316,7 @@ impl Metrics {
             events,
             lost,
             process_table,
+            event_queue,
             probes,
             policy_matches,
             actions,
