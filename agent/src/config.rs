@@ -454,6 +454,9 @@ mod tests {
         assert!(err.to_string().contains("ring_buffers.exec"), "{err}");
         let err = resolve("ring_buffers: { file: 4GiB }\n").unwrap_err();
         assert!(err.to_string().contains("ring_buffers.file"), "{err}");
+        assert_eq!(resolve("event_queue: 2048\n").unwrap().event_queue, 2048);
+        let err = resolve("event_queue: 10\n").unwrap_err();
+        assert!(err.to_string().contains("event_queue"), "{err}");
     }
 
     #[test]
