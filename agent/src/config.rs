@@ -71,6 +71,9 @@ pub struct Config {
     /// What reverts keep of the content they reject.
     #[serde(default)]
     pub evidence: crate::actions::evidence::EvidenceConfig,
+    /// The filesystem worker pool.
+    #[serde(default)]
+    pub fs: bounds::FsConfig,
 }
 
 /// `cpu:`.
@@ -233,6 +236,8 @@ pub struct Settings {
     pub baseline_max_xattr_bytes: u64,
     /// Bounds of revert evidence.
     pub evidence: crate::actions::evidence::EvidenceSettings,
+    /// The filesystem worker pool.
+    pub fs: crate::fsio::pool::PoolSettings,
 }
 
 impl Settings {
@@ -328,6 +333,7 @@ impl Settings {
             baseline_history: file.baselines.history(),
             baseline_max_xattr_bytes: file.baselines.max_xattr_bytes(),
             evidence: crate::actions::evidence::EvidenceSettings::from_config(&file.evidence),
+            fs: file.fs.settings(),
         };
         bounds::check(&path, &settings)?;
         Ok(settings)

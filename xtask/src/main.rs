@@ -40,6 +40,12 @@ enum Task {
         /// A shorter run (a few minutes).
         #[arg(long)]
         quick: bool,
+        /// Run only this benchmark: `revert` (B2 write -> restored).
+        #[arg(long)]
+        only: Option<String>,
+        /// Measure this agent binary instead of the release build.
+        #[arg(long)]
+        reflex: Option<std::path::PathBuf>,
     },
     /// Fuzz the policy compiler and the record decoder with cargo fuzz
     /// (nightly); a crash or hang fails the command and keeps its input.
@@ -97,11 +103,17 @@ fn main() -> Result<()> {
             };
             fuzz::run(&root, &targets, seconds)
         }
-        Task::Bench { quick } => {
+        Task::Bench {
+            quick,
+            only,
+            reflex,
+        } => {
             setup::run()?;
             setup::bench_tools()?;
-            cmd::cargo(&["build", "--release", "--package", "reflex"])?;
-            bench::run(&root, quick)
+            if reflex.is_none() {
+                cmd::cargo(&["build", "--release", "--package", "reflex"])?;
+            }
+            bench::run(&root, quick, only.as_deref(), reflex)
         }
     }
 }

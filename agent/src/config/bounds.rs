@@ -84,6 +84,33 @@ pub struct MetricsConfig {
     pub idle_timeout: Option<DurationValue>,
 }
 
+/// `fs:` (the filesystem worker pool).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsConfig {
+    /// Worker threads (default 4).
+    pub threads: Option<usize>,
+    /// How long one file's hash, restore or record may take (default 5s).
+    pub timeout: Option<DurationValue>,
+    /// Threads written off in a hung call that are replaced (default 16).
+    pub max_stuck: Option<usize>,
+    /// Jobs waiting at most (default 4096).
+    pub queue_max: Option<usize>,
+}
+
+impl FsConfig {
+    /// The bounds in force.
+    pub fn settings(&self) -> crate::fsio::pool::PoolSettings {
+        let d = crate::fsio::pool::PoolSettings::default();
+        crate::fsio::pool::PoolSettings {
+            threads: self.threads.unwrap_or(d.threads),
+            timeout: self.timeout.map_or(d.timeout, |t| t.0),
+            max_stuck: self.max_stuck.unwrap_or(d.max_stuck),
+            queue_max: self.queue_max.unwrap_or(d.queue_max),
+        }
+    }
+}
+
 /// Checks that the bounds in force fit together.
 pub fn check(path: &Path, settings: &super::Settings) -> Result<(), ConfigError> {
     let line = settings.alert_log.max_line_bytes;
@@ -99,6 +126,10 @@ pub fn check(path: &Path, settings: &super::Settings) -> Result<(), ConfigError>
         Some("max_hooks and hooks.max_per_policy must be at least 1".to_string())
     } else if settings.metrics_limits.max_connections == 0 {
         Some("metrics.max_connections must be at least 1".to_string())
+    } else if settings.fs.threads == 0 || settings.fs.queue_max == 0 {
+        Some("fs.threads and fs.queue_max must be at least 1".to_string())
+    } else if settings.fs.timeout.is_zero() {
+        Some("fs.timeout must be more than 0".to_string())
     } else {
         None
     };

@@ -69,6 +69,8 @@ pub struct Metrics {
     /// `reflex_baseline_xattrs_refused_total{reason}`: baseline versions
     /// recorded without their extended attributes.
     pub baseline_xattrs_refused: IntCounterVec,
+    /// The filesystem worker pool's queue, threads and timeouts.
+    pub fs: crate::fsio::pool::PoolMetrics,
 }
 
 impl Metrics {
@@ -297,6 +299,7 @@ impl Metrics {
         }
         let limits = super::limits::LimitMetrics::register(&registry);
         let health = super::health::Health::register(&registry, policies_loaded.clone());
+        let fs = crate::fsio::pool::PoolMetrics::register(&registry);
         Self {
             registry,
             events,
@@ -324,6 +327,7 @@ impl Metrics {
             baseline_versions_pruned,
             evidence_dropped,
             baseline_xattrs_refused,
+            fs,
         }
     }
 

@@ -298,16 +298,32 @@ impl WatchList {
     /// Records the state `path` is in now (after a change or a restore),
     /// following a replaced inode.
     pub fn refresh(&mut self, path: &str) {
-        let now = fsio::state(Path::new(path)).ok().flatten();
+        self.refresh_to(path, fsio::state(Path::new(path)).ok().flatten());
+    }
+
+    /// [`WatchList::refresh`] with the state a look found (`now`), so that
+    /// the settler itself never waits on the file's filesystem.
+    pub fn refresh_to(&mut self, path: &str, now: Option<FileState>) {
         if let Some(entry) = self.files.get_mut(path) {
-            if entry.last.as_ref().map(|s| s.key) == now.as_ref().map(|s| s.key) {
-                entry.last = now;
+            let (old, new) = (
+                entry.last.as_ref().map(|s| s.key),
+                now.as_ref().map(|s| s.key),
+            );
+            entry.last = now;
+            if old == new {
                 return;
             }
-            entry.last = now;
             self.reindex();
             self.sync_kernel();
-            self.sync_marks();
+            match (old, new) {
+                // A file replaced by another (a revert, a deploy by
+                // rename): its directories stay as they were, so only
+                // the file's own mark follows; re-reading every
+                // directory of every watched file would put each
+                // filesystem under the list on this path.
+                (Some(old), Some(new)) => self.remark(path, old, new),
+                _ => self.sync_marks(),
+            }
         }
     }
 

@@ -173,6 +173,19 @@ impl WatchList {
         }
     }
 
+    /// Moves `path`'s mark from `old` to `new` (the file there replaced).
+    pub(super) fn remark(&mut self, path: &str, old: FileKey, new: FileKey) {
+        let Some(marks) = &self.marks else {
+            return;
+        };
+        if !self.by_key.contains_key(&old)
+            && let Some(marked) = self.applied_marks.remove(&old)
+        {
+            marks.unmark(&marked, Marked::File(old));
+        }
+        self.mark_new(path, new);
+    }
+
     /// Marks the file `key` just taken in at `path` (its directories are
     /// marked already: it was created in a watched one).
     pub(super) fn mark_new(&mut self, path: &str, key: FileKey) {
