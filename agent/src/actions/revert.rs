@@ -102,8 +102,11 @@ fn restore(
                 temp: temp.to_path_buf(),
                 ack,
             });
-            if asked.is_ok() {
-                let _ = acked.recv_timeout(WATCH_AHEAD_WAIT);
+            if asked.is_ok() && acked.recv_timeout(WATCH_AHEAD_WAIT).is_err() {
+                tracing::debug!(
+                    path,
+                    "the settler did not watch the restored file in time; renamed anyway"
+                );
             }
         }
     };

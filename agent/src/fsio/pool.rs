@@ -36,6 +36,9 @@ pub enum PoolError {
     /// The pool was shut down.
     #[error("the filesystem worker pool has stopped")]
     Stopped,
+    /// The job panicked (a bug): logged, and answered so.
+    #[error("the filesystem job failed unexpectedly")]
+    Panicked,
 }
 
 impl PoolError {
@@ -46,6 +49,7 @@ impl PoolError {
             Self::Stuck => "stuck",
             Self::Full => "full",
             Self::Stopped => "stopped",
+            Self::Panicked => "panicked",
         }
     }
 }
@@ -309,11 +313,23 @@ impl Inner {
             self.metrics.queued.set(state.queue.len() as i64);
             self.metrics.running.set(state.running.len() as i64);
             drop(state);
-            // A panicking job must not take the thread's accounting with it.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
+            // A panicking job must not take the thread's accounting with it,
+            // nor leave its owner waiting for an answer.
+            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).is_err();
             state = lock(&self.state);
             state.busy.remove(&key.path);
-            if state.running.remove(&id).is_none() {
+            let mine = state.running.remove(&id);
+            if panicked && let Some(running) = mine {
+                drop(state);
+                tracing::error!(path = key.path, op, "a filesystem job panicked");
+                self.count_failure(op, &PoolError::Panicked);
+                (running.fail)(PoolError::Panicked);
+                state = lock(&self.state);
+                self.metrics.running.set(state.running.len() as i64);
+                self.work.notify_all();
+                continue;
+            }
+            if mine.is_none() {
                 // Written off by the watchdog: the call returned at last.
                 state.stuck_threads -= 1;
                 decrement(&mut state.stuck_paths, &key.path);

@@ -177,3 +177,20 @@ fn a_full_queue_refuses_at_once() {
     assert_eq!(rest, [("/a".into(), Ok(0)), ("/b".into(), Ok(1))]);
     pool.stop();
 }
+
+#[test]
+fn a_job_that_panics_is_answered_and_its_file_freed() {
+    let pool = pool(1, 60_000, 1);
+    let (tx, rx) = mpsc::channel();
+    let out = tx.clone();
+    pool.submit(
+        key("/a", 1),
+        "settle",
+        || -> u32 { panic!("a bug") },
+        move |r| out.send(("/a".to_string(), r)).unwrap(),
+    );
+    assert_eq!(rx.recv().unwrap(), ("/a".into(), Err(PoolError::Panicked)));
+    quick(&pool, key("/a", 1), 4, &tx);
+    assert_eq!(rx.recv().unwrap(), ("/a".into(), Ok(4)));
+    pool.stop();
+}
