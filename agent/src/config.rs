@@ -79,6 +79,9 @@ pub struct Config {
     /// Bytes of each event family's kernel ring buffer.
     #[serde(default)]
     pub ring_buffers: bounds::RingBuffersConfig,
+    /// The filesystem worker pool.
+    #[serde(default)]
+    pub fs: bounds::FsConfig,
 }
 
 /// `cpu:`.
@@ -247,6 +250,8 @@ pub struct Settings {
     pub watch: crate::settle::file::watch::capacity::WatchBounds,
     /// Bytes of each family's kernel ring buffer.
     pub rings: crate::loader::RingSizes,
+    /// The filesystem worker pool.
+    pub fs: crate::fsio::pool::PoolSettings,
 }
 
 impl Settings {
@@ -347,6 +352,7 @@ impl Settings {
             evidence: crate::actions::evidence::EvidenceSettings::from_config(&file.evidence),
             watch: file.watch.bounds(),
             rings: file.ring_buffers.sizes(),
+            fs: file.fs.settings(),
         };
         bounds::check(&path, &settings)?;
         Ok(settings)

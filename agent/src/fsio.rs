@@ -2,6 +2,7 @@
 //! under a directory without following symlinks, a file's state, hashing,
 //! and restoring content atomically, extended attributes included
 //! ([`xattr`]). A leaf: it imports no stage.
+pub mod pool;
 pub mod xattr;
 
 use std::{
@@ -136,6 +137,25 @@ pub fn state(path: &Path) -> Result<Option<FileState>, FsError> {
     }))
 }
 
+/// What kind of file is at `path` when it is not a regular file (`fifo`,
+/// `socket`, `directory`, `symlink`, `char_device`, `block_device`);
+/// `None` for a regular file or nothing. Looked at with `lstat`, never
+/// opened.
+pub fn odd_kind(path: &Path) -> Option<&'static str> {
+    let (dir, name) = open_parent(path).ok()?;
+    let stat = statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile => None,
+        FileType::Fifo => Some("fifo"),
+        FileType::Socket => Some("socket"),
+        FileType::Directory => Some("directory"),
+        FileType::Symlink => Some("symlink"),
+        FileType::CharacterDevice => Some("char_device"),
+        FileType::BlockDevice => Some("block_device"),
+        FileType::Unknown => Some("unknown"),
+    }
+}
+
 /// The kernel's internal `dev_t` (major << 20 | minor), as the probes see it.
 pub fn encode_dev(dev: u64) -> u32 {
     let major = rustix::fs::major(dev);
@@ -147,8 +167,20 @@ pub fn encode_dev(dev: u64) -> u32 {
 /// the file itself.
 fn open_nofollow(path: &Path) -> Result<File, FsError> {
     let (dir, name) = open_parent(path)?;
-    // Non-blocking: a FIFO swapped in for the file must not hang the agent
-    // in `open`; whatever was opened must be a regular file.
+    // The type first: a FIFO, socket, device or directory at the path is
+    // never opened (opening a FIFO for reading is a reader its writer
+    // waits for; a device's open has effects of its own).
+    let before =
+        statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(io_err("inspecting", path))?;
+    if FileType::from_raw_mode(before.st_mode) != FileType::RegularFile {
+        return Err(FsError::Refused {
+            path: path.display().to_string(),
+            why: "it is not a regular file",
+        });
+    }
+    // Non-blocking: a FIFO swapped in between the look and the open must
+    // not hang the agent in `open`; whatever was opened must be a regular
+    // file.
     let fd = openat(
         &dir,
         name,

@@ -90,6 +90,11 @@ pub const FILE_ATTACK_PROGRAM: &str = include_str!("programs/file_attack.c");
 /// source).
 pub const ABUSE_PROGRAM: &str = include_str!("programs/abuse.c");
 
+/// `hung_fuse MOUNTPOINT CONTENT`: a FUSE filesystem with one file that
+/// stops its own daemon (SIGSTOP) once it has answered a write, so every
+/// later call on it hangs (see the source).
+pub const HUNG_FUSE_PROGRAM: &str = include_str!("programs/hung_fuse.c");
+
 /// Compiles `source` into `dir/NAME` with `cc` and returns its path.
 pub fn compile(dir: &Path, name: &str, source: &str) -> PathBuf {
     let src = dir.join(format!("{name}.c"));

@@ -40,9 +40,13 @@ enum Task {
         /// A shorter run (a few minutes).
         #[arg(long)]
         quick: bool,
-        /// Only B8, the UDP connect flood (about a minute).
+        /// Run only this benchmark: `revert` (B2 write -> restored) or
+        /// `flood` (B8, the UDP connect flood, about a minute).
         #[arg(long)]
-        flood: bool,
+        only: Option<String>,
+        /// Measure this agent binary instead of the release build.
+        #[arg(long)]
+        reflex: Option<std::path::PathBuf>,
     },
     /// Fuzz the policy compiler and the record decoder with cargo fuzz
     /// (nightly); a crash or hang fails the command and keeps its input.
@@ -100,16 +104,17 @@ fn main() -> Result<()> {
             };
             fuzz::run(&root, &targets, seconds)
         }
-        Task::Bench { quick, flood } => {
+        Task::Bench {
+            quick,
+            only,
+            reflex,
+        } => {
             setup::run()?;
-            if !flood {
-                setup::bench_tools()?;
+            setup::bench_tools()?;
+            if reflex.is_none() {
+                cmd::cargo(&["build", "--release", "--package", "reflex"])?;
             }
-            cmd::cargo(&["build", "--release", "--package", "reflex"])?;
-            match flood {
-                true => bench::run_flood(&root, quick),
-                false => bench::run(&root, quick),
-            }
+            bench::run(&root, quick, only.as_deref(), reflex)
         }
     }
 }

@@ -60,6 +60,22 @@ impl EvidenceSettings {
     }
 }
 
+/// What [`EvidenceStore::capture`] read of a file about to be replaced.
+pub struct Captured {
+    evidence: Evidence,
+    /// Its content, when there is more to do with it.
+    content: Option<Vec<u8>>,
+}
+
+impl Captured {
+    fn done(evidence: Evidence) -> Self {
+        Self {
+            evidence,
+            content: None,
+        }
+    }
+}
+
 /// Where rejected content is kept.
 pub struct EvidenceStore {
     dir: PathBuf,
@@ -93,6 +109,14 @@ impl EvidenceStore {
     /// content is the file `baseline`, or removed (`None`: the diff is
     /// from nothing).
     pub fn keep(&self, path: &Path, baseline: Option<&Path>, mode: EvidenceMode) -> Evidence {
+        let captured = self.capture(path, mode);
+        self.finish(captured, baseline, mode)
+    }
+
+    /// The part of [`EvidenceStore::keep`] that must come before the file
+    /// is replaced: its state and content, read. The rest (the copy kept,
+    /// the diff) can follow the restore, off the path to it.
+    pub fn capture(&self, path: &Path, mode: EvidenceMode) -> Captured {
         let mut evidence = Evidence {
             path: path.display().to_string(),
             ..Evidence::default()
@@ -101,7 +125,7 @@ impl EvidenceStore {
             Ok(Some(state)) => state,
             _ => {
                 evidence.note = Some("no regular file at the path".into());
-                return evidence;
+                return Captured::done(evidence);
             }
         };
         evidence.size = Some(state.size);
@@ -114,24 +138,48 @@ impl EvidenceStore {
             if mode == EvidenceMode::Diff {
                 self.drop_counted("too_large");
             }
-            return evidence;
+            return Captured::done(evidence);
         }
         let Ok(content) = fsio::read_content(path, self.settings.max_bytes) else {
             evidence.note = Some("the file could not be read".into());
-            return evidence;
+            return Captured::done(evidence);
         };
-        let sha256 = fsio::hash_reader(content.as_slice()).ok();
-        evidence.sha256 = sha256.clone();
+        evidence.sha256 = fsio::hash_reader(content.as_slice()).ok();
         if mode == EvidenceMode::HashOnly {
             evidence.note = Some("evidence: hash-only".into());
+            return Captured::done(evidence);
+        }
+        Captured {
+            evidence,
+            content: Some(content),
+        }
+    }
+
+    /// Keeps the content `captured` read (as `mode` says) and adds its diff
+    /// against the file `baseline`.
+    pub fn finish(
+        &self,
+        captured: Captured,
+        baseline: Option<&Path>,
+        mode: EvidenceMode,
+    ) -> Evidence {
+        let Captured {
+            mut evidence,
+            content,
+        } = captured;
+        let Some(content) = content else {
+            return evidence;
+        };
+        if mode == EvidenceMode::HashOnly {
             return evidence;
         }
-        if let Some(sha256) = &sha256 {
+        let path = evidence.path.clone();
+        if let Some(sha256) = &evidence.sha256 {
             match self.store(sha256, &content) {
                 Ok(kept) => evidence.kept = Some(kept.display().to_string()),
                 Err(err) => {
                     self.drop_counted("write");
-                    tracing::warn!(%err, path = %path.display(), "keeping the rejected content");
+                    tracing::warn!(%err, path, "keeping the rejected content");
                 }
             }
         }

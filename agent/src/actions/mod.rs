@@ -2,10 +2,11 @@
 //! alert every reported decision becomes (handed to the sinks).
 pub mod evidence;
 pub mod kill;
+mod parked;
 pub mod revert;
 pub mod run;
 
-use std::{path::PathBuf, time::SystemTime};
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::SystemTime};
 
 use tokio::sync::{mpsc, watch};
 
@@ -38,12 +39,20 @@ pub struct Executor {
     followups: Option<mpsc::UnboundedSender<Followup>>,
     reopen: Option<watch::Receiver<u64>>,
     stdin_max_bytes: usize,
-    evidence: Option<EvidenceStore>,
+    evidence: Option<Arc<EvidenceStore>>,
+    /// Where reverts run; inline on this task without one (tests).
+    pool: Option<crate::fsio::pool::FsPool>,
+    reverted_tx: mpsc::UnboundedSender<parked::RevertDone>,
+    reverted_rx: Option<mpsc::UnboundedReceiver<parked::RevertDone>>,
+    /// Verdicts waiting for their reverts, by ticket.
+    parked: HashMap<u64, parked::Parked>,
+    next_ticket: u64,
 }
 
 impl Executor {
     /// An executor writing alerts to `alerts` and starting hooks with `hooks`.
     pub fn new(alerts: AlertLog, hooks: HookRunner, metrics: Metrics) -> Self {
+        let (reverted_tx, reverted_rx) = mpsc::unbounded_channel();
         Self {
             hooks,
             alerts,
@@ -53,7 +62,19 @@ impl Executor {
             reopen: None,
             stdin_max_bytes: DEFAULT_MAX_LINE_BYTES,
             evidence: None,
+            pool: None,
+            reverted_tx,
+            reverted_rx: Some(reverted_rx),
+            parked: HashMap::new(),
+            next_ticket: 0,
         }
+    }
+
+    /// Runs reverts on `pool`: this stage goes on with other events while
+    /// one runs, and writes its alert when it is done or timed out.
+    pub fn with_pool(mut self, pool: crate::fsio::pool::FsPool) -> Self {
+        self.pool = Some(pool);
+        self
     }
 
     /// Reopens the alert log each time `hangups` changes (SIGHUP).
@@ -76,10 +97,10 @@ impl Executor {
         state_dir: PathBuf,
         followups: mpsc::UnboundedSender<Followup>,
     ) -> Self {
-        self.evidence = Some(
+        self.evidence = Some(Arc::new(
             EvidenceStore::new(&state_dir, EvidenceSettings::default())
                 .with_metrics(self.metrics.evidence_dropped.clone()),
-        );
+        ));
         self.state_dir = Some(state_dir);
         self.followups = Some(followups);
         self
@@ -88,10 +109,10 @@ impl Executor {
     /// Keeps the evidence of reverts within `settings` (after `with_reverts`).
     pub fn with_evidence(mut self, settings: EvidenceSettings) -> Self {
         if let Some(state_dir) = &self.state_dir {
-            self.evidence = Some(
+            self.evidence = Some(Arc::new(
                 EvidenceStore::new(state_dir, settings)
                     .with_metrics(self.metrics.evidence_dropped.clone()),
-            );
+            ));
         }
         self
     }
@@ -99,8 +120,15 @@ impl Executor {
     /// Carries out everything the engine sends until it closes.
     pub async fn run(mut self, mut input: mpsc::Receiver<Judged>) {
         let mut reopen = self.reopen.take();
+        let mut reverted = self.reverted_rx.take();
         loop {
             tokio::select! {
+                Some(done) = async {
+                    match reverted.as_mut() {
+                        Some(r) => r.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => self.reverted(done),
                 judged = input.recv() => match judged {
                     Some(judged) => self.handle(judged),
                     None => return,
@@ -124,13 +152,21 @@ impl Executor {
             let (policy, plan) = (&verdict.policy, verdict.plan);
             let context = with_policy(&event, &plan.decision);
             let mut evidence = None;
-            let results: Vec<ActionResult> = plan
-                .steps
-                .iter()
-                .map(|&i| {
-                    self.carry_out(policy, &policy.actions[i], record, &context, &mut evidence)
-                })
-                .collect();
+            let mut waiting = Vec::new();
+            let mut results = Vec::with_capacity(plan.steps.len());
+            for &i in &plan.steps {
+                let action = &policy.actions[i];
+                if let Some(job) = self.revert_job(policy, action, record) {
+                    waiting.push((results.len(), job));
+                    results.push(ActionResult {
+                        action: action.name().to_string(),
+                        ok: false,
+                        detail: String::new(),
+                    });
+                    continue;
+                }
+                results.push(self.carry_out(policy, action, record, &context, &mut evidence));
+            }
             tracing::info!(
                 policy = policy.name,
                 mode = plan.decision.mode.as_str(),
@@ -140,15 +176,42 @@ impl Executor {
                 would = ?plan.decision.would,
                 "policy matched"
             );
-            if plan.report {
-                let mut alert = build_alert(policy, record, &context, plan, results);
-                alert.evidence = evidence;
-                self.metrics
-                    .actions
-                    .with_label_values(&["alert", "ok"])
-                    .inc();
-                self.alerts.write(&alert);
+            let parked = parked::Parked {
+                policy: policy.clone(),
+                record: record.clone(),
+                context,
+                plan,
+                results,
+                evidence,
+                waiting: waiting.len(),
+            };
+            if waiting.is_empty() {
+                self.finish(parked);
+            } else {
+                self.park(parked, waiting);
             }
+        }
+    }
+
+    /// Writes the alert of a verdict whose actions are all done.
+    fn finish(&mut self, parked: parked::Parked) {
+        let parked::Parked {
+            policy,
+            record,
+            context,
+            plan,
+            results,
+            evidence,
+            ..
+        } = parked;
+        if plan.report {
+            let mut alert = build_alert(&policy, &record, &context, plan, results);
+            alert.evidence = evidence;
+            self.metrics
+                .actions
+                .with_label_values(&["alert", "ok"])
+                .inc();
+            self.alerts.write(&alert);
         }
     }
 
@@ -214,7 +277,7 @@ impl Executor {
                 (Some(state_dir), Some(file)) => {
                     let keep = self
                         .evidence
-                        .as_ref()
+                        .as_deref()
                         .map(|store| (store, policy.answers.evidence));
                     let covers = |path: &str| match &policy.trigger {
                         Trigger::File { paths, .. } => paths.iter().any(|g| g.matcher().is_match(path)),
@@ -229,12 +292,7 @@ impl Executor {
                     );
                     *evidence = kept;
                     if let (Some(tx), Some(path)) = (&self.followups, &file.path) {
-                        let path = path.clone();
-                        // The settler outlives this stage; a send fails only at shutdown.
-                        let _ = tx.send(match done {
-                            Ok(_) => Followup::Restored { path },
-                            Err(_) => Followup::RevertFailed { path },
-                        });
+                        parked::follow_up(tx, path, done.is_ok());
                     }
                     done
                 }
@@ -263,6 +321,18 @@ impl Executor {
             },
             Action::Alert { .. } => Ok(String::new()),
         };
+        self.account(policy, name, record, result)
+    }
+
+    /// Counts an action's result and its latency, logs a failure, and
+    /// makes it what the alert reports.
+    fn account(
+        &self,
+        policy: &Policy,
+        name: &str,
+        record: &Record,
+        result: Result<String, String>,
+    ) -> ActionResult {
         let ok = result.is_ok();
         self.metrics
             .actions

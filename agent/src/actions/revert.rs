@@ -88,9 +88,9 @@ fn restore(
         .transpose()
         .map_err(|e| error_chain(&e))?;
     let object = object_path(state_dir, sha256);
-    if let Some((store, mode)) = keep {
-        *evidence = Some(store.keep(Path::new(path), Some(&object), mode));
-    }
+    // What the file holds is read before it is replaced; keeping a copy
+    // and the diff come after the restore, off the way to it.
+    let captured = keep.map(|(store, mode)| (store, mode, store.capture(Path::new(path), mode)));
     // The settler watches the new file before it takes the path, so a write
     // that follows the restore at once is seen like any other.
     let watch_ahead = |key, temp: &Path| {
@@ -102,19 +102,25 @@ fn restore(
                 temp: temp.to_path_buf(),
                 ack,
             });
-            if asked.is_ok() {
-                let _ = acked.recv_timeout(WATCH_AHEAD_WAIT);
+            if asked.is_ok() && acked.recv_timeout(WATCH_AHEAD_WAIT).is_err() {
+                tracing::debug!(
+                    path,
+                    "the settler did not watch the restored file in time; renamed anyway"
+                );
             }
         }
     };
-    let key = fsio::restore_with(
+    let restored = fsio::restore_with(
         Path::new(path),
         &object,
         owner,
         xattrs.as_ref(),
         watch_ahead,
-    )
-    .map_err(|e| error_chain(&e))?;
+    );
+    if let Some((store, mode, captured)) = captured {
+        *evidence = Some(store.finish(captured, Some(&object), mode));
+    }
+    let key = restored.map_err(|e| error_chain(&e))?;
     Ok(format!(
         "restored {path} (sha256 {}, inode {})",
         &sha256[..12.min(sha256.len())],

@@ -15,6 +15,7 @@ use crate::{
     config::Settings,
     engine::{Engine, reload},
     exec_kills::ExecKillTable,
+    fsio::pool::FsPool,
     sensor::{Sensor, SensorOptions},
     settle::{
         Settler,
@@ -136,6 +137,9 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .with_metrics(metrics.baseline_versions_pruned.clone())
         .with_max_xattr_bytes(args.baseline_max_xattr_bytes)
         .with_xattr_metrics(metrics.baseline_xattrs_refused.clone());
+    // Hashing, restoring and reading files run here, never on the tasks
+    // that handle events: a hung filesystem holds up its own files only.
+    let pool = FsPool::start(args.fs, metrics.fs.clone());
     let files = FileSettler::new(Some(sensor.take_watch_maps()?), Some(baselines))
         .with_marks(sensor.file_marks())
         .with_metrics(metrics.clone());
@@ -145,6 +149,9 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let mut exec_kills =
         ExecKillTable::new(Some(sensor.take_exec_kill_maps()?), Some(metrics.clone()));
     let (settler, drift) = Settler::new(files, cpu, set.clone());
+    // Configured (drift found) inline above, before the agent says it
+    // runs; from here on files are looked at on the pool.
+    let settler = settler.with_pool(pool.clone());
     let settler = settler.with_exec_kills(kill_tx.clone());
     exec_kills.drain(&mut kill_rx);
     tracing::info!(
@@ -165,6 +172,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .with_metrics(metrics.clone());
     let executor = Executor::new(alerts, hooks, metrics.clone())
         .with_reverts(args.state_dir.clone(), followup_tx.clone())
+        .with_pool(pool.clone())
         .with_reopen(hangups.clone())
         .with_stdin_bound(args.alert_log.max_line_bytes)
         .with_evidence(args.evidence);
@@ -199,6 +207,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     for task in stages.iter().chain(&blocks) {
         task.abort();
     }
+    pool.stop();
     tracing::info!("probes detached");
     Ok(ExitCode::SUCCESS)
 }

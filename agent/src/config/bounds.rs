@@ -86,6 +86,32 @@ pub struct MetricsConfig {
 
 /// The smallest `event_queue`: one drain of a family's ring buffer.
 const MIN_EVENT_QUEUE: usize = crate::events::reader::DRAIN_MAX;
+/// `fs:` (the filesystem worker pool).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsConfig {
+    /// Worker threads (default 4).
+    pub threads: Option<usize>,
+    /// How long one file's hash, restore or record may take (default 5s).
+    pub timeout: Option<DurationValue>,
+    /// Threads written off in a hung call that are replaced (default 16).
+    pub max_stuck: Option<usize>,
+    /// Jobs waiting at most (default 4096).
+    pub queue_max: Option<usize>,
+}
+
+impl FsConfig {
+    /// The bounds in force.
+    pub fn settings(&self) -> crate::fsio::pool::PoolSettings {
+        let d = crate::fsio::pool::PoolSettings::default();
+        crate::fsio::pool::PoolSettings {
+            threads: self.threads.unwrap_or(d.threads),
+            timeout: self.timeout.map_or(d.timeout, |t| t.0),
+            max_stuck: self.max_stuck.unwrap_or(d.max_stuck),
+            queue_max: self.queue_max.unwrap_or(d.queue_max),
+        }
+    }
+}
 
 /// Checks that the bounds in force fit together.
 pub fn check(path: &Path, settings: &super::Settings) -> Result<(), ConfigError> {
@@ -107,6 +133,10 @@ pub fn check(path: &Path, settings: &super::Settings) -> Result<(), ConfigError>
             "event_queue is {}; it must be at least {MIN_EVENT_QUEUE}",
             settings.event_queue
         ))
+    } else if settings.fs.threads == 0 || settings.fs.queue_max == 0 {
+        Some("fs.threads and fs.queue_max must be at least 1".to_string())
+    } else if settings.fs.timeout.is_zero() {
+        Some("fs.timeout must be more than 0".to_string())
     } else {
         ring_problem(&settings.rings)
     };

@@ -123,6 +123,15 @@ pub struct File {
     /// then holds the new one for them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted: Option<Box<Accepted>>,
+    /// Why the file could not be looked at (its filesystem did not answer
+    /// in time): the change is reported without being verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unverified: Option<String>,
+    /// What is at the path instead of a regular file (`fifo`, `socket`,
+    /// `directory`, `symlink`, `char_device`, `block_device`): never
+    /// opened, only reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found: Option<String>,
 }
 
 /// A change that became the baseline.

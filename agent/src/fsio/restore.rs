@@ -145,7 +145,7 @@ pub struct Ownership {
 /// Replaces `path` by the content of the file `content` with `owner`'s mode
 /// and owner and, when given, exactly the extended attributes `xattrs`
 /// (`None`: whatever a new file gets): a temporary file in the same
-/// directory, fsync, rename over, fsync of the directory. Returns the
+/// directory, renamed over, then synced with its directory. Returns the
 /// identity of the restored file (a new inode).
 pub fn restore(
     path: &Path,
@@ -227,7 +227,6 @@ fn restore_once(
         if let Some(want) = xattrs {
             set_xattrs(&out, want, owner.mode, path)?;
         }
-        fsync(&out).map_err(io_err("syncing", path))?;
         let stat = fstat(&out).map_err(io_err("inspecting", path))?;
         let key = FileKey {
             dev: encode_dev(stat.st_dev),
@@ -245,6 +244,12 @@ fn restore_once(
         if (there.st_dev, there.st_ino) != (stat.st_dev, stat.st_ino) {
             return Err(FsError::Raced(path.display().to_string()));
         }
+        // Durable after it is in place, not before: readers see the whole
+        // new content from the rename on either way, and a crash before
+        // these syncs leaves a file the next start finds drifted from its
+        // baseline and restores again. Syncing first cost every revert a
+        // disk flush before the content was back.
+        fsync(&out).map_err(io_err("syncing", path))?;
         fsync(&dir).map_err(io_err("syncing the directory of", path))?;
         Ok(key)
     })();

@@ -42,7 +42,8 @@ pub enum Settled {
 #[derive(Clone, Debug)]
 pub enum Followup {
     /// A revert is about to rename the file `key` over `path`: watch it in
-    /// the kernel now, then say so on `ack` (the revert waits, bounded).
+    /// the kernel now, then say so on `ack` (the revert waits, bounded, on
+    /// its filesystem worker thread).
     Restoring {
         /// The watched path.
         path: String,
@@ -57,11 +58,16 @@ pub enum Followup {
     Restored {
         /// The watched path.
         path: String,
+        /// What the revert left there, as it saw it last.
+        state: Option<crate::fsio::FileState>,
     },
     /// A revert of `path` failed: look again later.
     RevertFailed {
         /// The watched path.
         path: String,
+        /// What the revert found there afterwards; `None` when it could
+        /// not look (its filesystem did not answer).
+        seen: Option<Option<crate::fsio::FileState>>,
     },
     /// The kill fuse of a file policy of `set` blew: its kills at open
     /// stop in the kernel too (the engine says so; a reload re-arms).
@@ -98,6 +104,12 @@ impl Settler {
         };
         let drift = settler.configure(set);
         (settler, drift)
+    }
+
+    /// Looks at files on `pool` from now on.
+    pub fn with_pool(mut self, pool: crate::fsio::pool::FsPool) -> Self {
+        self.files = self.files.with_pool(pool);
+        self
     }
 
     /// The file half.
@@ -162,8 +174,8 @@ impl Settler {
                 // The revert may have stopped waiting; nothing to tell then.
                 let _ = ack.try_send(());
             }
-            Followup::Restored { path } => self.files.restored(&path),
-            Followup::RevertFailed { path } => self.files.revert_failed(&path),
+            Followup::Restored { path, state } => self.files.restored(&path, state),
+            Followup::RevertFailed { path, seen } => self.files.revert_failed(&path, seen),
             Followup::KillsOff { set, policy } => {
                 if Arc::ptr_eq(&set, &self.set) {
                     self.files.kills_off(&policy);
@@ -192,6 +204,7 @@ impl Settler {
     ) {
         let mut initial = initial;
         let mut exec_changes = self.exec.take_changes();
+        let mut looked = self.files.take_looked();
         let current = policies.borrow_and_update().clone();
         if !Arc::ptr_eq(&current, &self.set) {
             initial.extend(self.configure(current));
@@ -219,6 +232,8 @@ impl Settler {
                     self.follow(followup);
                     continue;
                 }
+                // A look at a file came back from the filesystem pool.
+                Some(done) = next_change(&mut looked) => self.files.looked(done, Instant::now()),
                 // A file an exec policy names may have appeared: take it in
                 // before the next exec is looked at.
                 Some(path) = next_change(&mut exec_changes) => {
@@ -257,9 +272,7 @@ async fn send_all(out: &mpsc::Sender<Settled>, records: Vec<Record>) -> bool {
     true
 }
 
-async fn next_change(
-    changes: &mut Option<mpsc::UnboundedReceiver<std::path::PathBuf>>,
-) -> Option<std::path::PathBuf> {
+async fn next_change<T>(changes: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
     match changes {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

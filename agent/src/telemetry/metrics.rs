@@ -75,6 +75,8 @@ pub struct Metrics {
     /// `reflex_baseline_xattrs_refused_total{reason}`: baseline versions
     /// recorded without their extended attributes.
     pub baseline_xattrs_refused: IntCounterVec,
+    /// The filesystem worker pool's queue, threads and timeouts.
+    pub fs: crate::fsio::pool::PoolMetrics,
 }
 
 impl Metrics {
@@ -311,6 +313,7 @@ impl Metrics {
         let kernel = super::kernel::KernelMetrics::register(&registry);
         let health = super::health::Health::register(&registry, policies_loaded.clone());
         let watch = super::watch::WatchMetrics::register(&registry);
+        let fs = crate::fsio::pool::PoolMetrics::register(&registry);
         Self {
             registry,
             events,
@@ -341,6 +344,7 @@ impl Metrics {
             baseline_versions_pruned,
             evidence_dropped,
             baseline_xattrs_refused,
+            fs,
         }
     }
 

@@ -87,13 +87,15 @@ struct Fixture {
     loop_dir: PathBuf,
 }
 
-/// Runs every benchmark and writes `target/bench/report.json`.
-pub fn run(root: &Path, quick: bool) -> Result<()> {
+/// Runs every benchmark and writes `target/bench/report.json`; with
+/// `only`, runs that one and prints its figures. `bin` replaces the
+/// release build (to measure another version side by side).
+pub fn run(root: &Path, quick: bool, only: Option<&str>, bin: Option<PathBuf>) -> Result<()> {
     if !crate::setup::is_root() {
         bail!("the benchmarks load eBPF programs and need root");
     }
     step(format_args!("starting"));
-    let bin = root.join("target/release/reflex");
+    let bin = bin.unwrap_or_else(|| root.join("target/release/reflex"));
     let work = tempdir()?;
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -106,32 +108,33 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
         cpus,
         peer_cpu: if cpus > 1 { 1 } else { 0 },
     };
-    let result = measure(&bench, root);
+    let result = match only {
+        None => measure(&bench, root),
+        Some("revert") => measure_revert(&bench, root),
+        Some("flood") => flood::measure(&bench).map(|r| report::print_flood(&r)),
+        Some(other) => Err(anyhow::anyhow!(
+            "no benchmark {other:?}; known: revert, flood"
+        )),
+    };
     let _ = fs::remove_dir_all(&work);
     result
 }
 
-/// Runs B8 alone (`cargo xtask bench --flood`) and prints its table.
-pub fn run_flood(root: &Path, quick: bool) -> Result<()> {
-    if !crate::setup::is_root() {
-        bail!("the benchmarks load eBPF programs and need root");
-    }
-    let bin = root.join("target/release/reflex");
-    let work = tempdir()?;
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let bench = Bench {
-        bin: &bin,
-        work: &work,
-        plan: Plan::new(quick),
-        quick,
-        cpus,
-        peer_cpu: if cpus > 1 { 1 } else { 0 },
+/// B2 alone: write -> restored, printed.
+fn measure_revert(bench: &Bench, root: &Path) -> Result<()> {
+    let fixture = prepare(bench.work, root)?;
+    let restore = revert::measure(bench, &fixture)?;
+    let show = |who: &str, samples: Vec<f64>| {
+        let p = report::percentiles(samples);
+        println!(
+            "B2 write -> restored, {who}: p50 {:.0} us, p90 {:.0} us, p99 {:.0} us, max {:.0} us",
+            p.p50, p.p90, p.p99, p.max
+        );
     };
-    let result = flood::measure(&bench);
-    let _ = fs::remove_dir_all(&work);
-    report::print_flood(&result?);
+    show(&bench.bin.display().to_string(), restore.reflex);
+    if let Some(inotify) = restore.inotify {
+        show("inotify restorer", inotify);
+    }
     Ok(())
 }
 

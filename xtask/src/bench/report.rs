@@ -27,11 +27,11 @@ pub(super) fn spread(mut values: Vec<f64>) -> Spread {
 /// Percentiles of a latency distribution.
 #[derive(Serialize)]
 pub(super) struct Percentiles {
-    samples: usize,
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    max: f64,
+    pub(super) samples: usize,
+    pub(super) p50: f64,
+    pub(super) p90: f64,
+    pub(super) p99: f64,
+    pub(super) max: f64,
 }
 
 pub(super) fn percentiles(mut latencies: Vec<f64>) -> Percentiles {

@@ -161,7 +161,10 @@ fn a_file_created_by_anyone_else_is_a_create_with_no_baseline_every_time() {
         // The revert removes it and tells the settler; the same name made
         // again is a creation again.
         fs::remove_file(&evil).unwrap();
-        f.settler.restored(evil.to_str().unwrap());
+        f.settler.restored(
+            evil.to_str().unwrap(),
+            crate::fsio::state(&evil).ok().flatten(),
+        );
     }
     let restart = f.restart();
     assert!(restart.is_empty(), "nothing left behind: {restart:?}");

@@ -6,7 +6,10 @@ use std::{path::Path, time::Instant};
 use reflex_wire::FileKey;
 
 use super::{FileSettler, NOTICE_GRACE, Pending, RETRY, accept::Writers};
-use crate::events::{Body, Record, file::FileChange};
+use crate::{
+    events::{Body, Record, file::FileChange},
+    fsio::FileState,
+};
 
 impl FileSettler {
     /// Watches `key`, about to be renamed over `path` by a revert.
@@ -19,12 +22,13 @@ impl FileSettler {
         self.watch.kills_off(policy);
     }
 
-    /// Follows `path` to the file a revert put there (a new inode).
-    pub fn restored(&mut self, path: &str) {
+    /// Follows `path` to the file a revert put there (a new inode), `now`
+    /// as the revert saw it last.
+    pub fn restored(&mut self, path: &str, now: Option<FileState>) {
         // After a restore, anything but the baseline is a new change, even
         // the very file (inode, times) the last change left.
         self.recent.forget(path);
-        self.watch.refresh(path);
+        self.watch.refresh_to(path, now);
         // A write between the rename and the moment the new file was
         // watched (a busy settler) raised nothing: look at it once now.
         self.look_again(path, Instant::now());
@@ -35,9 +39,13 @@ impl FileSettler {
     /// again, the file made immutable, its directory gone): what is there
     /// is looked at again after [`RETRY`], and answered again if it still
     /// differs, rather than left as a repeat of the change that failed.
-    pub fn revert_failed(&mut self, path: &str) {
+    /// `seen` is what the revert found there, if it could look (a hung
+    /// filesystem may not answer: the next look settles it then).
+    pub fn revert_failed(&mut self, path: &str, seen: Option<Option<FileState>>) {
         self.recent.forget(path);
-        self.watch.refresh(path);
+        if let Some(now) = seen {
+            self.watch.refresh_to(path, now);
+        }
         self.look_again(path, Instant::now() + RETRY);
     }
 
@@ -49,7 +57,7 @@ impl FileSettler {
             .baselines
             .as_ref()
             .is_some_and(|s| s.of_path(path).next().is_some());
-        if !kept && !self.pending.contains_key(path) {
+        if !kept && !self.pending.contains_key(path) && !self.looking(path) {
             self.watch.forget_if_gone(path);
         }
     }

@@ -13,22 +13,23 @@ mod covered;
 mod drift;
 mod followup;
 pub mod history;
+pub mod look;
 mod recent;
 mod record;
 mod rescan;
 pub mod store;
+mod verify;
 pub mod watch;
 
 use std::{
     collections::HashMap,
-    path::Path,
     time::{Duration, Instant},
 };
 
-use accept::{AcceptRules, Marks, Outcome, Writers, raced_policies};
+use accept::{AcceptRules, Marks, Writers, raced_policies};
 use calls::names;
-use recent::{Recent, Seen};
-use record::{after_state, snapshots, strongest};
+use recent::Recent;
+use record::{after_state, snapshots};
 
 use reflex_wire::FileKey;
 
@@ -97,6 +98,13 @@ pub struct FileSettler {
     recent: Recent,
     rescans: rescan::Rescans,
     metrics: Option<Metrics>,
+    /// Where looks at files run; inline without one (tests, tools).
+    looker: Option<look::Looker>,
+    looked_rx: Option<tokio::sync::mpsc::UnboundedReceiver<look::Looked>>,
+    /// Changes whose look is in flight, by path.
+    in_flight: HashMap<String, Pending>,
+    /// Paths whose filesystem did not answer, reported until it does.
+    hung: std::collections::HashSet<String>,
 }
 
 impl FileSettler {
@@ -113,6 +121,10 @@ impl FileSettler {
             recent: Recent::default(),
             rescans: Default::default(),
             metrics: None,
+            looker: None,
+            looked_rx: None,
+            in_flight: HashMap::new(),
+            hung: std::collections::HashSet::new(),
         }
     }
 
@@ -339,7 +351,11 @@ impl FileSettler {
 
     /// The next moment a held change must be settled.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let pending = self.pending.values().map(|p| p.deadline);
+        let pending = self
+            .pending
+            .iter()
+            .filter(|(path, _)| !self.looking(path))
+            .map(|(_, p)| p.deadline);
         pending.chain(self.next_rescan()).min()
     }
 
@@ -350,151 +366,18 @@ impl FileSettler {
         let due: Vec<String> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.deadline <= now)
+            .filter(|(path, p)| p.deadline <= now && !self.looking(path))
             .map(|(path, _)| path.clone())
             .collect();
         let mut settled = Vec::new();
         for path in due {
             if let Some(mut pending) = self.pending.remove(&path) {
                 pending.last_look |= now >= pending.hold_until;
-                if let Some(record) = self.settle(&path, pending, now) {
-                    settled.push(record);
-                }
+                settled.extend(self.dispatch(path.clone(), pending, now));
                 self.forget_gone(&path);
             }
         }
         settled
-    }
-
-    /// Verifies a change against the file and builds its record; an
-    /// unchanged file is looked at again later unless this was the last look.
-    fn settle(&mut self, path: &str, mut pending: Pending, now: Instant) -> Option<Record> {
-        if let Some(store) = self.baselines.as_mut() {
-            store.refresh();
-        }
-        if !pending.writers.raced.is_empty() {
-            let raced = std::mem::take(&mut pending.writers.raced);
-            self.withdraw(path, &raced);
-            pending.writers.authorised.clear();
-        }
-        let file = Path::new(path);
-        let current = fsio::state(file).ok().flatten();
-        let baseline = self
-            .baselines
-            .as_ref()
-            .map(|store| snapshots(store, path))
-            .unwrap_or_default();
-        // The content is read only where there is a baseline to compare with.
-        let after = after_state(file, current.as_ref(), !baseline.is_empty());
-        let unchanged = match baseline.values().next() {
-            Some(b) => after.as_ref().is_some_and(|a| a.agrees_with(b)),
-            // Without a baseline: a file known gone that is still gone (a
-            // late notice about a removed file) is no change either.
-            None => {
-                let last = self.watch.get(path).map(|w| &w.last);
-                ((pending.by_name_only || pending.attrib_only) && last == Some(&current))
-                    || (current.is_none() && last == Some(&None))
-            }
-        };
-        let seen = Seen::of(file, current.as_ref(), after.as_ref());
-        if !unchanged && self.recent.repeats(path, &seen, now) {
-            // The other view of a change already reported: fanotify's notice
-            // or the probes' record arriving after the other settled it,
-            // often before the revert is done.
-            tracing::debug!(path, "change already settled; the later view of it dropped");
-            self.watch.refresh(path);
-            return None;
-        }
-        if unchanged {
-            // A rename of identical content (a rollback, a deploy of the same
-            // version) leaves a new inode at the path: watch that one.
-            self.watch.refresh(path);
-            if !pending.last_look {
-                pending.deadline = pending.hold_until.max(now);
-                self.pending.insert(path.to_string(), pending);
-            } else {
-                tracing::debug!(path, "file event without a change; dropped");
-            }
-            return None;
-        }
-        if pending.changes.contains(&FileChange::Create)
-            && !pending.last_look
-            && baseline.is_empty()
-            && now < pending.hold_until
-        {
-            // A new file is judged whole: its writer may close and go on
-            // writing (a shell's `>`), so it is looked at when the writer
-            // exits, or after the hold.
-            pending.deadline = pending.hold_until;
-            self.pending.insert(path.to_string(), pending);
-            return None;
-        }
-        let mut accepted = None;
-        if !pending.writers.authorised.is_empty() && self.baselines.is_some() && !pending.last_look
-        {
-            // A deploy may close and go on writing (a shell's `>` closes the
-            // descriptor it opened, then writes): what becomes the baseline
-            // is what the writer leaves when it exits, or at DEPLOY_HOLD.
-            let limit = pending.since + DEPLOY_HOLD;
-            if now < limit {
-                pending.deadline = limit;
-                pending.hold_until = pending.hold_until.max(limit);
-                self.pending.insert(path.to_string(), pending);
-                return None;
-            }
-        }
-        if !pending.writers.authorised.is_empty() && self.baselines.is_some() {
-            let authorised = pending.writers.authorised.clone();
-            match self.accept(path, &authorised, &pending.record.process) {
-                Outcome::Accepted(a) => accepted = Some(Box::new(a)),
-                Outcome::Busy if !pending.last_look => {
-                    pending.deadline = now + HOLD / 10;
-                    self.pending.insert(path.to_string(), pending);
-                    return None;
-                }
-                Outcome::Busy => tracing::warn!(
-                    path,
-                    "an authorised change could not be read whole (still changing, or too large to keep); handled as any change"
-                ),
-            }
-        }
-        let (baseline, after) = match &accepted {
-            Some(_) => {
-                let current = fsio::state(file).ok().flatten();
-                let baseline = self
-                    .baselines
-                    .as_ref()
-                    .map(|store| snapshots(store, path))
-                    .unwrap_or_default();
-                (baseline, after_state(file, current.as_ref(), true))
-            }
-            None => (baseline, after),
-        };
-        if accepted.is_none() {
-            self.recent.record(path, seen, now);
-        }
-        self.watch.refresh(path);
-        let mut record = pending.record;
-        let mut change = strongest(&pending.changes);
-        if accepted.is_some() {
-            pending.changes.push(FileChange::Accepted);
-            change = FileChange::Accepted;
-        }
-        let key = current.map(|s| s.key).unwrap_or_default();
-        if let Body::File(raw) = &mut record.body {
-            raw.path = Some(path.to_string());
-            raw.change = Some(change);
-            raw.changes = pending.changes;
-            raw.killed = pending.killed;
-            raw.baseline = baseline;
-            raw.after = after;
-            raw.accepted = accepted;
-            if key.ino != 0 {
-                raw.dev = key.dev;
-                raw.ino = key.ino;
-            }
-        }
-        Some(record)
     }
 }
 
@@ -502,5 +385,7 @@ impl FileSettler {
 mod accept_tests;
 #[cfg(test)]
 mod created_tests;
+#[cfg(test)]
+mod look_tests;
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,6 @@
 //! same change is not reported (and reverted) a second time.
 use std::{
     collections::HashMap,
-    path::Path,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -17,22 +16,9 @@ const PRUNE_AT: usize = 4096;
 /// What a settle saw of a file: enough to tell the same change from a new one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Seen {
-    state: Option<FileState>,
-    after: Option<Snapshot>,
-    modified: Option<SystemTime>,
-}
-
-impl Seen {
-    /// The file at `path` as a settle found it.
-    pub fn of(path: &Path, state: Option<&FileState>, after: Option<&Snapshot>) -> Self {
-        Self {
-            state: state.cloned(),
-            after: after.cloned(),
-            modified: std::fs::symlink_metadata(path)
-                .and_then(|m| m.modified())
-                .ok(),
-        }
-    }
+    pub(super) state: Option<FileState>,
+    pub(super) after: Option<Snapshot>,
+    pub(super) modified: Option<SystemTime>,
 }
 
 /// Recently settled changes per path.

@@ -257,7 +257,10 @@ fn a_restore_is_followed_to_the_new_inode() {
         f.settler.watch().paths_of(&after).is_empty(),
         "not yet followed"
     );
-    f.settler.restored(path.to_str().unwrap());
+    f.settler.restored(
+        path.to_str().unwrap(),
+        crate::fsio::state(&path).ok().flatten(),
+    );
     assert_eq!(
         f.settler.watch().paths_of(&after),
         [path.display().to_string()]
@@ -272,7 +275,8 @@ fn restore(f: &mut Fixture) -> PathBuf {
     let temp = f.path(".app.conf.new");
     fs::write(&temp, "good\n").unwrap();
     fs::rename(&temp, &path).unwrap();
-    f.settler.restored(path.to_str().unwrap());
+    let now = fsio::state(&path).unwrap();
+    f.settler.restored(path.to_str().unwrap(), now);
     path
 }
 

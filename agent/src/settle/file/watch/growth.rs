@@ -77,7 +77,12 @@ impl WatchList {
     /// Records the state `path` is in now (after a change or a restore),
     /// following a replaced inode.
     pub fn refresh(&mut self, path: &str) {
-        let now = fsio::state(Path::new(path)).ok().flatten();
+        self.refresh_to(path, fsio::state(Path::new(path)).ok().flatten());
+    }
+
+    /// [`WatchList::refresh`] with the state a look found (`now`), so that
+    /// the settler itself never waits on the file's filesystem.
+    pub fn refresh_to(&mut self, path: &str, now: Option<fsio::FileState>) {
         let Some(entry) = self.files.get_mut(path) else {
             return;
         };
