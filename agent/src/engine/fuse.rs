@@ -2,7 +2,7 @@
 //! a minute is probably too broad; it stops killing until the next reload.
 //! Executables are told apart by identity (device and inode), so one file
 //! started by many names counts once.
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 
 use crate::events::FileId;
 
@@ -19,11 +19,15 @@ pub enum Executable {
 /// Window over which distinct executables are counted.
 const WINDOW_NS: u64 = 60_000_000_000;
 
-/// Kills per policy in the last minute, and the policies whose fuse blew.
+/// Per policy, the executables it killed in the last minute (each with
+/// its last kill), and the policies whose fuse blew. A policy holds at
+/// most `limit + 1` executables: one past the limit blows its fuse, and a
+/// blown policy records nothing more; killing one executable again and
+/// again costs a lookup, not a pass over every kill.
 #[derive(Debug)]
 pub struct KillFuse {
     limit: usize,
-    recent: HashMap<String, VecDeque<(u64, Executable)>>,
+    recent: HashMap<String, HashMap<Executable, u64>>,
     blown: HashSet<String>,
 }
 
@@ -45,17 +49,19 @@ impl KillFuse {
     /// Records a kill of `exe` by `policy` at `now_ns`; returns the number of
     /// distinct executables when this kill blows the fuse.
     pub fn record(&mut self, policy: &str, exe: Executable, now_ns: u64) -> Option<usize> {
-        let recent = self.recent.entry(policy.to_string()).or_default();
-        while recent
-            .front()
-            .is_some_and(|(t, _)| now_ns.saturating_sub(*t) > WINDOW_NS)
-        {
-            recent.pop_front();
+        if self.blown.contains(policy) {
+            return None;
         }
-        recent.push_back((now_ns, exe));
-        let distinct: HashSet<&Executable> = recent.iter().map(|(_, e)| e).collect();
-        if distinct.len() > self.limit && self.blown.insert(policy.to_string()) {
-            return Some(distinct.len());
+        let recent = self.recent.entry(policy.to_string()).or_default();
+        recent.insert(exe, now_ns);
+        if recent.len() > self.limit {
+            recent.retain(|_, t| now_ns.saturating_sub(*t) <= WINDOW_NS);
+        }
+        if recent.len() > self.limit {
+            let distinct = recent.len();
+            self.recent.remove(policy);
+            self.blown.insert(policy.to_string());
+            return Some(distinct);
         }
         None
     }
@@ -97,6 +103,15 @@ mod tests {
         let mut fuse = KillFuse::new(1);
         fuse.record("p", path("/a"), 0);
         assert_eq!(fuse.record("p", path("/b"), WINDOW_NS + 1), None);
+    }
+
+    #[test]
+    fn one_executable_killed_again_and_again_holds_one_entry() {
+        let mut fuse = KillFuse::new(2);
+        for t in 0..100_000 {
+            assert_eq!(fuse.record("p", path("/a"), t), None);
+        }
+        assert_eq!(fuse.recent["p"].len(), 1);
     }
 
     #[test]

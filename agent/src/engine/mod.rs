@@ -89,6 +89,21 @@ impl Engine {
 
     /// The verdicts of every policy `record` matches.
     pub fn judge(&mut self, record: &Record) -> Vec<Verdict> {
+        let verdicts = self.judge_each(record);
+        if let Some(metrics) = &self.metrics
+            && !verdicts.is_empty()
+        {
+            let (windows, overflowed) = self.planner.throttle_state();
+            metrics.throttle_windows.set(windows as i64);
+            let seen = metrics.throttle_overflow.get();
+            metrics
+                .throttle_overflow
+                .inc_by(overflowed.saturating_sub(seen));
+        }
+        verdicts
+    }
+
+    fn judge_each(&mut self, record: &Record) -> Vec<Verdict> {
         self.set
             .evaluate(record)
             .into_iter()

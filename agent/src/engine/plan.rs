@@ -62,6 +62,12 @@ impl Planner {
         }
     }
 
+    /// Throttle windows held, and occurrences so far that shared an
+    /// overflow window.
+    pub fn throttle_state(&self) -> (usize, u64) {
+        (self.throttle.len(), self.throttle.overflowed())
+    }
+
     /// Re-arms every kill fuse (on reload).
     pub fn reset_fuses(&mut self) {
         self.fuse.reset();

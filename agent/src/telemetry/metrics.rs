@@ -21,6 +21,11 @@ pub struct Metrics {
     pub process_table: IntGauge,
     /// `reflex_event_queue_records`: records between sensor and settler.
     pub event_queue: IntGauge,
+    /// `reflex_throttle_windows`: throttle windows held (at most 65 536).
+    pub throttle_windows: IntGauge,
+    /// `reflex_throttle_overflow_total`: occurrences whose key found no
+    /// room and shared its policy's overflow window.
+    pub throttle_overflow: IntCounter,
     /// `reflex_probe_attached{probe}`: 1 for each attached probe.
     pub probes: IntGaugeVec,
     /// `reflex_policy_matches_total{policy,mode}`: events a policy matched.
@@ -102,6 +107,16 @@ impl Metrics {
         let process_table = IntGauge::new(
             "reflex_process_table_entries",
             "Processes held in the agent's process table.",
+        )
+        .expect("valid metric");
+        let throttle_windows = IntGauge::new(
+            "reflex_throttle_windows",
+            "Throttle windows held, one per policy and key (at most 65536).",
+        )
+        .expect("valid metric");
+        let throttle_overflow = IntCounter::new(
+            "reflex_throttle_overflow_total",
+            "Throttled occurrences whose key found no room and shared the policy's overflow window.",
         )
         .expect("valid metric");
         let event_queue = IntGauge::new(
@@ -285,6 +300,8 @@ impl Metrics {
             Box::new(lost.clone()),
             Box::new(process_table.clone()),
             Box::new(event_queue.clone()),
+            Box::new(throttle_windows.clone()),
+            Box::new(throttle_overflow.clone()),
             Box::new(probes.clone()),
             Box::new(policy_matches.clone()),
             Box::new(actions.clone()),
@@ -320,6 +337,8 @@ impl Metrics {
             lost,
             process_table,
             event_queue,
+            throttle_windows,
+            throttle_overflow,
             probes,
             policy_matches,
             actions,
