@@ -130,11 +130,17 @@ impl EvidenceStore {
         };
         evidence.size = Some(state.size);
         if state.size > self.settings.max_bytes {
-            evidence.sha256 = fsio::content_hash(path).ok();
-            evidence.note = Some(format!(
-                "{} bytes, more than evidence.max_bytes ({}): only its hash is kept",
-                state.size, self.settings.max_bytes
-            ));
+            // Past what any baseline holds, not even hashed: reading
+            // gigabytes a user wrote would hold the revert past its deadline.
+            let hashed = state.size <= crate::settle::file::baseline::MAX_BASELINE_BYTES;
+            evidence.sha256 = hashed.then(|| fsio::content_hash(path).ok()).flatten();
+            evidence.note = Some(match hashed {
+                true => format!(
+                    "{} bytes, more than evidence.max_bytes ({}): only its hash is kept",
+                    state.size, self.settings.max_bytes
+                ),
+                false => format!("{} bytes: too large to keep or hash", state.size),
+            });
             if mode == EvidenceMode::Diff {
                 self.drop_counted("too_large");
             }
