@@ -20,7 +20,6 @@ use crate::{
     logging::error_chain,
     policy::{
         Action, Policy,
-        model::Trigger,
         spec::{KillTarget, Severity},
     },
     settle::Followup,
@@ -275,25 +274,14 @@ impl Executor {
             }
             Action::Revert { .. } => match (&self.state_dir, file) {
                 (Some(state_dir), Some(file)) => {
-                    let keep = self
-                        .evidence
-                        .as_deref()
-                        .map(|store| (store, policy.answers.evidence));
-                    let covers = |path: &str| match &policy.trigger {
-                        Trigger::File { paths, .. } => paths.iter().any(|g| g.matcher().is_match(path)),
-                        _ => false,
-                    };
-                    let (done, kept) = revert::revert(
+                    let (done, kept) = parked::revert_and_follow_up(
+                        policy,
                         file,
-                        (&policy.name, &covers),
                         state_dir,
-                        keep,
+                        self.evidence.as_deref(),
                         self.followups.as_ref(),
                     );
                     *evidence = kept;
-                    if let (Some(tx), Some(path)) = (&self.followups, &file.path) {
-                        parked::follow_up(tx, path, done.is_ok());
-                    }
                     done
                 }
                 (None, _) => Err("the file sensor is not running".to_string()),

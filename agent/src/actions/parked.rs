@@ -67,27 +67,36 @@ pub(super) fn follow_up(tx: &UnboundedSender<Followup>, path: &str, restored: bo
 
 impl RevertJob {
     fn run(self) -> (Result<String, String>, Option<Evidence>) {
-        let policy = &self.policy;
-        let keep = self
-            .evidence
-            .as_deref()
-            .map(|store| (store, policy.answers.evidence));
-        let covers = |path: &str| match &policy.trigger {
-            Trigger::File { paths, .. } => paths.iter().any(|g| g.matcher().is_match(path)),
-            _ => false,
-        };
-        let (done, evidence) = revert::revert(
+        revert_and_follow_up(
+            &self.policy,
             &self.file,
-            (&policy.name, &covers),
             &self.state_dir,
-            keep,
+            self.evidence.as_deref(),
             self.followups.as_ref(),
-        );
-        if let (Some(tx), Some(path)) = (&self.followups, &self.file.path) {
-            follow_up(tx, path, done.is_ok());
-        }
-        (done, evidence)
+        )
     }
+}
+
+/// Reverts `file` as `policy` says, keeping evidence in `evidence`, and
+/// tells the settler (`followups`) how it ended: the one revert a pool's
+/// worker and the stage itself (no pool) both run.
+pub(super) fn revert_and_follow_up(
+    policy: &crate::policy::Policy,
+    file: &File,
+    state_dir: &std::path::Path,
+    evidence: Option<&EvidenceStore>,
+    followups: Option<&UnboundedSender<Followup>>,
+) -> (Result<String, String>, Option<Evidence>) {
+    let keep = evidence.map(|store| (store, policy.answers.evidence));
+    let covers = |path: &str| match &policy.trigger {
+        Trigger::File { paths, .. } => paths.iter().any(|g| g.matcher().is_match(path)),
+        _ => false,
+    };
+    let (done, kept) = revert::revert(file, (&policy.name, &covers), state_dir, keep, followups);
+    if let (Some(tx), Some(path)) = (followups, &file.path) {
+        follow_up(tx, path, done.is_ok());
+    }
+    (done, kept)
 }
 
 impl Executor {
