@@ -4,6 +4,7 @@ use std::{
     os::unix::process::CommandExt as _,
     path::Path,
     process::{Command, Stdio},
+    time::Duration,
 };
 
 /// A system user with its own group, no home and no shell.
@@ -57,4 +58,20 @@ impl Drop for TestUser {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// Runs `sh -c SCRIPT` as `nobody` with no groups, to its end within
+/// `limit`; returns its pid (the shell's: `setpriv` execs it).
+pub fn as_nobody(script: &str, limit: Duration) -> u32 {
+    crate::run_to_end(
+        Command::new("setpriv").args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ]),
+        limit,
+    )
 }

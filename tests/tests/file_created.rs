@@ -53,17 +53,7 @@ fn setup(on_drift: &str) -> (Scratch, PathBuf) {
 
 /// `sh -c SCRIPT` as `nobody`, with no groups; returns its pid.
 fn as_nobody(script: &str) -> u32 {
-    run_to_end(
-        Command::new("setpriv").args([
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            "sh",
-            "-c",
-            script,
-        ]),
-        WAIT,
-    )
+    reflex_tests::users::as_nobody(script, WAIT)
 }
 
 fn gone(path: &Path) -> bool {

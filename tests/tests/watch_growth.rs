@@ -9,13 +9,10 @@ use std::{
     fs,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
-    process::Command,
     time::{Duration, Instant},
 };
 
-use reflex_tests::{
-    Agent, Scratch, eventually, http_get, metric, metrics_addr, require_root, run_to_end,
-};
+use reflex_tests::{Agent, Scratch, eventually, http_get, metric, metrics_addr, require_root};
 
 /// Files the burst creates.
 const FILES: usize = 10_000;
@@ -49,17 +46,7 @@ const REVERT: &str = "name: uploads-removed\nmode: enforce\non: { file: { paths:
 
 /// `sh -c SCRIPT` as `nobody`, with no groups.
 fn as_nobody(script: &str) {
-    run_to_end(
-        Command::new("setpriv").args([
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            "sh",
-            "-c",
-            script,
-        ]),
-        Duration::from_secs(120),
-    );
+    reflex_tests::users::as_nobody(script, Duration::from_secs(120));
 }
 
 /// Creates `count` empty files `f0.log` … in `dir` as `nobody` (a shell
