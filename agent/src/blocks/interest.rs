@@ -184,10 +184,7 @@ mod tests {
     use reflex_wire::net::proto;
 
     use super::*;
-    use crate::{
-        events::connect::{Connect, Direction as EventDirection, Protocol as EventProtocol},
-        policy::{compile, load},
-    };
+    use crate::policy::{compile, load};
 
     fn set(text: &str) -> PolicySet {
         let (sources, mut errors) = load::parse_source(Path::new("t.yaml"), text);
@@ -199,21 +196,7 @@ mod tests {
     /// Whether some policy of `set` matches this outbound connect, as the
     /// engine decides.
     fn matched(set: &PolicySet, addr: IpAddr, port: u16, protocol: u32) -> bool {
-        let c = Connect {
-            direction: EventDirection::Outbound,
-            protocol: match protocol {
-                proto::TCP => Some(EventProtocol::Tcp),
-                proto::UDP => Some(EventProtocol::Udp),
-                _ => None,
-            },
-            local_addr: IpAddr::from([0, 0, 0, 0]),
-            local_port: 0,
-            remote_addr: addr,
-            remote_port: port,
-            blocked: false,
-            datagram: false,
-            suppressed: 0,
-        };
+        let c = crate::blocks::tests::outbound_connect(addr, port, protocol);
         set.policies()
             .iter()
             .any(|p| matches!(&p.trigger, Trigger::Connect(t) if t.matches(&c)))

@@ -24,9 +24,10 @@ fn refused(rules: &Rules, addr: &str, port: u16, protocol: u32) -> bool {
         .is_some_and(|rule| rule.refuses(port, protocol))
 }
 
-/// What the policies say: some enforcing block policy matches.
-fn meant(set: &PolicySet, addr: IpAddr, port: u16, protocol: u32) -> bool {
-    let c = Connect {
+/// An outbound connect to `addr`:`port` over `protocol`, as the engine
+/// sees it.
+pub(super) fn outbound_connect(addr: IpAddr, port: u16, protocol: u32) -> Connect {
+    Connect {
         direction: EventDirection::Outbound,
         protocol: match protocol {
             proto::TCP => Some(EventProtocol::Tcp),
@@ -40,7 +41,12 @@ fn meant(set: &PolicySet, addr: IpAddr, port: u16, protocol: u32) -> bool {
         blocked: false,
         datagram: false,
         suppressed: 0,
-    };
+    }
+}
+
+/// What the policies say: some enforcing block policy matches.
+fn meant(set: &PolicySet, addr: IpAddr, port: u16, protocol: u32) -> bool {
+    let c = outbound_connect(addr, port, protocol);
     set.policies().iter().any(|p| {
         p.mode == Mode::Enforce
             && p.actions.iter().any(|a| matches!(a, Action::Block))
