@@ -16,6 +16,7 @@ pub mod history;
 pub mod look;
 mod recent;
 mod record;
+mod requeue;
 mod rescan;
 pub mod store;
 mod verify;
@@ -267,6 +268,12 @@ impl FileSettler {
                 }
                 let raced = raced_policies(&self.marks, &path, record.ktime_ns, &pending.writers);
                 pending.writers.raced.extend(raced);
+                if !pending.writers.authorised.is_empty() && self.baselines.is_some() {
+                    // An authorised deploy has DEPLOY_HOLD to finish, not
+                    // HOLD: a slow one must not be taken whole before its
+                    // last call (install's chmod after the copy).
+                    pending.hold_until = pending.hold_until.max(pending.since + DEPLOY_HOLD);
+                }
             }
             if !first && pending.by_fanotify_only && raw.matched_by != MatchedBy::Fanotify {
                 // The probes' record says more (the call, the names, the
