@@ -7,7 +7,7 @@
 //! here is the test's own.
 use std::{
     fs,
-    net::{SocketAddr, UdpSocket},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -267,4 +267,48 @@ fn blocking_refuses_and_reports_with_the_filter_on() {
 
 fn socket_unconnected() -> UdpSocket {
     UdpSocket::bind("127.0.0.1:0").unwrap()
+}
+
+#[test]
+fn accepts_on_ports_no_inbound_policy_names_stay_in_the_kernel() {
+    require_root();
+    let scratch = Scratch::new();
+    let named = TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = named.local_addr().unwrap().port();
+    scratch.policy(
+        "inbound.yaml",
+        &format!(
+            "name: inbound-{port}\nmode: monitor\non:\n  connect: {{ direction: [inbound], ports: [{port}], protocol: [tcp] }}\ndo: [alert]\n"
+        ),
+    );
+    let agent = scratch.start();
+    let addr = metrics_addr(&agent);
+    let before = filtered(addr);
+    let connects_before = connect_events(addr);
+    const ACCEPTS: usize = 100;
+    for _ in 0..ACCEPTS {
+        let _client = TcpStream::connect(other.local_addr().unwrap()).unwrap();
+        other.accept().unwrap();
+    }
+    // Each round: an outbound connect (no outbound policy) and an accept
+    // on a port the inbound policy does not name.
+    assert!(
+        eventually(WAIT, || filtered(addr) - before >= 2.0 * ACCEPTS as f64),
+        "accepts elsewhere are counted in the kernel (filtered: {})",
+        filtered(addr) - before
+    );
+    let _client = TcpStream::connect(named.local_addr().unwrap()).unwrap();
+    let (_accepted, peer) = named.accept().unwrap();
+    let alert = reflex_tests::policy_alert(&agent, WAIT, &format!("inbound-{port}"), |_| true);
+    assert_eq!(alert["event"]["connect"]["direction"], "inbound");
+    assert_eq!(alert["event"]["connect"]["local_port"], port);
+    assert_eq!(alert["event"]["connect"]["remote_port"], peer.port());
+    // Records of one family keep their order: the accepts elsewhere came
+    // before this one, and none of them was sent.
+    assert_eq!(
+        connect_events(addr) - connects_before,
+        1.0,
+        "connect records sent"
+    );
 }

@@ -55,6 +55,8 @@ pub struct InterestMaps {
     pub v4: LpmTrie<MapData, u32, BlockRule>,
     /// `INTEREST6`: IPv6 prefixes wanted outbound, keyed as `BLOCK6`.
     pub v6: LpmTrie<MapData, [u32; 4], BlockRule>,
+    /// `LOCAL_PORTS`: local ports wanted of accepted and listening sockets.
+    pub local: Array<MapData, BlockRule>,
 }
 
 /// The ring buffers, one per family, in the order the sensor drains them.
@@ -161,6 +163,7 @@ impl Probes {
             filter: self.take(maps::CONNECT_FILTER)?,
             v4: self.take(maps::INTEREST4)?,
             v6: self.take(maps::INTEREST6)?,
+            local: self.take(maps::LOCAL_PORTS)?,
         })
     }
 
