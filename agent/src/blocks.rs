@@ -35,6 +35,7 @@ use crate::{
 };
 
 pub mod interest;
+pub mod room;
 #[cfg(test)]
 mod tests;
 
@@ -124,6 +125,16 @@ impl Rules {
     /// Whether no block policy is in force.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Entries per address family: (IPv4, IPv6).
+    pub fn counts(&self) -> (usize, usize) {
+        let v4 = self
+            .entries
+            .keys()
+            .filter(|n| matches!(n, IpNet::V4(_)))
+            .count();
+        (v4, self.entries.len() - v4)
     }
 
     /// The entry the kernel would find for `addr` (longest prefix match;

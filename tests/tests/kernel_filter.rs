@@ -312,3 +312,57 @@ fn accepts_on_ports_no_inbound_policy_names_stay_in_the_kernel() {
         "connect records sent"
     );
 }
+
+/// An outbound UDP monitor policy on port 5353 of `count` addresses
+/// 127.0.3.N, one prefix each.
+fn prefixes_policy(count: usize) -> String {
+    let remote: Vec<String> = (1..=count).map(|i| format!("\"127.0.3.{i}/32\"")).collect();
+    format!(
+        "name: many\nmode: monitor\non:\n  connect: {{ direction: [outbound], remote: [{}], ports: [5353], protocol: [udp] }}\ndo: [alert]\n",
+        remote.join(", ")
+    )
+}
+
+#[test]
+fn a_set_past_the_filters_room_sends_every_connect_until_one_fits() {
+    require_root();
+    let scratch = Scratch::new();
+    scratch.policy("many.yaml", &prefixes_policy(20));
+    let agent = scratch.start_with_config("connect_filter: { max_prefixes: 8 }\n");
+    let addr = metrics_addr(&agent);
+    let active = || {
+        sum(
+            addr,
+            "reflex_kernel_filter_active",
+            &[("family", "connect")],
+        )
+    };
+    assert_eq!(active(), 0.0, "20 prefixes do not fit in 8: no filter");
+    assert_eq!(
+        sum(addr, "reflex_kernel_filter_capacity", &[("map", "ipv4")]),
+        8.0
+    );
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let before = connect_events(addr);
+    socket.connect(("127.0.0.1", 5354)).unwrap();
+    assert!(
+        eventually(WAIT, || connect_events(addr) > before),
+        "a connect no policy matches is sent while the filter is off"
+    );
+
+    scratch.policy("many.yaml", &prefixes_policy(4));
+    assert!(
+        eventually(WAIT, || active() == 1.0),
+        "a set that fits is filtered again"
+    );
+    assert_eq!(
+        sum(addr, "reflex_kernel_filter_entries", &[("map", "ipv4")]),
+        4.0
+    );
+    let before = filtered(addr);
+    socket.connect(("127.0.0.1", 5354)).unwrap();
+    assert!(
+        eventually(WAIT, || filtered(addr) > before),
+        "the same connect is counted in the kernel"
+    );
+}

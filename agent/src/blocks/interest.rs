@@ -126,6 +126,18 @@ pub struct InterestTable {
 impl InterestTable {
     /// A table writing to `maps`, reporting in `metrics`.
     pub fn new(maps: InterestMaps, metrics: Metrics) -> Self {
+        for map in ["ipv4", "ipv6"] {
+            metrics
+                .kernel
+                .filter_capacity
+                .with_label_values(&[map])
+                .set(i64::from(maps.room));
+            metrics
+                .kernel
+                .filter_entries
+                .with_label_values(&[map])
+                .set(0);
+        }
         Self {
             maps,
             applied: BTreeMap::new(),
@@ -161,11 +173,22 @@ impl InterestTable {
                 complete = false;
             }
         }
+        let (v4, v6) = wanted.outbound.counts();
+        let room = self.maps.room as usize;
+        if v4.max(v6) > room {
+            tracing::error!(
+                ipv4 = v4,
+                ipv6 = v6,
+                room,
+                "the connect policies name more prefixes than the kernel filter was made for (connect_filter.max_prefixes, or what the set at start needed); every connect is sent"
+            );
+            complete = false;
+        }
         let mut changed: Vec<(&IpNet, &BlockRule)> = wanted
             .outbound
             .entries
             .iter()
-            .filter(|(net, rule)| self.applied.get(net) != Some(rule))
+            .filter(|(net, rule)| complete && self.applied.get(net) != Some(rule))
             .collect();
         changed.sort_by_key(|(net, _)| Reverse(net.prefix_len()));
         for (net, rule) in changed {
@@ -192,6 +215,18 @@ impl InterestTable {
         for (net, err) in stale {
             // A stale entry only lets more through.
             tracing::warn!(%err, %net, "removing a connect filter entry");
+        }
+        let v4 = self
+            .applied
+            .keys()
+            .filter(|n| matches!(n, IpNet::V4(_)))
+            .count();
+        for (map, count) in [("ipv4", v4), ("ipv6", self.applied.len() - v4)] {
+            self.metrics
+                .kernel
+                .filter_entries
+                .with_label_values(&[map])
+                .set(count as i64);
         }
         let bits = if complete { wanted.bits } else { 0 };
         let active = self.set_bits(bits).is_ok() && complete;

@@ -49,6 +49,8 @@ pub struct BlockMaps {
 
 /// Which connects the probes send (see `ebpf-probes/src/interest.rs`).
 pub struct InterestMaps {
+    /// Prefixes each trie was made with.
+    pub room: u32,
     /// `CONNECT_FILTER`: the `reflex_wire::net::interest` bits, one entry.
     pub filter: Array<MapData, u32>,
     /// `INTEREST4`: IPv4 prefixes wanted outbound, keyed as `BLOCK4`.
@@ -160,6 +162,7 @@ impl Probes {
     /// Takes the connect filter's maps; only the first call succeeds.
     pub fn take_interest_maps(&mut self) -> Result<InterestMaps, LoadError> {
         Ok(InterestMaps {
+            room: self.interest_room,
             filter: self.take(maps::CONNECT_FILTER)?,
             v4: self.take(maps::INTEREST4)?,
             v6: self.take(maps::INTEREST6)?,
