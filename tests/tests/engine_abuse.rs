@@ -25,20 +25,23 @@ use serde_json::Value;
 const REMOTES: u64 = 480_000;
 /// Remotes per run of the program. The test waits until the agent has
 /// read each run's records before the next, so the 2 MiB connect ring
-/// buffer (room for ~20 000 records) never fills: every key reaches the
-/// engine, the worst case for its memory, whatever the machine's speed.
+/// buffer (~15 000 records of 136 bytes) never fills: every key reaches
+/// the engine, the worst case for its memory, whatever the machine's speed.
 const CHUNK: u64 = 8_192;
-/// Peak RSS allowed: the agent's own ~45 MiB, the connect ring buffer and
-/// queues, and 65 537 windows (~200 bytes each: two strings and a count).
-/// Without the cap, 480 000 windows alone take ~100 MiB.
-const PEAK_RSS_KIB: u64 = 128 << 10;
+/// Peak RSS allowed, by design rather than by what one run saw: the
+/// agent's own ~45 MiB, a full event queue (16 384 records with their
+/// process context, ~48 MiB), 65 537 windows (~15 MiB) and the alert
+/// writer; 93 and 112 MiB seen here. Without the cap (the binary before
+/// the session-5 throttle) it passed 120 MiB at 260 000 of the remotes
+/// and the windows kept growing.
+const PEAK_RSS_KIB: u64 = 160 << 10;
 /// How long a throttle window of the shipped policy lasts (`every: 10m`).
 const WINDOW: Duration = Duration::from_secs(600);
 /// Bounds one wait on the agent; never reached unless it stopped working.
 const WAIT: Duration = Duration::from_secs(120);
 
 /// The agent's peak resident set (`VmHWM`) in KiB.
-pub fn peak_rss_kib(pid: u32) -> u64 {
+fn peak_rss_kib(pid: u32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
