@@ -40,16 +40,6 @@ const WINDOW: Duration = Duration::from_secs(600);
 /// Bounds one wait on the agent; never reached unless it stopped working.
 const WAIT: Duration = Duration::from_secs(120);
 
-/// The agent's peak resident set (`VmHWM`) in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status")
-}
-
 /// Alert lines of `policy` in the alert log and its rotations.
 fn alerts_of(state: &Path, policy: &str) -> usize {
     let mut count = 0;
@@ -219,7 +209,7 @@ fn a_flood_of_distinct_remotes_holds_the_throttle_to_its_cap() {
         alerts <= promised,
         "{alerts} alerts for {REMOTES} remotes, more than the {promised} the throttle allows"
     );
-    let peak = peak_rss_kib(pid);
+    let peak = reflex_tests::peak_rss_kib(pid);
     eprintln!(
         "{REMOTES} remotes in {elapsed:?}: {alerts} alerts, {most_windows} windows at most, peak RSS {peak} KiB"
     );
