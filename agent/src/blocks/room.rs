@@ -1,10 +1,12 @@
 //! How many prefixes the connect filter's tries (`INTEREST4`,
-//! `INTEREST6`) are made with: twice what the policy set names when the
-//! agent starts, plus room for reloads to grow into, at most
-//! `connect_filter.max_prefixes`. A kernel map cannot grow once made: a
-//! set that needs more than the room (a reload, or a start past the
-//! setting) is not filtered at all, every connect is sent, until a set
-//! that fits is loaded (logged; `reflex_kernel_filter_active` is 0).
+//! `INTEREST6`) and the block tries (`BLOCK4`, `BLOCK6`) are made with:
+//! twice what the policy set names when the agent starts, plus room for
+//! reloads to grow into, at most `connect_filter.max_prefixes`. A kernel
+//! map cannot grow once made: a set that needs more filter room than made
+//! (a reload, or a start past the setting) is not filtered at all, every
+//! connect is sent, until a set that fits is loaded (logged;
+//! `reflex_kernel_filter_active` is 0); a block rule that finds no room is
+//! logged and counted.
 use serde::Deserialize;
 
 use crate::policy::PolicySet;
@@ -33,6 +35,15 @@ impl ConnectFilterConfig {
 /// The room to make in each trie for `set`, within `max`.
 pub fn room(set: &PolicySet, max: u32) -> u32 {
     let (v4, v6) = super::interest::of(set).outbound.counts();
+    room_for(v4.max(v6), max)
+}
+
+/// The room to make in each block trie (`BLOCK4`, `BLOCK6`) for `set`,
+/// within `max`: the same rule as the filter's. A rule that finds no room
+/// after a reload is logged and counted in
+/// `reflex_block_rule_errors_total{reason="install_failed"}`.
+pub fn block_room(set: &PolicySet, max: u32) -> u32 {
+    let (v4, v6) = super::rules(set).counts();
     room_for(v4.max(v6), max)
 }
 

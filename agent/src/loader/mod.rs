@@ -97,6 +97,8 @@ pub struct LoadOptions {
     pub watch_room: WatchRoom,
     /// Prefixes each connect filter trie holds.
     pub interest_room: u32,
+    /// Prefixes each block trie holds.
+    pub block_room: u32,
     /// Send no connect until the agent fills the connect filter (`reflex
     /// run`); otherwise every connect is sent (`reflex events`).
     pub filter_connects: bool,
@@ -110,6 +112,7 @@ impl Default for LoadOptions {
             exec_kill_entries: exec_kill::DEFAULT_ENTRIES,
             watch_room: WatchRoom::default(),
             interest_room: DEFAULT_INTEREST_ROOM,
+            block_room: DEFAULT_INTEREST_ROOM,
             filter_connects: false,
         }
     }
@@ -157,6 +160,8 @@ impl Probes {
             .map_max_entries(reflex_wire::maps::WATCHED_NAMES, watch.names.max(1))
             .map_max_entries(reflex_wire::maps::INTEREST4, interest_room)
             .map_max_entries(reflex_wire::maps::INTEREST6, interest_room)
+            .map_max_entries(reflex_wire::maps::BLOCK4, options.block_room.max(1))
+            .map_max_entries(reflex_wire::maps::BLOCK6, options.block_room.max(1))
             .load(PROBES)
             .map_err(LoadError::Object)?;
 
