@@ -84,7 +84,7 @@ pub struct MetricsConfig {
     pub idle_timeout: Option<DurationValue>,
 }
 
-/// The smallest `event_queue`: one drain of a family's ring buffer.
+/// The smallest `event_queue` and `file_queue`: one drain of a family's ring buffer.
 const MIN_EVENT_QUEUE: usize = crate::events::reader::DRAIN_MAX;
 /// `fs:` (the filesystem worker pool).
 #[derive(Debug, Default, Deserialize)]
@@ -133,6 +133,13 @@ pub fn check(path: &Path, settings: &super::Settings) -> Result<(), ConfigError>
             "event_queue is {}; it must be at least {MIN_EVENT_QUEUE}",
             settings.event_queue
         ))
+    } else if settings.file_queue < MIN_EVENT_QUEUE {
+        Some(format!(
+            "file_queue is {}; it must be at least {MIN_EVENT_QUEUE}",
+            settings.file_queue
+        ))
+    } else if settings.stage_queue == 0 {
+        Some("stage_queue must be at least 1".to_string())
     } else if settings.fs.threads == 0 || settings.fs.queue_max == 0 {
         Some("fs.threads and fs.queue_max must be at least 1".to_string())
     } else if settings.fs.timeout.is_zero() {
