@@ -432,6 +432,9 @@ fn build_alert(
 }
 
 #[cfg(test)]
+mod lanes_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::policy::{Mode, value::Scalar as _, value::Template};

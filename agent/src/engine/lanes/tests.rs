@@ -76,7 +76,12 @@ async fn a_file_event_is_judged_before_a_bulk_backlog_drains() {
         tokio::task::yield_now().await;
     }
     tx.file.send(Settled::Event(exec(999))).await.unwrap();
-    let judged = file_out.recv().await.expect("judged in the file lane");
+    // An upper bound so that a stage holding files behind bulk fails here
+    // instead of hanging; a correct one answers at once.
+    let judged = tokio::time::timeout(std::time::Duration::from_secs(60), file_out.recv())
+        .await
+        .expect("the file event was judged while the bulk lane was stuck")
+        .expect("judged in the file lane");
     assert_eq!(judged.record.process.pid, 999);
     let backlog = tx.bulk.max_capacity() - tx.bulk.capacity();
     assert!(
