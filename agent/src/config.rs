@@ -56,8 +56,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Descriptors kept free for reverts, kills, hooks and spools (default 256).
     pub descriptor_reserve: Option<usize>,
-    /// Bulk records (exec, exit, connect) waiting between the sensor and
-    /// the settler (default 16 384).
+    /// Bulk records waiting between the sensor and the settler (default 16 384).
     pub event_queue: Option<usize>,
     /// File records waiting between the sensor and the settler (default 16 384).
     pub file_queue: Option<usize>,
@@ -478,10 +477,6 @@ mod tests {
         assert_eq!(resolve("event_queue: 2048\n").unwrap().event_queue, 2048);
         let err = resolve("event_queue: 10\n").unwrap_err();
         assert!(err.to_string().contains("event_queue"), "{err}");
-        let err = resolve("file_queue: 10\n").unwrap_err();
-        assert!(err.to_string().contains("file_queue"), "{err}");
-        let err = resolve("stage_queue: 0\n").unwrap_err();
-        assert!(err.to_string().contains("stage_queue"), "{err}");
     }
 
     #[test]

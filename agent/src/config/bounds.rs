@@ -236,6 +236,24 @@ mod tests {
         assert!(ByteSize::parse("64MB").is_err());
         assert!(ByteSize::parse("lots").is_err());
     }
+
+    #[test]
+    fn lane_queues_have_floors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reflex.yaml");
+        for (text, name) in [
+            ("file_queue: 10\n", "file_queue"),
+            ("stage_queue: 0\n", "stage_queue"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let args = crate::cli::RunArgs {
+                config: Some(path.clone()),
+                ..Default::default()
+            };
+            let err = super::super::Settings::resolve(&args).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
 }
 
 /// `baselines:` in the agent's configuration.
