@@ -19,6 +19,8 @@ pub mod cpu;
 pub mod exec;
 pub mod file;
 mod run;
+#[cfg(test)]
+mod run_tests;
 
 use std::{sync::Arc, time::Instant};
 
