@@ -56,8 +56,12 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Descriptors kept free for reverts, kills, hooks and spools (default 256).
     pub descriptor_reserve: Option<usize>,
-    /// Records waiting between the sensor and the settler (default 16 384).
+    /// Bulk records waiting between the sensor and the settler (default 16 384).
     pub event_queue: Option<usize>,
+    /// File records waiting between the sensor and the settler (default 16 384).
+    pub file_queue: Option<usize>,
+    /// Items waiting for the engine and for actions, per lane (default 1 024).
+    pub stage_queue: Option<usize>,
     /// The CPU sensor.
     #[serde(default)]
     pub cpu: CpuConfig,
@@ -225,8 +229,12 @@ pub struct Settings {
     pub metrics_limits: ServerLimits,
     /// Descriptors kept free for reverts, kills, hooks and spools.
     pub descriptor_reserve: usize,
-    /// Records waiting between the sensor and the settler.
+    /// Bulk records waiting between the sensor and the settler.
     pub event_queue: usize,
+    /// File records waiting between the sensor and the settler.
+    pub file_queue: usize,
+    /// Items waiting for the engine and for actions, per lane.
+    pub stage_queue: usize,
     /// CPU sampling frequency (0: off).
     pub cpu_hz: u64,
     /// CPU evaluation interval.
@@ -331,6 +339,12 @@ impl Settings {
             event_queue: file
                 .event_queue
                 .unwrap_or(crate::sensor::DEFAULT_EVENT_QUEUE),
+            file_queue: file
+                .file_queue
+                .unwrap_or(crate::sensor::DEFAULT_EVENT_QUEUE),
+            stage_queue: file
+                .stage_queue
+                .unwrap_or(crate::lanes::DEFAULT_STAGE_QUEUE),
             cpu_hz: args.cpu_hz.or(file.cpu.hz).unwrap_or(DEFAULT_CPU_HZ),
             cpu_interval: args
                 .cpu_interval

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     engine::reload,
     events::Kind,
+    lanes::Lane,
     policy::PolicySet,
     sensor::{Sensor, SensorOptions},
     settle::{Settled, Settler, cpu::CpuSettler, file::FileSettler},
@@ -63,7 +64,10 @@ pub async fn events(options: &EventsOptions) -> anyhow::Result<ExitCode> {
     let (settler, drift) = Settler::new(files, cpu, set.clone());
     let (_set_tx, set_rx) = watch::channel(set);
     let (_followup_tx, followup_rx) = mpsc::unbounded_channel();
-    let (settled_tx, mut settled) = mpsc::channel(1024);
+    let (settled_tx, mut settled) = crate::lanes::channel(
+        crate::lanes::DEFAULT_STAGE_QUEUE,
+        crate::lanes::DEFAULT_STAGE_QUEUE,
+    );
     let settling = tokio::spawn(settler.run(drift, records, set_rx, followup_rx, settled_tx));
     tracing::info!(probes = ?sensor.attached(), "streaming events");
     let mut out = io::BufWriter::new(io::stdout().lock());
@@ -73,7 +77,7 @@ pub async fn events(options: &EventsOptions) -> anyhow::Result<ExitCode> {
                 tracing::info!(signal, "stopping");
                 break;
             }
-            next = settled.recv() => {
+            next = settled.next() => {
                 let Some(next) = next else { break };
                 if let Settled::Event(record) = next
                     && (options.kinds.is_empty() || options.kinds.contains(&record.kind))
@@ -85,7 +89,9 @@ pub async fn events(options: &EventsOptions) -> anyhow::Result<ExitCode> {
                 // (a record of a kind not asked for, a drift notice): lines
                 // must reach a pipe reader promptly, not wait for the next
                 // line of their kind.
-                if settled.is_empty() && !out.buffer().is_empty() {
+                if settled.waiting(Lane::File) + settled.waiting(Lane::Bulk) == 0
+                    && !out.buffer().is_empty()
+                {
                     match out.flush() {
                         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break,
                         other => other.context("writing to stdout")?,

@@ -1,9 +1,10 @@
 //! The engine: finished events from the settler are evaluated against the
 //! policy set in force and each match is planned (mode, throttle, kill
-//! fuse). A new set arrives in-band from the settler, so no event is judged
-//! by half a set. `reflex run` hands the plans to actions; `reflex replay`
+//! fuse). A new set arrives in-band from the settler, in each lane, so no
+//! event is judged by half a set ([`lanes`]). `reflex run` hands the plans to actions; `reflex replay`
 //! prints them.
 pub mod fuse;
+pub mod lanes;
 pub mod plan;
 pub mod reload;
 pub mod throttle;
@@ -16,7 +17,6 @@ use crate::{
     events::Record,
     exec_kills::{Notice, NoticeSender},
     policy::{PolicyRef, PolicySet, model::Trigger},
-    settle::Settled,
     telemetry::Metrics,
 };
 use plan::{Plan, Planner};
@@ -144,24 +144,5 @@ impl Engine {
                 Verdict { policy, plan }
             })
             .collect()
-    }
-
-    /// Judges everything from the settler until it closes, passing events
-    /// some policy matched to `out`.
-    pub async fn run(mut self, mut input: mpsc::Receiver<Settled>, out: mpsc::Sender<Judged>) {
-        while let Some(settled) = input.recv().await {
-            match settled {
-                Settled::Policies(set) => self.swap(set),
-                Settled::Event(record) => {
-                    let verdicts = self.judge(&record);
-                    if verdicts.is_empty() {
-                        continue;
-                    }
-                    if out.send(Judged { record, verdicts }).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
     }
 }
