@@ -24,6 +24,7 @@ use reflex_harness::{Launch, run_args};
 use tokio::sync::mpsc::Receiver;
 
 pub mod programs;
+pub mod prometheus;
 pub mod sockets;
 pub mod users;
 

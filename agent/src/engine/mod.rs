@@ -134,6 +134,12 @@ impl Engine {
                         .policy_matches
                         .with_label_values(&[policy.name.as_str(), plan.decision.mode.as_str()])
                         .inc();
+                    if plan.fuse_blew {
+                        metrics
+                            .kill_fuse_blown
+                            .with_label_values(&[policy.name.as_str()])
+                            .inc();
+                    }
                 }
                 Verdict { policy, plan }
             })
