@@ -43,11 +43,12 @@ impl Prometheus {
                 .stderr(Stdio::null()),
         );
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        // It listens before its storage is open and answers 503 until then.
         assert!(
             eventually(Duration::from_secs(60), || {
-                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                reflex_harness::http_get(addr, "/-/ready").is_ok_and(|b| b.contains("is Ready"))
             }),
-            "Prometheus (installed by cargo xtask setup) never listened on {addr}"
+            "Prometheus (installed by cargo xtask setup) never became ready on {addr}"
         );
         Self {
             _guard: guard,
@@ -147,6 +148,8 @@ pub fn draw(path: &Path, title: &str, charts: &[Chart]) {
             py + ph
         );
         for (n, (name, series)) in chart.series.iter().enumerate() {
+            // Six legend entries fit a panel; the rest are drawn unnamed.
+            let name = if n < 6 { name.as_str() } else { "" };
             let colour = COLOURS[n % COLOURS.len()];
             let line: Vec<String> = series
                 .iter()
@@ -166,7 +169,7 @@ pub fn draw(path: &Path, title: &str, charts: &[Chart]) {
                 line.join(" "),
                 x0 + 10.0 + (n % 3) as f64 * 155.0,
                 y0 + h - 24.0 + (n / 3) as f64 * 14.0,
-                escape(&name.chars().take(26).collect::<String>())
+                escape(&name.chars().take(24).collect::<String>())
             );
         }
     }

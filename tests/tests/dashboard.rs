@@ -21,6 +21,8 @@ const DASHBOARD: &str = include_str!("../../deploy/grafana/reflex.json");
 /// Long enough to hold every sample the test makes.
 const RANGE: &str = "2m";
 const WAIT: Duration = Duration::from_secs(120);
+/// Workload rounds, half a second apart, after the checks have their data.
+const PICTURE_ROUNDS: usize = 40;
 
 /// Policies that make every family's events and every action the panels
 /// show: a revert, an in-kernel kill at exec, a blocked connect.
@@ -50,13 +52,19 @@ do: [block, alert]
     );
 }
 
-/// One round of the workload: a tampered file, a forbidden program, a
-/// forbidden connect.
-fn round(scratch: &Scratch, victim: &str, port: u16) {
-    fs::write(scratch.path("managed/app.conf"), "tampered\n").unwrap();
-    run_to_end(&mut Command::new(victim), Duration::from_secs(10));
+/// Round `n` of the workload: tampered files, a forbidden program, a
+/// forbidden connect, in amounts that vary so the picture has a shape.
+fn round(scratch: &Scratch, victim: &str, port: u16, n: usize) {
+    for i in 0..=n % 4 {
+        fs::write(scratch.path("managed/app.conf"), format!("tampered {i}\n")).unwrap();
+    }
+    if n.is_multiple_of(3) {
+        run_to_end(&mut Command::new(victim), Duration::from_secs(10));
+    }
     let to: SocketAddr = format!("127.0.0.2:{port}").parse().unwrap();
-    let _ = TcpStream::connect_timeout(&to, Duration::from_secs(1));
+    for _ in 0..=n % 2 {
+        let _ = TcpStream::connect_timeout(&to, Duration::from_secs(1));
+    }
 }
 
 /// Labels of `label` in an instant query's result.
@@ -124,8 +132,10 @@ fn every_panel_of_the_dashboard_returns_data_from_a_real_prometheus() {
     // The workload goes on until Prometheus holds at least three samples
     // of every action and every family: enough for rate() over RANGE.
     let deadline = Instant::now() + WAIT;
+    let mut n = 0;
     loop {
-        round(&scratch, &victim, port);
+        round(&scratch, &victim, port, n);
+        n += 1;
         let actions = prometheus.query(&format!(
             "count_over_time(reflex_actions_total{{result=\"ok\"}}[{RANGE}]) >= 3"
         ));
@@ -147,6 +157,12 @@ fn every_panel_of_the_dashboard_returns_data_from_a_real_prometheus() {
             Instant::now() < deadline,
             "Prometheus never held every action ({actions:?}) and family ({families:?})"
         );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // More rounds give the README's picture (not the checks) some length.
+    for more in 0..PICTURE_ROUNDS {
+        round(&scratch, &victim, port, n + more);
         std::thread::sleep(Duration::from_millis(500));
     }
 
