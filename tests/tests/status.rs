@@ -102,6 +102,7 @@ fn status_draws_a_running_agent_in_a_terminal_and_once_for_scripts() {
         screen.contains("DECIDE marked-runs (monitor) on exec by marked[")
     });
     assert!(drawn, "the decision never reached the screen:\n{screen}");
+    eprintln!("reflex status, as tmux shows it:\n{screen}");
     for expected in [
         "policies    1 loaded, revision 1",
         "probes      ",

@@ -53,7 +53,13 @@ impl View<'_> {
         let attached: Vec<&str> = s
             .named("reflex_probe_attached")
             .filter(|p| p.value > 0.0)
-            .map(|p| p.label("probe"))
+            // `tracepoint/sched/sched_process_exec`, `cgroup/connect4@/sys/fs/...`:
+            // the hook's own name says enough on one line.
+            .map(|p| {
+                let probe = p.label("probe");
+                let hook = probe.split('@').next().unwrap_or(probe);
+                hook.rsplit('/').next().unwrap_or(hook)
+            })
             .collect();
         let probes = if attached.is_empty() {
             self.paint
@@ -221,7 +227,7 @@ mod tests {
         reflex_policies_loaded 2\n\
         reflex_policy_reloads_total{result=\"ok\"} 1\n\
         reflex_policy_reloads_total{result=\"rejected\"} 0\n\
-        reflex_probe_attached{probe=\"sched_process_exec\"} 1\n\
+        reflex_probe_attached{probe=\"tracepoint/sched/sched_process_exec\"} 1\n\
         reflex_events_total{family=\"exec\",kind=\"exec\"} 10\n\
         reflex_events_lost_total{place=\"kernel\",reason=\"ringbuf_full\",family=\"file\"} 0\n\
         reflex_actions_total{action=\"revert\",result=\"ok\"} 2\n\
