@@ -20,6 +20,8 @@ pub struct View<'a> {
     pub now: &'a Samples,
     /// The last alerts, oldest first.
     pub alerts: &'a [serde_json::Value],
+    /// Why the alert log could not be read, if it could not.
+    pub unread: Option<&'a str>,
     /// Colours on or off.
     pub paint: Paint,
 }
@@ -99,7 +101,9 @@ impl View<'_> {
             .map_or_else(|| "-".to_string(), |r| format!("{:.1}%", r * 100.0));
         self.line(&mut out, "agent", &format!("RSS {rss:.1} MiB, CPU {cpu}"));
         let _ = writeln!(out, "last decisions");
-        if self.alerts.is_empty() {
+        if let Some(why) = self.unread {
+            let _ = writeln!(out, "  {}", self.paint.paint("33", why));
+        } else if self.alerts.is_empty() {
             let _ = writeln!(out, "  none");
         }
         for alert in self.alerts {
@@ -250,6 +254,7 @@ mod tests {
             before: Some((&before, Duration::from_secs(2))),
             now: &now,
             alerts: &alerts,
+            unread: None,
             paint: Paint(false),
         }
         .render();
