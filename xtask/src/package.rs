@@ -70,6 +70,8 @@ pub fn run(root: &Path) -> Result<()> {
     )?;
     let enforcing = fs::read_dir(&staged)?
         .filter_map(Result::ok)
+        // Policies only: the README's examples stay as written.
+        .filter(|e| e.path().extension().is_some_and(|x| x == "yaml"))
         .filter(|e| {
             fs::read_to_string(e.path()).is_ok_and(|t| t.lines().any(|l| l == "mode: enforce"))
         })
