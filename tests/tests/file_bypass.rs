@@ -434,7 +434,10 @@ fn a_blown_file_kill_fuse_stops_kills_in_the_kernel_and_nothing_else() {
             break;
         }
     }
-    assert!(killed >= 2, "the kernel stopped killing before the fuse could blow");
+    assert!(
+        killed >= 2,
+        "the kernel stopped killing before the fuse could blow"
+    );
     if !blown {
         agent
             .stdout_line(WAIT, |l| l.contains("kill fuse blown"))

@@ -1,5 +1,6 @@
-//! `reflex events`: every finished event as one JSON object per line on
-//! stdout, from the same sensor and settler as `reflex run`.
+//! `reflex events`: every finished event as one JSON object per line (or
+//! one human line, `-o compact`) on stdout, from the same sensor and
+//! settler as `reflex run`.
 use std::{
     io::{self, Write as _},
     path::Path,
@@ -10,6 +11,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use tokio::sync::{mpsc, watch};
 
+use super::compact;
+use crate::cli::EventFormat;
 use crate::{
     engine::reload,
     events::Kind,
@@ -32,6 +35,8 @@ pub struct EventsOptions {
     pub cpu_hz: u64,
     /// How often CPU use is computed.
     pub cpu_interval: std::time::Duration,
+    /// JSON lines or human lines.
+    pub format: EventFormat,
 }
 
 /// Streams events until SIGINT/SIGTERM or until stdout is closed.
@@ -70,6 +75,7 @@ pub async fn events(options: &EventsOptions) -> anyhow::Result<ExitCode> {
     );
     let settling = tokio::spawn(settler.run(drift, records, set_rx, followup_rx, settled_tx));
     tracing::info!(probes = ?sensor.attached(), "streaming events");
+    let paint = compact::Paint(compact::colour_stdout());
     let mut out = io::BufWriter::new(io::stdout().lock());
     loop {
         tokio::select! {
@@ -82,7 +88,13 @@ pub async fn events(options: &EventsOptions) -> anyhow::Result<ExitCode> {
                 if let Settled::Event(record) = next
                     && (options.kinds.is_empty() || options.kinds.contains(&record.kind))
                 {
-                    serde_json::to_writer(&mut out, &record).context("encoding an event")?;
+                    match options.format {
+                        EventFormat::Json => serde_json::to_writer(&mut out, &record)
+                            .context("encoding an event")?,
+                        EventFormat::Compact => out
+                            .write_all(compact::event_line(&record, paint).as_bytes())
+                            .context("writing to stdout")?,
+                    }
                     out.write_all(b"\n").context("writing to stdout")?;
                 }
                 // Flush per batch, whatever the last item of the batch was

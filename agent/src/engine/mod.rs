@@ -53,12 +53,27 @@ impl Engine {
     /// `fuse_limit` executables a minute; decisions are counted in
     /// `metrics` when given.
     pub fn new(set: Arc<PolicySet>, fuse_limit: usize, metrics: Option<Metrics>) -> Self {
-        Self {
+        let engine = Self {
             set,
             planner: Planner::new(fuse_limit),
             metrics,
             exec_kills: None,
             file_kills: None,
+        };
+        engine.show_fuses();
+        engine
+    }
+
+    /// Shows each killing policy's fuse counter at 0, so that an alert
+    /// rule and a dashboard find it before the first fuse blows.
+    fn show_fuses(&self) {
+        let Some(metrics) = &self.metrics else { return };
+        for policy in self.set.policies() {
+            if policy.actions.iter().any(|a| a.name() == "kill") {
+                metrics
+                    .kill_fuse_blown
+                    .with_label_values(&[policy.name.as_str()]);
+            }
         }
     }
 
@@ -87,6 +102,7 @@ impl Engine {
             if let Some(metrics) = &self.metrics {
                 metrics.kill_fuse_entries.set(0);
             }
+            self.show_fuses();
         }
     }
 
@@ -140,6 +156,12 @@ impl Engine {
                         .policy_matches
                         .with_label_values(&[policy.name.as_str(), plan.decision.mode.as_str()])
                         .inc();
+                    if plan.fuse_blew {
+                        metrics
+                            .kill_fuse_blown
+                            .with_label_values(&[policy.name.as_str()])
+                            .inc();
+                    }
                 }
                 Verdict { policy, plan }
             })

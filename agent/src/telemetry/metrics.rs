@@ -38,6 +38,9 @@ pub struct Metrics {
     pub policy_matches: IntCounterVec,
     /// `reflex_actions_total{action,result}`: actions carried out.
     pub actions: IntCounterVec,
+    /// `reflex_kill_fuse_blown_total{policy}`: kill fuses that blew (the
+    /// policy's kills are off until the next reload).
+    pub kill_fuse_blown: IntCounterVec,
     /// `reflex_policies_loaded`: policies in the running set.
     pub policies_loaded: IntGauge,
     /// `reflex_policy_reloads_total{result}`: reload attempts.
@@ -177,6 +180,14 @@ impl Metrics {
                 "Actions carried out, by action and result.",
             ),
             &["action", "result"],
+        )
+        .expect("valid metric");
+        let kill_fuse_blown = IntCounterVec::new(
+            Opts::new(
+                "reflex_kill_fuse_blown_total",
+                "Kill fuses that blew, by policy: its kills are off until the next reload.",
+            ),
+            &["policy"],
         )
         .expect("valid metric");
         let policies_loaded =
@@ -341,6 +352,7 @@ impl Metrics {
             Box::new(probes.clone()),
             Box::new(policy_matches.clone()),
             Box::new(actions.clone()),
+            Box::new(kill_fuse_blown.clone()),
             Box::new(policies_loaded.clone()),
             Box::new(reloads.clone()),
             Box::new(action_latency.clone()),
@@ -380,6 +392,7 @@ impl Metrics {
             probes,
             policy_matches,
             actions,
+            kill_fuse_blown,
             policies_loaded,
             reloads,
             action_latency,
