@@ -151,7 +151,9 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     // Configured (drift found) inline above, before the agent says it
     // runs; from here on files are looked at on the pool.
     let settler = settler.with_pool(pool.clone());
-    let settler = settler.with_exec_kills(kill_tx.clone());
+    let settler = settler
+        .with_metrics(&metrics)
+        .with_exec_kills(kill_tx.clone());
     exec_kills.drain(&mut kill_rx);
     tracing::info!(
         executables = exec_kills.armed().len(),

@@ -112,6 +112,8 @@ pub struct ExecKillTable {
     ids: HashMap<FileKey, u32>,
     names: HashMap<ExecName, u32>,
     dirs: HashMap<FileKey, u32>,
+    /// Entries the last sync could not insert (counted once, not per sync).
+    refused: u64,
 }
 
 impl ExecKillTable {
@@ -126,6 +128,7 @@ impl ExecKillTable {
             ids: HashMap::new(),
             names: HashMap::new(),
             dirs: HashMap::new(),
+            refused: 0,
         }
     }
 
@@ -153,10 +156,20 @@ impl ExecKillTable {
         }
     }
 
-    /// Applies notices until every sender is gone.
+    /// Applies notices until every sender is gone. What is queued is
+    /// taken together: each `Targets` is complete, so of several in a row
+    /// only the newest is applied (a burst of files costs one sync).
     pub async fn run(mut self, mut notices: mpsc::UnboundedReceiver<Notice>) {
-        while let Some(notice) = notices.recv().await {
-            self.apply(notice);
+        while let Some(first) = notices.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH
+                && let Ok(more) = notices.try_recv()
+            {
+                batch.push(more);
+            }
+            for notice in newest_targets(batch) {
+                self.apply(notice);
+            }
         }
     }
 
@@ -219,11 +232,39 @@ impl ExecKillTable {
         disarm(&mut id_map, &mut self.ids, &ids);
         disarm(&mut name_map, &mut self.names, &names);
         disarm(&mut dir_map, &mut self.dirs, &dirs);
+        if failed > 0 && failed != self.refused {
+            tracing::error!(
+                refused = failed,
+                "in-kernel exec kills could not all be armed (a map is full); those files are killed from user space, after they start"
+            );
+        }
         if let Some(metrics) = &self.metrics {
-            metrics.exec_kill_errors.inc_by(failed);
+            metrics
+                .exec_kill_errors
+                .inc_by(failed.saturating_sub(self.refused));
             metrics.exec_kill_entries.set(self.ids.len() as i64);
         }
+        self.refused = failed;
     }
+}
+
+/// Most notices taken together.
+const MAX_BATCH: usize = 1024;
+
+/// `batch` without each `Targets` that the next notice, another `Targets`,
+/// replaces (a fuse notice keeps the targets before it in force).
+fn newest_targets(batch: Vec<Notice>) -> impl Iterator<Item = Notice> {
+    let mut batch = batch.into_iter().peekable();
+    std::iter::from_fn(move || {
+        loop {
+            let notice = batch.next()?;
+            let replaced = matches!(notice, Notice::Targets { .. })
+                && matches!(batch.peek(), Some(Notice::Targets { .. }));
+            if !replaced {
+                return Some(notice);
+            }
+        }
+    })
 }
 
 fn key(id: &FileId) -> FileKey {
@@ -288,7 +329,7 @@ where
             }
             Err(err) => {
                 failed += 1;
-                tracing::error!(%err, key = ?k, "arming an in-kernel exec kill");
+                tracing::debug!(%err, key = ?k, "arming an in-kernel exec kill");
             }
         }
     }

@@ -136,3 +136,23 @@ fn names_hash_as_the_probe_does() {
     };
     assert!(name_entry(&long).is_none(), "too long for the probe");
 }
+
+#[test]
+fn of_queued_targets_in_a_row_only_the_newest_is_applied() {
+    let set = Arc::new(PolicySet::default());
+    let targets = |n: usize| Notice::Targets {
+        set: set.clone(),
+        policies: BTreeMap::from([(format!("p{n}"), Covered::default())]),
+    };
+    let blown = Notice::FuseBlown {
+        set: set.clone(),
+        policy: "p1".into(),
+    };
+    let kept: Vec<String> = newest_targets(vec![targets(1), blown, targets(2), targets(3)])
+        .map(|n| match n {
+            Notice::Targets { policies, .. } => policies.keys().next().unwrap().clone(),
+            Notice::FuseBlown { policy, .. } => format!("blown {policy}"),
+        })
+        .collect();
+    assert_eq!(kept, ["p1", "blown p1", "p3"]);
+}

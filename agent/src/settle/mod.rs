@@ -126,6 +126,13 @@ impl Settler {
         &self.files
     }
 
+    /// Counts what the exec half loses in `metrics`.
+    pub fn with_metrics(mut self, metrics: &crate::telemetry::Metrics) -> Self {
+        self.exec
+            .count_overflows(metrics.exec_watch_overflows.clone());
+        self
+    }
+
     /// Tells `kills` (the exec kill table) which files each kernel-enforced
     /// exec policy covers, now and whenever that changes.
     pub fn with_exec_kills(mut self, kills: NoticeSender) -> Self {
@@ -172,12 +179,16 @@ impl Settler {
 
     /// Settles what is due at `now`.
     pub fn expire(&mut self, now: Instant) -> Vec<Record> {
+        self.exec.flush(now);
         self.files.expire(now)
     }
 
     /// When something held must be settled next.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.files.next_deadline()
+        [self.files.next_deadline(), self.exec.flush_at()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Applies a change an action made.

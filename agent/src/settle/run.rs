@@ -56,8 +56,19 @@ impl Settler {
                 }
                 // A file an exec policy names may have appeared: take it in
                 // before the next exec is looked at.
-                Some(path) = next_change(&mut exec_changes) => {
+                Some(path) = next_path(&mut exec_changes) => {
                     self.exec.changed(&path);
+                    // What else is queued is taken in with it; the kill
+                    // table hears of the lot once.
+                    if let Some(rx) = exec_changes.as_mut() {
+                        for _ in 0..PATHS_PER_TURN {
+                            match rx.try_recv() {
+                                Ok(path) => self.exec.changed(&path),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    self.exec.flush(Instant::now());
                     continue;
                 }
                 Ok(()) = policies.changed() => {
@@ -120,6 +131,18 @@ async fn send_all(out: &mpsc::Sender<Settled>, records: Vec<Record>) -> bool {
         }
     }
     true
+}
+
+/// Most changed paths of exec policy directories taken in one turn.
+const PATHS_PER_TURN: usize = 1024;
+
+async fn next_path(
+    changes: &mut Option<mpsc::Receiver<std::path::PathBuf>>,
+) -> Option<std::path::PathBuf> {
+    match changes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_change<T>(changes: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {

@@ -78,6 +78,10 @@ pub struct Metrics {
     /// `reflex_exec_kill_errors_total`: identities or names that could not
     /// be armed in the kernel (those execs are killed from user space, later).
     pub exec_kill_errors: IntCounter,
+    /// `reflex_exec_watch_overflows_total`: times files appeared in exec
+    /// policy directories faster than the settler read them (the globs
+    /// were expanded again).
+    pub exec_watch_overflows: IntCounter,
     /// `reflex_process_ancestry_truncated_total`: chains cut at `process.ancestry_depth`.
     pub ancestry_truncated: IntCounter,
     /// `reflex_baselines_accepted_total{policy,how}`: changes that became the baseline.
@@ -302,6 +306,11 @@ impl Metrics {
             "Executables or names an enforcing exec kill policy covers that could not be armed in the kernel.",
         )
         .expect("valid metric");
+        let exec_watch_overflows = IntCounter::new(
+            "reflex_exec_watch_overflows_total",
+            "Times files appeared in exec policy directories faster than they were read (the paths were expanded again).",
+        )
+        .expect("valid metric");
         for reason in ["too_large", "write", "pruned"] {
             evidence_dropped.with_label_values(&[reason]);
         }
@@ -363,6 +372,7 @@ impl Metrics {
             Box::new(block_rule_errors.clone()),
             Box::new(exec_kill_entries.clone()),
             Box::new(exec_kill_errors.clone()),
+            Box::new(exec_watch_overflows.clone()),
             Box::new(fanotify_marks.clone()),
             Box::new(fanotify_notices.clone()),
             Box::new(ancestry_truncated.clone()),
@@ -409,6 +419,7 @@ impl Metrics {
             fanotify_marks,
             fanotify_notices,
             exec_kill_errors,
+            exec_watch_overflows,
             ancestry_truncated,
             baselines_accepted,
             baseline_versions_pruned,

@@ -16,7 +16,11 @@ use std::{
     fs,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use globset::GlobSet;
@@ -35,6 +39,14 @@ use crate::{
     },
 };
 
+/// Paths of watched directories waiting for the settler; past this the
+/// watch says "overflowed" and the settler expands the globs again.
+const CHANGES_MAX: usize = 4096;
+
+/// Least time between two notices of targets to the kill table while
+/// files keep appearing (more when a notice costs more: see `flush`).
+const PUBLISH_GAP: Duration = Duration::from_millis(100);
+
 /// Most directory entries one glob may expand to before the walk stops.
 const MAX_WALK: usize = 100_000;
 /// Most directories watched for files that appear.
@@ -52,10 +64,17 @@ pub struct ExecWatch {
     files: BTreeMap<String, FileId>,
     by_id: HashMap<FileId, BTreeSet<String>>,
     watcher: Option<notify::RecommendedWatcher>,
-    changes_tx: mpsc::UnboundedSender<PathBuf>,
-    changes_rx: Option<mpsc::UnboundedReceiver<PathBuf>>,
+    changes_tx: mpsc::Sender<PathBuf>,
+    changes_rx: Option<mpsc::Receiver<PathBuf>>,
+    /// Set by the watch when a change found the queue full.
+    overflowed: Arc<AtomicBool>,
     kills: Option<NoticeSender>,
     sent: Option<BTreeMap<String, Covered>>,
+    /// Files changed since the kill table was last told.
+    dirty: bool,
+    /// When the kill table may be told next.
+    next_publish: Instant,
+    overflows: Option<prometheus::IntCounter>,
 }
 
 impl Default for ExecWatch {
@@ -67,7 +86,7 @@ impl Default for ExecWatch {
 impl ExecWatch {
     /// An empty watch; [`ExecWatch::configure`] fills it.
     pub fn new() -> Self {
-        let (changes_tx, changes_rx) = mpsc::unbounded_channel();
+        let (changes_tx, changes_rx) = mpsc::channel(CHANGES_MAX);
         Self {
             set: Arc::new(PolicySet::default()),
             patterns: None,
@@ -77,8 +96,12 @@ impl ExecWatch {
             watcher: None,
             changes_tx,
             changes_rx: Some(changes_rx),
+            overflowed: Arc::new(AtomicBool::new(false)),
             kills: None,
             sent: None,
+            dirty: false,
+            next_publish: Instant::now(),
+            overflows: None,
         }
     }
 
@@ -90,9 +113,14 @@ impl ExecWatch {
         self.publish();
     }
 
+    /// Counts overflows of the directory watch in `overflows`.
+    pub fn count_overflows(&mut self, overflows: prometheus::IntCounter) {
+        self.overflows = Some(overflows);
+    }
+
     /// Paths in watched directories that changed; taken once, by the task
     /// that runs the settler.
-    pub fn take_changes(&mut self) -> Option<mpsc::UnboundedReceiver<PathBuf>> {
+    pub fn take_changes(&mut self) -> Option<mpsc::Receiver<PathBuf>> {
         self.changes_rx.take()
     }
 
@@ -112,29 +140,67 @@ impl ExecWatch {
                 _ => None,
             })
             .collect();
-        self.files.clear();
-        self.by_id.clear();
-        let mut dirs = BTreeSet::new();
-        for glob in &globs {
-            expand(glob, &mut self.files, &mut dirs);
-        }
-        for (path, id) in &self.files {
-            self.by_id.entry(*id).or_default().insert(path.clone());
-        }
-        self.watch(dirs);
+        drop(globs);
         self.set = set;
+        let dirs = self.expand_all();
+        self.watch(dirs);
         // A new set is always told, even with the same files: it re-arms
         // the fuses of the table.
         self.sent = None;
         self.publish();
     }
 
+    /// Expands every exec policy's paths over the files that exist;
+    /// returns the directories they live in.
+    fn expand_all(&mut self) -> BTreeSet<String> {
+        self.files.clear();
+        self.by_id.clear();
+        let mut dirs = BTreeSet::new();
+        for glob in exec_paths(&self.set) {
+            expand(glob, &mut self.files, &mut dirs);
+        }
+        for (path, id) in &self.files {
+            self.by_id.entry(*id).or_default().insert(path.clone());
+        }
+        dirs
+    }
+
     /// Takes in a path of a watched directory that changed (created,
-    /// renamed in or out, removed, chmod).
+    /// renamed in or out, removed, chmod); the kill table hears of it at
+    /// the next [`ExecWatch::flush`].
     pub fn changed(&mut self, path: &Path) {
         if self.refresh(&path.to_string_lossy()) {
-            self.publish();
+            self.dirty = true;
         }
+    }
+
+    /// Tells the kill table what changed, at most once per gap: a burst of
+    /// files appearing (an attacker's thousands) costs one complete notice
+    /// per gap, not one per file. The gap grows with what a notice costs,
+    /// so telling takes at most a tenth of the settler's time. A watch
+    /// that overflowed is made good by expanding the globs again.
+    pub fn flush(&mut self, now: Instant) {
+        if self.overflowed.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                "exec policy directories changed faster than they were read; expanding their paths again"
+            );
+            if let Some(overflows) = &self.overflows {
+                overflows.inc();
+            }
+            self.expand_all();
+            self.dirty = true;
+        }
+        if !self.dirty || now < self.next_publish {
+            return;
+        }
+        let started = Instant::now();
+        self.publish();
+        self.next_publish = now + PUBLISH_GAP.max(started.elapsed() * 10);
+    }
+
+    /// When [`ExecWatch::flush`] has something to tell.
+    pub fn flush_at(&self) -> Option<Instant> {
+        (self.dirty || self.overflowed.load(Ordering::Relaxed)).then_some(self.next_publish)
     }
 
     /// Fills an exec record's `aliases` and `script`, and takes in a file
@@ -149,12 +215,12 @@ impl ExecWatch {
             && self.files.get(exe) != Some(&id)
             && self.refresh(exe)
         {
-            self.publish();
+            self.dirty = true;
         }
         exec.script = script_of(record.process.pid, &exec.filename, exe.as_deref(), id);
         let script_id = exec.script.as_deref().and_then(|s| {
             if self.refresh(s) {
-                self.publish();
+                self.dirty = true;
             }
             identity(Path::new(s))
         });
@@ -233,6 +299,7 @@ impl ExecWatch {
                 (name.clone(), covered)
             })
             .collect();
+        self.dirty = false;
         if self.sent.as_ref() == Some(&policies) {
             return;
         }
@@ -251,6 +318,7 @@ impl ExecWatch {
             return;
         }
         let tx = self.changes_tx.clone();
+        let overflowed = self.overflowed.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
             // Reads and content writes leave a file's identity as it was.
@@ -260,7 +328,9 @@ impl ExecWatch {
                 return;
             }
             for path in event.paths {
-                let _ = tx.send(path);
+                if tx.try_send(path).is_err() {
+                    overflowed.store(true, Ordering::Relaxed);
+                }
             }
         });
         let mut watcher = match watcher {

@@ -91,10 +91,44 @@ fn a_file_met_in_an_exec_is_taken_in() {
     fs::write(&late, b"x").unwrap();
     let mut record = exec_record(0, &late, "./nc-late");
     watch.finish(&mut record);
+    watch.flush(Instant::now());
     assert_eq!(
         targets(&mut rx)["k"],
         HashSet::from([identity(&late).unwrap()])
     );
+}
+
+#[test]
+fn a_burst_of_files_appearing_is_told_once_per_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = set(&format!(
+        "name: k\nmode: enforce\non: {{ exec: {{ paths: [\"{}/**\"] }} }}\ndo: [kill]\n",
+        dir.path().display()
+    ));
+    let mut watch = ExecWatch::new();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    watch.tell(tx);
+    watch.configure(set);
+    assert!(targets(&mut rx)["k"].is_empty());
+    let start = Instant::now();
+    for i in 0..2_000 {
+        let path = dir.path().join(format!("f{i}"));
+        fs::write(&path, b"x").unwrap();
+        watch.changed(&path);
+        watch.flush(start);
+    }
+    let mut told = 0;
+    let mut last = None;
+    while let Ok(Notice::Targets { policies, .. }) = rx.try_recv() {
+        told += 1;
+        last = Some(policies);
+    }
+    assert_eq!(told, 1, "one notice for the burst, not one per file");
+    assert_eq!(last.unwrap()["k"].files.len(), 1, "what was there then");
+    let due = watch.flush_at().expect("the rest is told later");
+    assert!(due > start);
+    watch.flush(due);
+    assert_eq!(targets(&mut rx)["k"].len(), 2_000, "then all of it at once");
 }
 
 #[test]
