@@ -131,6 +131,32 @@ impl Settler {
         self.files.configure(&self.set)
     }
 
+    /// Starts taking a reloaded `set` into use; returns its drift records
+    /// when that is done at once, else the file half finishes it with the
+    /// pool's answers ([`Settler::pool_done`]).
+    pub fn reload(&mut self, set: Arc<PolicySet>) -> Option<Vec<Record>> {
+        let drift = self.files.begin_reload(set.clone())?;
+        self.set = set;
+        self.exec.configure(self.set.clone());
+        Some(drift)
+    }
+
+    /// Takes an answer of the filesystem pool; returns the events it
+    /// finishes and, when it completed a reload, the set now in force
+    /// (passed on ahead of them).
+    pub fn pool_done(
+        &mut self,
+        done: file::intake::FsDone,
+        now: Instant,
+    ) -> (Option<Arc<PolicySet>>, Vec<Record>) {
+        let finished = self.files.looked(done, now);
+        let set = self.files.reloaded().inspect(|set| {
+            self.set = set.clone();
+            self.exec.configure(set.clone());
+        });
+        (set, finished)
+    }
+
     /// Takes one record from the sensor; returns the finished events it
     /// completes, in order: a file record is held until it settles, any
     /// other record is finished as it is (an exit first settles what that
@@ -233,7 +259,13 @@ impl Settler {
                     continue;
                 }
                 // A look at a file came back from the filesystem pool.
-                Some(done) = next_change(&mut looked) => self.files.looked(done, Instant::now()),
+                Some(done) = next_change(&mut looked) => {
+                    let (set, finished) = self.pool_done(done, Instant::now());
+                    if let Some(set) = set && out.send(Settled::Policies(set)).await.is_err() {
+                        return;
+                    }
+                    finished
+                }
                 // A file an exec policy names may have appeared: take it in
                 // before the next exec is looked at.
                 Some(path) = next_change(&mut exec_changes) => {
@@ -242,7 +274,11 @@ impl Settler {
                 }
                 Ok(()) = policies.changed() => {
                     let set = policies.borrow_and_update().clone();
-                    let drift = self.configure(set.clone());
+                    // With a pool, the set comes into force once the pool
+                    // has walked what it covers (the arm above).
+                    let Some(drift) = self.reload(set.clone()) else {
+                        continue;
+                    };
                     if out.send(Settled::Policies(set)).await.is_err() {
                         return;
                     }

@@ -13,12 +13,15 @@ mod covered;
 mod drift;
 mod followup;
 pub mod history;
+pub mod intake;
 pub mod look;
 mod recent;
 mod record;
+mod reload;
 mod rescan;
 pub mod store;
 mod verify;
+mod version;
 pub mod watch;
 
 use std::{
@@ -29,7 +32,7 @@ use std::{
 use accept::{AcceptRules, Marks, Writers, raced_policies};
 use calls::names;
 use recent::Recent;
-use record::{after_state, snapshots};
+use record::snapshots;
 
 use reflex_wire::FileKey;
 
@@ -100,11 +103,19 @@ pub struct FileSettler {
     metrics: Option<Metrics>,
     /// Where looks at files run; inline without one (tests, tools).
     looker: Option<look::Looker>,
-    looked_rx: Option<tokio::sync::mpsc::UnboundedReceiver<look::Looked>>,
+    looked_rx: Option<tokio::sync::mpsc::UnboundedReceiver<intake::FsDone>>,
     /// Changes whose look is in flight, by path.
     in_flight: HashMap<String, Pending>,
     /// Paths whose filesystem did not answer, reported until it does.
     hung: std::collections::HashSet<String>,
+    /// Records waiting for a new file's or a directory's first look.
+    intakes: intake::Intakes,
+    /// A reloaded set waiting for the pool's walks, and how many reloads
+    /// there were.
+    reload: Option<reload::Reload>,
+    generation: u64,
+    /// A set a reload has taken into use, not yet passed on.
+    reloaded: Option<std::sync::Arc<crate::policy::PolicySet>>,
 }
 
 impl FileSettler {
@@ -125,6 +136,10 @@ impl FileSettler {
             looked_rx: None,
             in_flight: HashMap::new(),
             hung: std::collections::HashSet::new(),
+            intakes: Default::default(),
+            reload: None,
+            generation: 0,
+            reloaded: None,
         }
     }
 
@@ -171,7 +186,6 @@ impl FileSettler {
             ino: raw.ino,
         };
         let mut changes = vec![change];
-        let mut created = Vec::new();
         let paths: Vec<String> = match raw.matched_by {
             // A directory on the way to watched files was renamed, exchanged
             // or removed: the paths under it may name other files now.
@@ -184,10 +198,10 @@ impl FileSettler {
                 // Attrib is what the sensor makes of an entry appearing;
                 // the directory itself moving or going is rename / unlink.
                 let entry = change == FileChange::Attrib;
-                let (mut paths, appeared) = self.watch.dir_changed(&dir, entry);
-                created.extend(appeared.iter().cloned());
-                paths.extend(appeared);
-                paths
+                if let Some((record, scan)) = self.scan(dir, entry, record) {
+                    self.scanned(record, &dir, entry, scan, now);
+                }
+                return;
             }
             MatchedBy::Inode | MatchedBy::Fanotify => {
                 let paths = self.watch.paths_of(&key).to_vec();
@@ -203,12 +217,18 @@ impl FileSettler {
                             .is_none_or(|s| s.key != key)
                     });
                 if (paths.is_empty() || stale) && raw.dir_ino != 0 && !raw.name.is_empty() {
-                    self.created_in_dir(raw, &mut changes)
+                    match self.created_in_dir(&record, &mut changes) {
+                        Some(paths) => paths,
+                        None => return,
+                    }
                 } else {
                     paths
                 }
             }
-            MatchedBy::Dir => self.created_in_dir(raw, &mut changes),
+            MatchedBy::Dir => match self.created_in_dir(&record, &mut changes) {
+                Some(paths) => paths,
+                None => return,
+            },
             MatchedBy::Name => {
                 let mut paths = self.watch.paths_named_like(&raw.arg_path).to_vec();
                 if !raw.arg_path2.is_empty() {
@@ -226,6 +246,25 @@ impl FileSettler {
                 paths.retain(|p| !self.watch.is_marked(p));
                 paths
             }
+        };
+        self.take_paths(&record, paths, &[], &changes, now);
+    }
+
+    /// Holds the changes `record` tells of (`changes`) for `paths`, of
+    /// which `created` appeared unseen, until they settle.
+    fn take_paths(
+        &mut self,
+        record: &Record,
+        paths: Vec<String>,
+        created: &[String],
+        changes: &[FileChange],
+        now: Instant,
+    ) {
+        let Body::File(raw) = &record.body else {
+            return;
+        };
+        let Some(change) = raw.change else {
+            return;
         };
         for path in paths {
             if self.pending.get(&path).is_some_and(|p| p.placeholder) {
@@ -306,25 +345,40 @@ impl FileSettler {
         self.observe(record.ktime_ns);
     }
 
-    /// The watched path an open in a watched directory names (`raw`'s
+    /// The watched path an open in a watched directory names (`record`'s
     /// directory and name), taken in when a policy covers it; a file first
-    /// met this way is a `create`.
+    /// met this way is a `create`. `None` when the file is being looked at
+    /// first, on the filesystem pool: `record` is taken again then.
     fn created_in_dir(
         &mut self,
-        raw: &crate::events::file::File,
+        record: &Record,
         changes: &mut Vec<FileChange>,
-    ) -> Vec<String> {
+    ) -> Option<Vec<String>> {
+        let Body::File(raw) = &record.body else {
+            return Some(Vec::new());
+        };
         let dir = FileKey {
             dev: raw.dir_dev,
             _pad: 0,
             ino: raw.dir_ino,
         };
         let Some(dir) = self.watch.dir_path(&dir) else {
-            return Vec::new();
+            return Some(Vec::new());
         };
         let path = format!("{}/{}", dir.trim_end_matches('/'), raw.name);
         if !self.watch.covers(&path) || fsio::is_own_temp(&raw.name) {
-            return Vec::new();
+            return Some(Vec::new());
+        }
+        if let Some(created) = self.intakes.taken(&path) {
+            if created {
+                changes.insert(0, FileChange::Create);
+            }
+            return Some(vec![path]);
+        }
+        let known = self.watch.get(&path).is_some_and(|w| w.last.is_some());
+        if !known && self.looker.is_some() {
+            self.intake(path, record.clone());
+            return None;
         }
         // A file met here first is new, however it was made (a creating
         // open, or `mknod`, io_uring or a rename the probes did not see);
@@ -335,11 +389,12 @@ impl FileSettler {
         {
             changes.insert(0, FileChange::Create);
         }
-        vec![path]
+        Some(vec![path])
     }
 
     /// Settles the changes of a writer that exited.
     pub fn process_exited(&mut self, pid: u32, now: Instant) -> Vec<Record> {
+        self.intakes.exited(pid);
         for pending in self.pending.values_mut() {
             if pending.writer == pid {
                 pending.deadline = now;
