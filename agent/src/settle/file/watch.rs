@@ -283,13 +283,6 @@ impl WatchList {
         }
     }
 
-    fn add_dir(&mut self, dir: &Path) {
-        self.dir_paths.insert(dir.display().to_string());
-        if let Some(key) = dir_key(dir) {
-            self.dirs.insert(key, dir.display().to_string());
-        }
-    }
-
     fn reindex(&mut self) {
         self.work.full_passes += 1;
         self.work.entries += self.files.len() as u64;
