@@ -441,6 +441,8 @@ mod accept_tests;
 #[cfg(test)]
 mod created_tests;
 #[cfg(test)]
+mod intake_tests;
+#[cfg(test)]
 mod look_tests;
 #[cfg(test)]
 mod tests;

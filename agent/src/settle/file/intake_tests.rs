@@ -1,0 +1,169 @@
+//! What the settler asks of the filesystem pool besides looks: a reloaded
+//! set's walks and a new file's first look; a path that does not answer
+//! costs that path only.
+use std::{fs, os::unix::fs::MetadataExt as _, path::Path, sync::Arc, time::Instant};
+
+use super::{FileSettler, baseline::BaselineStore, intake::FsDone};
+use crate::{
+    events::{
+        Body, Kind, ProcessContext, Record,
+        file::{File, FileChange, MatchedBy},
+    },
+    fsio::{
+        self,
+        pool::{FsPool, PoolError, PoolMetrics, PoolSettings},
+    },
+    policy::PolicySet,
+};
+
+fn revert(paths: &[String]) -> Arc<PolicySet> {
+    let list: Vec<String> = paths.iter().map(|p| format!("\"{p}\"")).collect();
+    let text = format!(
+        "name: managed\nmode: enforce\non: {{ file: {{ paths: [{}] }} }}\ndo: [revert]\n",
+        list.join(", ")
+    );
+    Arc::new(PolicySet::new(crate::policy::compile_valid(&text)))
+}
+
+fn hung() -> PoolError {
+    PoolError::TimedOut(std::time::Duration::from_secs(5))
+}
+
+#[test]
+fn a_reload_comes_into_force_once_walked_without_a_glob_that_hung() {
+    let (a, b, state) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let app = a.path().join("app.conf");
+    fs::write(&app, "good\n").unwrap();
+    fs::write(b.path().join("other.conf"), "other\n").unwrap();
+    let pool = FsPool::start(PoolSettings::default(), PoolMetrics::unregistered());
+    let mut settler = FileSettler::new(None, Some(BaselineStore::open(state.path()).unwrap()))
+        .with_pool(pool.clone());
+    let mut done = settler.take_looked().unwrap();
+    let app_name = app.display().to_string();
+    assert!(
+        settler
+            .configure(&revert(std::slice::from_ref(&app_name)))
+            .is_empty()
+    );
+
+    fs::write(&app, "drifted\n").unwrap();
+    let glob_b = format!("{}/*.conf", b.path().display());
+    let set = revert(&[app_name.clone(), glob_b.clone()]);
+    assert!(
+        settler.begin_reload(set.clone()).is_none(),
+        "walked on the pool"
+    );
+    let mut out = Vec::new();
+    for _ in 0..2 {
+        assert!(
+            settler.reloaded().is_none(),
+            "not in force before its walks"
+        );
+        let answer = match done.blocking_recv().unwrap() {
+            FsDone::Walk {
+                generation, glob, ..
+            } if glob == glob_b => FsDone::Walk {
+                generation,
+                glob,
+                result: Err(hung()),
+            },
+            other => other,
+        };
+        out.extend(settler.looked(answer, Instant::now()));
+    }
+    assert!(
+        settler.reloaded().is_some_and(|s| Arc::ptr_eq(&s, &set)),
+        "in force once every walk answered"
+    );
+    assert_eq!(out.len(), 1, "{out:?}");
+    let Body::File(drift) = &out[0].body else {
+        panic!("not a file record");
+    };
+    assert_eq!(drift.path.as_deref(), Some(app_name.as_str()));
+    assert_eq!(drift.change, Some(FileChange::Drift));
+    assert_eq!(drift.after.as_ref().unwrap().size, 8, "hashed on the pool");
+    assert!(settler.watch().get(&app_name).is_some());
+    assert!(
+        settler
+            .watch()
+            .paths()
+            .all(|p| !p.starts_with(&b.path().display().to_string())),
+        "the glob that did not answer is left out"
+    );
+    pool.stop();
+}
+
+/// A creating open of `name` in `dir` by pid 7.
+fn created(dir: &Path, name: &str) -> Record {
+    let meta = fs::metadata(dir).unwrap();
+    Record {
+        time: String::new(),
+        ktime_ns: 1,
+        kind: Kind::File,
+        process: ProcessContext {
+            pid: 7,
+            ..ProcessContext::default()
+        },
+        body: Body::File(File {
+            change: Some(FileChange::Write),
+            dir_dev: fsio::encode_dev(meta.dev()),
+            dir_ino: meta.ino(),
+            name: name.to_string(),
+            open_flags: reflex_wire::file::open::O_CREAT | reflex_wire::file::open::O_WRONLY,
+            fd: 3,
+            matched_by: MatchedBy::Dir,
+            ..File::default()
+        }),
+    }
+}
+
+#[test]
+fn a_new_file_is_watched_once_looked_at_and_by_name_when_it_hangs() {
+    let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    fs::write(dir.path().join("app.conf"), "good\n").unwrap();
+    let pool = FsPool::start(PoolSettings::default(), PoolMetrics::unregistered());
+    let mut settler = FileSettler::new(None, Some(BaselineStore::open(state.path()).unwrap()))
+        .with_pool(pool.clone());
+    let mut done = settler.take_looked().unwrap();
+    settler.configure(&revert(&[format!("{}/*.conf", dir.path().display())]));
+
+    for (name, answers) in [("new.conf", true), ("stuck.conf", false)] {
+        let path = dir.path().join(name);
+        let key = path.display().to_string();
+        fs::write(&path, "planted\n").unwrap();
+        let now = Instant::now();
+        assert!(settler.ingest(created(dir.path(), name), now).is_empty());
+        assert!(settler.watch().get(&key).is_none(), "looked at first");
+        assert!(
+            settler.process_exited(7, now).is_empty(),
+            "nothing to settle yet"
+        );
+        let answer = match done.blocking_recv().unwrap() {
+            FsDone::Intake { path, .. } if !answers => FsDone::Intake {
+                path,
+                result: Err(hung()),
+            },
+            other => other,
+        };
+        assert!(settler.looked(answer, now).is_empty(), "looked at next");
+        let watched = settler.watch().get(&key).expect("watched");
+        assert_eq!(watched.last.is_some(), answers, "{name}");
+        // Its change is held as a creation, final (the writer exited
+        // meanwhile), and goes to the pool for its look at once.
+        assert!(settler.looking(&key), "{name}");
+        let FsDone::Look(look) = done.blocking_recv().unwrap() else {
+            panic!("a look");
+        };
+        let out = settler.looked(look, now);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let Body::File(file) = &out[0].body else {
+            panic!("not a file record");
+        };
+        assert_eq!(file.change, Some(FileChange::Create), "{name}");
+    }
+    pool.stop();
+}
