@@ -108,6 +108,7 @@ impl Settler {
 
     /// Looks at files on `pool` from now on.
     pub fn with_pool(mut self, pool: crate::fsio::pool::FsPool) -> Self {
+        self.exec.with_pool(pool.clone());
         self.files = self.files.with_pool(pool);
         self
     }
@@ -232,8 +233,10 @@ impl Settler {
         let mut exec_changes = self.exec.take_changes();
         let mut looked = self.files.take_looked();
         let current = policies.borrow_and_update().clone();
-        if !Arc::ptr_eq(&current, &self.set) {
-            initial.extend(self.configure(current));
+        if !Arc::ptr_eq(&current, &self.set)
+            && let Some(drift) = self.reload(current)
+        {
+            initial.extend(drift);
         }
         let period = self
             .cpu
@@ -258,7 +261,8 @@ impl Settler {
                     self.follow(followup);
                     continue;
                 }
-                // A look at a file came back from the filesystem pool.
+                // The filesystem pool answered: a look at a file, a new
+                // file's or a directory's first look, a reload's walk.
                 Some(done) = next_change(&mut looked) => {
                     let (set, finished) = self.pool_done(done, Instant::now());
                     if let Some(set) = set && out.send(Settled::Policies(set)).await.is_err() {
@@ -266,10 +270,10 @@ impl Settler {
                     }
                     finished
                 }
-                // A file an exec policy names may have appeared: take it in
-                // before the next exec is looked at.
-                Some(path) = next_change(&mut exec_changes) => {
-                    self.exec.changed(&path);
+                // A file an exec policy names may have appeared, or the
+                // pool looked at one: take it in.
+                Some(change) = next_change(&mut exec_changes) => {
+                    self.exec.changed(&change);
                     continue;
                 }
                 Ok(()) = policies.changed() => {

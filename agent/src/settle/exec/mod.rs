@@ -26,7 +26,10 @@ use tokio::sync::mpsc;
 use crate::{
     events::{Body, FileId, Record},
     exec_kills::{Covered, NameRule, Notice, NoticeSender, kernel_enforced},
-    fsio,
+    fsio::{
+        self,
+        pool::{FsPool, JobKey, PoolError},
+    },
     loader::exec_kill::DEFAULT_ENTRIES,
     policy::{
         PolicySet,
@@ -40,6 +43,21 @@ const MAX_WALK: usize = 100_000;
 /// Most directories watched for files that appear.
 const MAX_DIRS: usize = 4096;
 
+/// What reaches the exec half besides records.
+#[derive(Debug)]
+pub enum ExecChange {
+    /// A path in a watched directory changed.
+    Changed(PathBuf),
+    /// The pool looked at a changed path: the identity of the regular file
+    /// there, if any.
+    Looked {
+        /// The path.
+        path: String,
+        /// Its identity, or why the pool did not answer.
+        id: Result<Option<FileId>, PoolError>,
+    },
+}
+
 /// Files the exec policies name, and who hears about them.
 pub struct ExecWatch {
     set: Arc<PolicySet>,
@@ -52,8 +70,10 @@ pub struct ExecWatch {
     files: BTreeMap<String, FileId>,
     by_id: HashMap<FileId, BTreeSet<String>>,
     watcher: Option<notify::RecommendedWatcher>,
-    changes_tx: mpsc::UnboundedSender<PathBuf>,
-    changes_rx: Option<mpsc::UnboundedReceiver<PathBuf>>,
+    changes_tx: mpsc::UnboundedSender<ExecChange>,
+    changes_rx: Option<mpsc::UnboundedReceiver<ExecChange>>,
+    /// Where changed files are looked at; inline without one.
+    pool: Option<FsPool>,
     kills: Option<NoticeSender>,
     sent: Option<BTreeMap<String, Covered>>,
 }
@@ -77,6 +97,7 @@ impl ExecWatch {
             watcher: None,
             changes_tx,
             changes_rx: Some(changes_rx),
+            pool: None,
             kills: None,
             sent: None,
         }
@@ -90,10 +111,15 @@ impl ExecWatch {
         self.publish();
     }
 
-    /// Paths in watched directories that changed; taken once, by the task
-    /// that runs the settler.
-    pub fn take_changes(&mut self) -> Option<mpsc::UnboundedReceiver<PathBuf>> {
+    /// Paths in watched directories that changed, and the pool's looks at
+    /// them; taken once, by the task that runs the settler.
+    pub fn take_changes(&mut self) -> Option<mpsc::UnboundedReceiver<ExecChange>> {
         self.changes_rx.take()
+    }
+
+    /// Looks at changed files on `pool` from now on.
+    pub fn with_pool(&mut self, pool: FsPool) {
+        self.pool = Some(pool);
     }
 
     /// Expands the exec policies of `set` and watches their directories.
@@ -130,10 +156,45 @@ impl ExecWatch {
     }
 
     /// Takes in a path of a watched directory that changed (created,
-    /// renamed in or out, removed, chmod).
-    pub fn changed(&mut self, path: &Path) {
-        if self.refresh(&path.to_string_lossy()) {
-            self.publish();
+    /// renamed in or out, removed, chmod): looked at on the pool, whose
+    /// answer comes back here, so a hung filesystem never holds the settler.
+    pub fn changed(&mut self, change: &ExecChange) {
+        match change {
+            ExecChange::Changed(path) => {
+                let path = path.to_string_lossy().into_owned();
+                if !self.patterns.as_ref().is_some_and(|p| p.is_match(&path)) {
+                    return;
+                }
+                let Some(pool) = &self.pool else {
+                    let now = identity(Path::new(&path));
+                    if self.refresh_to(&path, now) {
+                        self.publish();
+                    }
+                    return;
+                };
+                let (tx, job) = (self.changes_tx.clone(), path.clone());
+                pool.submit(
+                    JobKey {
+                        path: path.clone(),
+                        dev: 0,
+                    },
+                    "watch",
+                    move || identity(Path::new(&job)),
+                    move |id| {
+                        let _ = tx.send(ExecChange::Looked { path, id });
+                    },
+                );
+            }
+            ExecChange::Looked { path, id: Ok(now) } => {
+                if self.refresh_to(path, *now) {
+                    self.publish();
+                }
+            }
+            ExecChange::Looked { path, id: Err(err) } => tracing::warn!(
+                path,
+                error = %err,
+                "a file an exec policy names could not be looked at; it is taken in when it runs"
+            ),
         }
     }
 
@@ -186,7 +247,15 @@ impl ExecWatch {
         if !self.patterns.as_ref().is_some_and(|p| p.is_match(path)) {
             return false;
         }
-        let now = identity(Path::new(path));
+        self.refresh_to(path, identity(Path::new(path)))
+    }
+
+    /// Takes `now` as the identity of the file at `path` (a policy names
+    /// it); whether it changed.
+    fn refresh_to(&mut self, path: &str, now: Option<FileId>) -> bool {
+        if !self.patterns.as_ref().is_some_and(|p| p.is_match(path)) {
+            return false;
+        }
         let before = self.files.get(path).copied();
         if now == before {
             return false;
@@ -260,7 +329,7 @@ impl ExecWatch {
                 return;
             }
             for path in event.paths {
-                let _ = tx.send(path);
+                let _ = tx.send(ExecChange::Changed(path));
             }
         });
         let mut watcher = match watcher {
