@@ -167,3 +167,100 @@ fn a_new_file_is_watched_once_looked_at_and_by_name_when_it_hangs() {
     }
     pool.stop();
 }
+
+fn dpkg(pid: u32) -> ProcessContext {
+    let exe = "/usr/bin/dpkg";
+    ProcessContext {
+        pid,
+        exe: Some(exe.into()),
+        image: Some(Arc::new(crate::events::Ancestor {
+            pid,
+            start_ktime_ns: Some(1),
+            exe: Some(exe.into()),
+            filename: Some(exe.into()),
+        })),
+        ..ProcessContext::default()
+    }
+}
+
+/// `change` of `path` by `writer`, as the probes report it.
+fn by(path: &Path, change: FileChange, writer: ProcessContext) -> Record {
+    let key = fsio::state(path).unwrap().unwrap().key;
+    Record {
+        time: String::new(),
+        ktime_ns: crate::events::clock::BootClock::now_ns(),
+        kind: Kind::File,
+        process: writer,
+        body: Body::File(File {
+            change: Some(change),
+            dev: key.dev,
+            ino: key.ino,
+            fd: 3,
+            matched_by: MatchedBy::Inode,
+            ..File::default()
+        }),
+    }
+}
+
+#[test]
+fn a_write_that_raced_an_acceptance_read_on_the_pool_withdraws_it() {
+    let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let path = dir.path().join("app.conf");
+    fs::write(&path, "v1\n").unwrap();
+    let v1 = fsio::content_hash(&path).unwrap();
+    let text = format!(
+        "name: managed\nmode: enforce\non: {{ file: {{ paths: [\"{}\"] }} }}\naccept_from: {{ process: {{ exe: [\"/usr/bin/dpkg\"] }} }}\ndo: [revert]\n",
+        path.display()
+    );
+    let pool = FsPool::start(PoolSettings::default(), PoolMetrics::unregistered());
+    let mut settler = FileSettler::new(None, Some(BaselineStore::open(state.path()).unwrap()))
+        .with_pool(pool.clone());
+    let mut done = settler.take_looked().unwrap();
+    settler.configure(&PolicySet::new(crate::policy::compile_valid(&text)));
+    let mut answer = |settler: &mut FileSettler, now| {
+        let look = done.blocking_recv().unwrap();
+        settler.looked(look, now)
+    };
+
+    // The deploy writes and closes; it is taken at the end of its hold.
+    let start = Instant::now();
+    assert!(
+        settler
+            .ingest(by(&path, FileChange::Write, dpkg(71)), start)
+            .is_empty()
+    );
+    fs::write(&path, "v2\n").unwrap();
+    settler.ingest(by(&path, FileChange::CloseWrite, dpkg(71)), start);
+    assert!(
+        answer(&mut settler, start).is_empty(),
+        "held for the deploy"
+    );
+    // Stamped before the acceptance's read, an ordinary writer's event
+    // reaches the settler while the read is on the pool.
+    let cat = ProcessContext {
+        pid: 70,
+        exe: Some("/usr/bin/cat".into()),
+        ..ProcessContext::default()
+    };
+    let early = by(&path, FileChange::CloseWrite, cat);
+    let due = start + super::DEPLOY_HOLD;
+    assert!(settler.expire(due).is_empty(), "read on the pool");
+    assert!(settler.ingest(early, due).is_empty(), "waits for the read");
+    let out = answer(&mut settler, due);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let Body::File(accepted) = &out[0].body else {
+        panic!("not a file record");
+    };
+    assert_eq!(accepted.change, Some(FileChange::Accepted));
+    let out = answer(&mut settler, due);
+    assert_eq!(out.len(), 1, "the raced write is judged: {out:?}");
+    let Body::File(raced) = &out[0].body else {
+        panic!("not a file record");
+    };
+    assert_eq!(
+        raced.baseline["managed"].sha256.as_deref(),
+        Some(v1.as_str()),
+        "back to the version before the acceptance"
+    );
+    pool.stop();
+}

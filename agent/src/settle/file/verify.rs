@@ -6,6 +6,7 @@ use std::{path::Path, time::Instant};
 
 use super::{
     DEPLOY_HOLD, FileSettler, HOLD, Pending,
+    accept::raced_policies,
     look::Look,
     recent::Seen,
     record::{snapshots, strongest},
@@ -162,6 +163,16 @@ impl FileSettler {
                     accepted = Some(Box::new(a));
                     read = Some(version);
                 }
+            }
+            // A change that arrived while the read was on the pool may
+            // have been made before it (inside the accepted content): its
+            // writer must answer for it as if it came after the acceptance.
+            if accepted.is_some()
+                && let Some(later) = self.pending.get_mut(path)
+            {
+                let raced =
+                    raced_policies(&self.marks, path, later.record.ktime_ns, &later.writers);
+                later.writers.raced.extend(raced);
             }
         }
         let (baseline, after, now_there) = match &accepted {
