@@ -3,6 +3,7 @@
 //! watched them (drift) as each policy's `on_drift` says.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
+    ops::Not as _,
     path::Path,
 };
 
@@ -71,12 +72,29 @@ impl FileSettler {
             }
             paths
         };
+        // Whether a `revert` policy keeps baselines under the glob, and
+        // whether one had it in force before (a file there with no
+        // baseline is then drift, hashed for its record).
         let keeps = |glob: &PathGlob| {
-            store.is_some()
-                && set.policies().iter().any(|p| {
-                    matches!(&p.trigger, Trigger::File { paths, .. } if paths.iter().any(|g| g.as_str() == glob.as_str()))
-                        && p.actions.iter().any(|a| matches!(a, Action::Revert { .. }))
-                })
+            let Some(store) = store else {
+                return (false, false);
+            };
+            let mut keeps = (false, false);
+            for p in set.policies() {
+                let Trigger::File { paths, .. } = &p.trigger else {
+                    continue;
+                };
+                if paths.iter().any(|g| g.as_str() == glob.as_str())
+                    && p.actions.iter().any(|a| matches!(a, Action::Revert { .. }))
+                {
+                    keeps.0 = true;
+                    keeps.1 |= store
+                        .known(&p.name, std::slice::from_ref(glob))
+                        .is_empty()
+                        .not();
+                }
+            }
+            keeps
         };
         watch::walk_jobs(set, recorded, keeps)
     }
@@ -96,10 +114,15 @@ impl FileSettler {
         let Some(baselines) = self.baselines.as_mut() else {
             return Vec::new();
         };
-        let facts: HashMap<&str, &Facts> = walks
-            .values()
-            .flat_map(|w| w.facts.iter().map(|(p, f)| (p.as_str(), f)))
-            .collect();
+        // A file two globs cover has the same comparisons from each; the
+        // one that hashed it (for a drift record) is kept.
+        let mut facts: HashMap<&str, &Facts> = HashMap::new();
+        for (path, fact) in walks.values().flat_map(|w| w.facts.iter()) {
+            let kept = facts.entry(path.as_str()).or_insert(fact);
+            if kept.after.is_none() {
+                *kept = fact;
+            }
+        }
         let states: HashMap<&str, Option<&FileState>> = self
             .watch
             .paths()

@@ -111,7 +111,7 @@ impl WatchList {
     /// Recomputes everything from the `file` policies in `set`, looking
     /// at the filesystem here and now (at start, and in tests and tools).
     pub fn configure(&mut self, set: &PolicySet) {
-        let walks = walk_jobs(set, |_| Default::default(), |_| false)
+        let walks = walk_jobs(set, |_| Default::default(), |_| (false, false))
             .into_iter()
             .map(|job| (job.glob.as_str().to_string(), Walk::run(job)))
             .collect();
@@ -330,13 +330,14 @@ fn dir_key(dir: &Path) -> Option<FileKey> {
 
 /// What to gather on the filesystem for each path and glob of the `file`
 /// policies in `set` (each once): the paths `recorded` says keep baselines
-/// under it, and whether `keeps` baselines there (a `revert` policy).
+/// under it, and whether `keeps` baselines there (a `revert` policy) and
+/// had it in force before.
 pub fn walk_jobs(
     set: &PolicySet,
     recorded: impl Fn(
         &PathGlob,
     ) -> BTreeMap<String, Vec<(String, crate::settle::file::baseline::Baseline)>>,
-    keeps: impl Fn(&PathGlob) -> bool,
+    keeps: impl Fn(&PathGlob) -> (bool, bool),
 ) -> Vec<WalkJob> {
     let mut jobs: BTreeMap<String, WalkJob> = BTreeMap::new();
     for policy in set.policies() {
@@ -348,7 +349,8 @@ pub fn walk_jobs(
                 .or_insert_with(|| WalkJob {
                     glob: glob.clone(),
                     recorded: recorded(glob),
-                    baselines: keeps(glob),
+                    baselines: keeps(glob).0,
+                    known: keeps(glob).1,
                 });
         }
     }

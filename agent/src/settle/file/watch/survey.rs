@@ -33,6 +33,9 @@ pub struct WalkJob {
     /// Whether files here keep baselines (a `revert` policy covers it):
     /// then interrupted reverts are cleaned up and drift is looked for.
     pub baselines: bool,
+    /// Whether a policy had it in force before: a file with no baseline
+    /// appeared while no agent ran (drift, hashed for its record).
+    pub known: bool,
 }
 
 /// What the pool found for one path or glob.
@@ -120,14 +123,14 @@ impl Walk {
         let files = walk.files.iter().map(|(p, _)| p);
         walk.ancestors = ancestors(files.chain(walk.dirs.iter().map(|(p, _)| p)));
         if job.baselines {
-            walk.check(&job.recorded);
+            walk.check(&job.recorded, job.known);
         }
         walk
     }
 
     /// Cleans up after interrupted reverts and compares each file with its
     /// baselines.
-    fn check(&mut self, recorded: &BTreeMap<String, Vec<(String, Baseline)>>) {
+    fn check(&mut self, recorded: &BTreeMap<String, Vec<(String, Baseline)>>, known: bool) {
         for (path, state) in &self.files {
             let file = Path::new(path);
             match fsio::remove_stale_temps(file) {
@@ -148,8 +151,9 @@ impl Walk {
                 .map(|(policy, b)| (policy.clone(), b.matches(file).unwrap_or(false)))
                 .collect();
             // Hashed for a drift record: a file that differs, or one no
-            // baseline knows (which may have appeared while no agent ran).
-            let after = (matches.is_empty() || matches.iter().any(|(_, m)| !m))
+            // baseline knows where a policy was in force (it appeared while
+            // no agent ran).
+            let after = ((matches.is_empty() && known) || matches.iter().any(|(_, m)| !m))
                 .then(|| crate::settle::file::record::after_state(file, state.as_ref(), true))
                 .flatten();
             self.facts.insert(path.clone(), Facts { matches, after });
