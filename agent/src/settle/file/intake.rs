@@ -1,15 +1,12 @@
-//! Taking in what appears in watched directories without waiting on their
-//! filesystem: a file first met in a creating open is looked at (its
-//! identity, for the kernel's and fanotify's watch) on the filesystem
-//! pool, and a directory that changed is looked through there. The record
-//! that told of it waits, with any later one about the same file or
-//! directory, and is taken when the answer comes back, in order: the file
-//! is watched before its change is held, and its change is judged whole
-//! as before. A filesystem that does not answer costs its own files: the
-//! new file is watched by name, its change reported unverified.
+//! What the filesystem pool answers the file settler, and looking through
+//! a watched directory that changed without waiting on its filesystem: the
+//! notice waits, with any later one about the same directory, and is taken
+//! when the look comes back, in order. A directory that does not answer
+//! costs its own files: what appeared in it unseen is taken in at its next
+//! change. (A file first met in a creating open is watched by name at once
+//! and by identity from its first look, which runs on the pool.)
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
-    path::Path,
+    collections::{HashMap, VecDeque},
     time::Instant,
 };
 
@@ -22,10 +19,7 @@ use super::{
 };
 use crate::{
     events::{Body, Record},
-    fsio::{
-        self, FileState,
-        pool::{JobKey, PoolError},
-    },
+    fsio::pool::{JobKey, PoolError},
 };
 
 /// What the filesystem pool answers the file settler.
@@ -33,13 +27,6 @@ use crate::{
 pub enum FsDone {
     /// A look at a changed file.
     Look(Looked),
-    /// The first look at a file created in a watched directory.
-    Intake {
-        /// The file.
-        path: String,
-        /// Its state, `None` when no regular file is there.
-        result: Result<Option<FileState>, PoolError>,
-    },
     /// A walk of a path or glob of a set being taken into use.
     Walk {
         /// Which reload it is for.
@@ -66,98 +53,14 @@ impl From<Looked> for FsDone {
     }
 }
 
-/// Records waiting for a first look.
+/// Directory notices waiting for their directory's look.
 #[derive(Default)]
 pub(super) struct Intakes {
-    /// Per new file: the records about it, and the writers among them that
-    /// exited meanwhile.
-    files: HashMap<String, (Vec<Record>, HashSet<u32>)>,
     /// Per directory: the notices waiting for its look, the first in flight.
     scans: HashMap<FileKey, VecDeque<Record>>,
-    /// A file just taken in, while its records are taken: whether the
-    /// first of them made it.
-    taken: HashMap<String, bool>,
-}
-
-impl Intakes {
-    /// Whether `path` was just taken in, and then whether it is new.
-    pub(super) fn taken(&mut self, path: &str) -> Option<bool> {
-        self.taken.remove(path)
-    }
-
-    /// The writer `pid` exited: its changes waiting here are final.
-    pub(super) fn exited(&mut self, pid: u32) {
-        for (records, exited) in self.files.values_mut() {
-            if records.iter().any(|r| r.process.pid == pid) {
-                exited.insert(pid);
-            }
-        }
-    }
 }
 
 impl FileSettler {
-    /// Holds `record`, about the new file `path`, until the pool has looked
-    /// at the file.
-    pub(super) fn intake(&mut self, path: String, record: Record) {
-        if let Some((records, _)) = self.intakes.files.get_mut(&path) {
-            records.push(record);
-            return;
-        }
-        let Some(looker) = &self.looker else {
-            return;
-        };
-        let dev = match &record.body {
-            Body::File(raw) => raw.dir_dev,
-            _ => 0,
-        };
-        let (pool, tx) = (looker.pool.clone(), looker.tx.clone());
-        self.intakes
-            .files
-            .insert(path.clone(), (vec![record], HashSet::new()));
-        let job_path = path.clone();
-        pool.submit(
-            JobKey {
-                path: path.clone(),
-                dev,
-            },
-            "watch",
-            move || fsio::state(Path::new(&job_path)).ok().flatten(),
-            move |result| {
-                let _ = tx.send(FsDone::Intake { path, result });
-            },
-        );
-    }
-
-    /// Watches the new file `path` as the pool found it, and takes the
-    /// records that waited for it.
-    pub(super) fn intake_done(
-        &mut self,
-        path: String,
-        result: Result<Option<FileState>, PoolError>,
-        now: Instant,
-    ) -> Vec<Record> {
-        let Some((records, exited)) = self.intakes.files.remove(&path) else {
-            return self.expire(now);
-        };
-        let state = result.unwrap_or_else(|err| {
-            tracing::warn!(path, error = %err, "a file created in a watched directory could not be looked at; its change is reported unverified");
-            None
-        });
-        let created = self.watch.add_with(&path, state);
-        for (i, record) in records.into_iter().enumerate() {
-            self.intakes.taken.insert(path.clone(), i == 0 && created);
-            self.take(record, now);
-        }
-        self.intakes.taken.remove(&path);
-        if let Some(pending) = self.pending.get_mut(&path)
-            && exited.contains(&pending.writer)
-        {
-            pending.deadline = now;
-            pending.last_look = true;
-        }
-        self.expire(now)
-    }
-
     /// Looks through the marked directory `dir` for `record`: at once
     /// without a pool (returning what it found), else on the pool, the
     /// record waiting for the answer.

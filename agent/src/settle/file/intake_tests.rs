@@ -1,6 +1,6 @@
-//! What the settler asks of the filesystem pool besides looks: a reloaded
-//! set's walks and a new file's first look; a path that does not answer
-//! costs that path only.
+//! What the settler leaves to the filesystem pool besides plain looks: a
+//! reloaded set's walks, a new file's identity, an acceptance's read; a
+//! path that does not answer costs that path only.
 use std::{fs, os::unix::fs::MetadataExt as _, path::Path, sync::Arc, time::Instant};
 
 use super::{FileSettler, baseline::BaselineStore, intake::FsDone};
@@ -122,7 +122,7 @@ fn created(dir: &Path, name: &str) -> Record {
 }
 
 #[test]
-fn a_new_file_is_watched_once_looked_at_and_by_name_when_it_hangs() {
+fn a_new_file_is_watched_by_name_at_once_and_by_identity_from_its_look() {
     let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     fs::write(dir.path().join("app.conf"), "good\n").unwrap();
     let pool = FsPool::start(PoolSettings::default(), PoolMetrics::unregistered());
@@ -137,33 +137,33 @@ fn a_new_file_is_watched_once_looked_at_and_by_name_when_it_hangs() {
         fs::write(&path, "planted\n").unwrap();
         let now = Instant::now();
         assert!(settler.ingest(created(dir.path(), name), now).is_empty());
-        assert!(settler.watch().get(&key).is_none(), "looked at first");
+        let watched = settler.watch().get(&key).expect("watched at once");
+        assert!(watched.last.is_none(), "not looked at on the settler");
         assert!(
             settler.process_exited(7, now).is_empty(),
-            "nothing to settle yet"
+            "looked at on the pool"
         );
+        assert!(settler.looking(&key), "{name}");
         let answer = match done.blocking_recv().unwrap() {
-            FsDone::Intake { path, .. } if !answers => FsDone::Intake {
-                path,
+            FsDone::Look(look) if !answers => FsDone::Look(super::look::Looked {
+                path: look.path,
                 result: Err(hung()),
-            },
+            }),
             other => other,
         };
-        assert!(settler.looked(answer, now).is_empty(), "looked at next");
-        let watched = settler.watch().get(&key).expect("watched");
-        assert_eq!(watched.last.is_some(), answers, "{name}");
-        // Its change is held as a creation, final (the writer exited
-        // meanwhile), and goes to the pool for its look at once.
-        assert!(settler.looking(&key), "{name}");
-        let FsDone::Look(look) = done.blocking_recv().unwrap() else {
-            panic!("a look");
-        };
-        let out = settler.looked(look, now);
+        let out = settler.looked(answer, now);
         assert_eq!(out.len(), 1, "{out:?}");
         let Body::File(file) = &out[0].body else {
             panic!("not a file record");
         };
         assert_eq!(file.change, Some(FileChange::Create), "{name}");
+        assert_eq!(file.unverified.is_none(), answers, "{name}");
+        let watched = settler.watch().get(&key).expect("still watched");
+        assert_eq!(
+            watched.last.is_some(),
+            answers,
+            "by identity once looked at"
+        );
     }
     pool.stop();
 }

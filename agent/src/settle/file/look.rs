@@ -132,12 +132,11 @@ impl FileSettler {
         None
     }
 
-    /// Takes what the filesystem pool answered: a look, a new file's
-    /// intake, a directory's scan.
+    /// Takes what the filesystem pool answered: a look, a directory's
+    /// scan, a reload's walk.
     pub fn looked(&mut self, done: impl Into<FsDone>, now: Instant) -> Vec<Record> {
         match done.into() {
             FsDone::Look(looked) => self.look_done(looked, now),
-            FsDone::Intake { path, result } => self.intake_done(path, result, now),
             FsDone::Scan { dir, entry, result } => self.scan_done(dir, entry, result, now),
             FsDone::Walk {
                 generation,

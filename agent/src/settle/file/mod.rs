@@ -108,7 +108,7 @@ pub struct FileSettler {
     in_flight: HashMap<String, Pending>,
     /// Paths whose filesystem did not answer, reported until it does.
     hung: std::collections::HashSet<String>,
-    /// Records waiting for a new file's or a directory's first look.
+    /// Directory notices waiting for their directory's look.
     intakes: intake::Intakes,
     /// A reloaded set waiting for the pool's walks, and how many reloads
     /// there were.
@@ -217,18 +217,12 @@ impl FileSettler {
                             .is_none_or(|s| s.key != key)
                     });
                 if (paths.is_empty() || stale) && raw.dir_ino != 0 && !raw.name.is_empty() {
-                    match self.created_in_dir(&record, &mut changes) {
-                        Some(paths) => paths,
-                        None => return,
-                    }
+                    self.created_in_dir(raw, &mut changes)
                 } else {
                     paths
                 }
             }
-            MatchedBy::Dir => match self.created_in_dir(&record, &mut changes) {
-                Some(paths) => paths,
-                None => return,
-            },
+            MatchedBy::Dir => self.created_in_dir(raw, &mut changes),
             MatchedBy::Name => {
                 let mut paths = self.watch.paths_named_like(&raw.arg_path).to_vec();
                 if !raw.arg_path2.is_empty() {
@@ -345,56 +339,45 @@ impl FileSettler {
         self.observe(record.ktime_ns);
     }
 
-    /// The watched path an open in a watched directory names (`record`'s
+    /// The watched path an open in a watched directory names (`raw`'s
     /// directory and name), taken in when a policy covers it; a file first
-    /// met this way is a `create`. `None` when the file is being looked at
-    /// first, on the filesystem pool: `record` is taken again then.
+    /// met this way is a `create`.
     fn created_in_dir(
         &mut self,
-        record: &Record,
+        raw: &crate::events::file::File,
         changes: &mut Vec<FileChange>,
-    ) -> Option<Vec<String>> {
-        let Body::File(raw) = &record.body else {
-            return Some(Vec::new());
-        };
+    ) -> Vec<String> {
         let dir = FileKey {
             dev: raw.dir_dev,
             _pad: 0,
             ino: raw.dir_ino,
         };
         let Some(dir) = self.watch.dir_path(&dir) else {
-            return Some(Vec::new());
+            return Vec::new();
         };
         let path = format!("{}/{}", dir.trim_end_matches('/'), raw.name);
         if !self.watch.covers(&path) || fsio::is_own_temp(&raw.name) {
-            return Some(Vec::new());
-        }
-        if let Some(created) = self.intakes.taken(&path) {
-            if created {
-                changes.insert(0, FileChange::Create);
-            }
-            return Some(vec![path]);
-        }
-        let known = self.watch.get(&path).is_some_and(|w| w.last.is_some());
-        if !known && self.looker.is_some() {
-            self.intake(path, record.clone());
-            return None;
+            return Vec::new();
         }
         // A file met here first is new, however it was made (a creating
         // open, or `mknod`, io_uring or a rename the probes did not see);
         // a known path with no file is made again by a creating open.
+        // With a pool, it is watched by name and directory until its look
+        // (on the pool) gives its identity: the settler never waits on a
+        // filesystem, and a burst of new files costs one job each.
         let creating = raw.open_flags & reflex_wire::file::open::O_CREAT != 0;
-        if self.watch.add(&path)
-            || (creating && self.watch.get(&path).is_some_and(|w| w.last.is_none()))
-        {
+        let added = match self.looker {
+            Some(_) => self.watch.add_with(&path, None),
+            None => self.watch.add(&path),
+        };
+        if added || (creating && self.watch.get(&path).is_some_and(|w| w.last.is_none())) {
             changes.insert(0, FileChange::Create);
         }
-        Some(vec![path])
+        vec![path]
     }
 
     /// Settles the changes of a writer that exited.
     pub fn process_exited(&mut self, pid: u32, now: Instant) -> Vec<Record> {
-        self.intakes.exited(pid);
         for pending in self.pending.values_mut() {
             if pending.writer == pid {
                 pending.deadline = now;
