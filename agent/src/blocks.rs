@@ -16,7 +16,7 @@ use std::{
     sync::Arc,
 };
 
-use aya::maps::lpm_trie::Key;
+use aya::maps::{LpmTrie, MapData, MapError, lpm_trie::Key};
 use ipnet::IpNet;
 use reflex_wire::{
     BlockRule,
@@ -35,6 +35,7 @@ use crate::{
 };
 
 pub mod interest;
+pub mod room;
 #[cfg(test)]
 mod tests;
 
@@ -126,6 +127,16 @@ impl Rules {
         self.entries.is_empty()
     }
 
+    /// Entries per address family: (IPv4, IPv6).
+    pub fn counts(&self) -> (usize, usize) {
+        let v4 = self
+            .entries
+            .keys()
+            .filter(|n| matches!(n, IpNet::V4(_)))
+            .count();
+        (v4, self.entries.len() - v4)
+    }
+
     /// The entry the kernel would find for `addr` (longest prefix match;
     /// an IPv4-mapped address is looked up as IPv4, as the hooks do).
     pub fn lookup(&self, addr: std::net::IpAddr) -> Option<&BlockRule> {
@@ -174,29 +185,45 @@ pub fn build(policies: &[BlockPolicy]) -> Rules {
         }
         covering.sort_unstable();
         covering.dedup();
-        let mut ports: [Vec<(u16, u16)>; class::COUNT] = Default::default();
-        for &i in covering.iter().filter(|i| !excepted.contains(i)) {
-            for (c, ranges) in ports.iter_mut().enumerate() {
-                if policies[i].classes[c] {
-                    ranges.extend_from_slice(&policies[i].ports);
-                }
-            }
-        }
-        let mut rule = BlockRule::default();
-        for (c, ranges) in ports.into_iter().enumerate() {
-            let (ranges, joined) = fit(merge(ranges));
-            if joined {
-                rules.joined.push((*prefix, c));
-            }
-            rule.counts[c] = ranges.len() as u32;
-            for (slot, (first, last)) in rule.ranges[c].iter_mut().zip(ranges) {
-                *slot = [first, last];
-            }
-        }
+        let (rule, joined) = port_rule(
+            covering
+                .iter()
+                .filter(|i| !excepted.contains(i))
+                .map(|&i| &policies[i]),
+        );
+        rules
+            .joined
+            .extend(joined.into_iter().map(|c| (*prefix, c)));
         rules.entries.insert(*prefix, rule);
     }
     rules.joined.sort_unstable();
     rules
+}
+
+/// The ports and protocol classes of `policies` together, as one entry;
+/// with the protocol classes whose ranges had to be joined to fit.
+pub fn port_rule<'a>(policies: impl Iterator<Item = &'a BlockPolicy>) -> (BlockRule, Vec<usize>) {
+    let mut ports: [Vec<(u16, u16)>; class::COUNT] = Default::default();
+    for policy in policies {
+        for (c, ranges) in ports.iter_mut().enumerate() {
+            if policy.classes[c] {
+                ranges.extend_from_slice(&policy.ports);
+            }
+        }
+    }
+    let mut rule = BlockRule::default();
+    let mut joined_classes = Vec::new();
+    for (c, ranges) in ports.into_iter().enumerate() {
+        let (ranges, joined) = fit(merge(ranges));
+        if joined {
+            joined_classes.push(c);
+        }
+        rule.counts[c] = ranges.len() as u32;
+        for (slot, (first, last)) in rule.ranges[c].iter_mut().zip(ranges) {
+            *slot = [first, last];
+        }
+    }
+    (rule, joined_classes)
 }
 
 /// Sorted, disjoint, non-adjacent ranges covering the same ports.
@@ -284,24 +311,14 @@ impl BlockTable {
                 Err(err) => failed.push((net, rule, err)),
             }
         }
-        let mut stale: Vec<IpNet> = self
-            .applied
-            .keys()
-            .filter(|net| !rules.entries.contains_key(net))
-            .copied()
-            .collect();
-        stale.sort_by_key(|net| net.prefix_len());
-        for net in stale {
-            let removed = match net {
-                IpNet::V4(n) => self.maps.v4.remove(&v4_key(n)),
-                IpNet::V6(n) => self.maps.v6.remove(&v6_key(n)),
-            };
-            match removed {
-                Ok(()) => {
-                    self.applied.remove(&net);
-                }
-                Err(err) => tracing::error!(%err, %net, "removing a block rule"),
-            }
+        let stale = remove_stale(
+            &mut self.applied,
+            &rules.entries,
+            &mut self.maps.v4,
+            &mut self.maps.v6,
+        );
+        for (net, err) in stale {
+            tracing::error!(%err, %net, "removing a block rule");
         }
         // A full trie may have had room only once the stale entries left.
         for (net, rule, first) in failed {
@@ -331,6 +348,39 @@ impl BlockTable {
             .with_label_values(&[reason])
             .inc();
     }
+}
+
+/// Takes every prefix `wanted` lacks out of `applied` and the kernel tries
+/// `v4`/`v6` (block rules or connect interest), shortest first: until the
+/// longer ones leave, they keep deciding for the addresses they hold as
+/// before. Returns the prefixes the kernel would not give up (they stay in
+/// `applied`).
+pub fn remove_stale(
+    applied: &mut BTreeMap<IpNet, BlockRule>,
+    wanted: &BTreeMap<IpNet, BlockRule>,
+    v4: &mut LpmTrie<MapData, u32, BlockRule>,
+    v6: &mut LpmTrie<MapData, [u32; 4], BlockRule>,
+) -> Vec<(IpNet, MapError)> {
+    let mut stale: Vec<IpNet> = applied
+        .keys()
+        .filter(|net| !wanted.contains_key(net))
+        .copied()
+        .collect();
+    stale.sort_by_key(|net| net.prefix_len());
+    let mut failed = Vec::new();
+    for net in stale {
+        let removed = match net {
+            IpNet::V4(n) => v4.remove(&v4_key(n)),
+            IpNet::V6(n) => v6.remove(&v6_key(n)),
+        };
+        match removed {
+            Ok(()) => {
+                applied.remove(&net);
+            }
+            Err(err) => failed.push((net, err)),
+        }
+    }
+    failed
 }
 
 /// The trie key of an IPv4 prefix.

@@ -76,6 +76,9 @@ pub struct Config {
     /// The kernel's file watch maps.
     #[serde(default)]
     pub watch: crate::settle::file::watch::capacity::WatchConfig,
+    /// The connect filter's kernel tries.
+    #[serde(default)]
+    pub connect_filter: crate::blocks::room::ConnectFilterConfig,
     /// Bytes of each event family's kernel ring buffer.
     #[serde(default)]
     pub ring_buffers: bounds::RingBuffersConfig,
@@ -248,6 +251,8 @@ pub struct Settings {
     pub evidence: crate::actions::evidence::EvidenceSettings,
     /// Ceilings of the kernel's file watch maps.
     pub watch: crate::settle::file::watch::capacity::WatchBounds,
+    /// Ceiling of each connect filter trie, in prefixes.
+    pub max_prefixes: u32,
     /// Bytes of each family's kernel ring buffer.
     pub rings: crate::loader::RingSizes,
     /// The filesystem worker pool.
@@ -351,6 +356,7 @@ impl Settings {
             baseline_max_xattr_bytes: file.baselines.max_xattr_bytes(),
             evidence: crate::actions::evidence::EvidenceSettings::from_config(&file.evidence),
             watch: file.watch.bounds(),
+            max_prefixes: file.connect_filter.max_prefixes(),
             rings: file.ring_buffers.sizes(),
             fs: file.fs.settings(),
         };

@@ -8,7 +8,10 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, LpmTrie, lpm_trie::Key},
 };
-use reflex_wire::{BlockRule, maps, net::interest};
+use reflex_wire::{
+    BlockRule, maps,
+    net::interest::{self, local},
+};
 
 /// The [`interest`] bits; zero (as loaded) sends everything.
 #[map]
@@ -25,6 +28,12 @@ exported_as!(INTEREST4, maps::INTEREST4);
 #[map]
 static INTEREST6: LpmTrie<[u32; 4], BlockRule> = LpmTrie::with_max_entries(4096, 1);
 exported_as!(INTEREST6, maps::INTEREST6);
+
+/// Local ports wanted per direction ([`local`] entries), used under
+/// [`interest::INBOUND_PORTS`] and [`interest::LISTEN_PORTS`].
+#[map]
+static LOCAL_PORTS: Array<BlockRule> = Array::with_max_entries(local::COUNT, 0);
+exported_as!(LOCAL_PORTS, maps::LOCAL_PORTS);
 
 #[inline(always)]
 fn bits() -> u32 {
@@ -58,10 +67,23 @@ pub fn outbound6(ip: [u32; 4], port: u16, protocol: u32) -> bool {
             .is_some_and(|r| r.covers(port, protocol))
 }
 
-/// Whether events of `direction` bit ([`interest::INBOUND`] or
-/// [`interest::LISTEN`]) are wanted in user space.
+/// Whether an accepted (`inbound`) or listening socket on local `port`
+/// (host order) over `protocol` is wanted in user space: its direction is
+/// and, when the agent filters that direction by port, `LOCAL_PORTS`
+/// covers the port.
 #[inline(always)]
-pub fn direction(bit: u32) -> bool {
+pub fn local(inbound: bool, port: u16, protocol: u32) -> bool {
     let bits = bits();
-    bits & interest::FILTERING == 0 || bits & bit != 0
+    if bits & interest::FILTERING == 0 {
+        return true;
+    }
+    let (direction, by_port, entry) = match inbound {
+        true => (interest::INBOUND, interest::INBOUND_PORTS, local::INBOUND),
+        false => (interest::LISTEN, interest::LISTEN_PORTS, local::LISTEN),
+    };
+    bits & direction != 0
+        && (bits & by_port == 0
+            || LOCAL_PORTS
+                .get(entry)
+                .is_some_and(|r| r.covers(port, protocol)))
 }

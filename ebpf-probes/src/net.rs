@@ -25,7 +25,7 @@ use aya_ebpf::{
 };
 use reflex_wire::{
     BlockRule, EventKind, LossFamily, LossReason, NetEvent, maps,
-    net::{V4_MAPPED_PREFIX, addr_family, direction, interest as wanted},
+    net::{V4_MAPPED_PREFIX, addr_family, direction},
     programs,
 };
 
@@ -395,11 +395,9 @@ fn report_socket(fd: u64, dir: u32) -> Result<(), LossReason> {
     if fam != addr_family::INET && fam != addr_family::INET6 {
         return Ok(());
     }
-    let bit = match dir {
-        direction::INBOUND => wanted::INBOUND,
-        _ => wanted::LISTEN,
-    };
-    if !interest::direction(bit) {
+    let protocol = task::read::<u16>(sk, off.sk_protocol).unwrap_or(0) as u32;
+    let local_port = task::read::<u16>(sk, off.sk_num).unwrap_or(0);
+    if !interest::local(dir == direction::INBOUND, local_port, protocol) {
         count_filtered(LossFamily::Connect);
         return Ok(());
     }
@@ -417,8 +415,6 @@ fn report_socket(fd: u64, dir: u32) -> Result<(), LossReason> {
             task::read::<[u32; 4]>(sk, off.sk_v6_daddr).unwrap_or([0; 4]),
         )
     };
-    let protocol = task::read::<u16>(sk, off.sk_protocol).unwrap_or(0) as u32;
-    let local_port = task::read::<u16>(sk, off.sk_num).unwrap_or(0);
     let remote_port = u16::from_be(task::read::<u16>(sk, off.sk_dport).unwrap_or(0));
     // SAFETY: `event` is a reserved slot sized for a `NetEvent`; every field
     // is written before submit.

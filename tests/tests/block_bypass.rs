@@ -377,3 +377,28 @@ do: [block, alert]
         );
     }
 }
+
+/// A block set naming more prefixes than the kernel's default room
+/// (4 096) is enforced whole: the tries are made from the policy set.
+#[test]
+fn a_block_set_past_the_default_room_is_enforced_whole() {
+    require_root();
+    let scratch = Scratch::new();
+    let hosts: Vec<String> = (0..6_000u32)
+        .map(|i| format!("127.1.{}.{}", i / 256, i % 256))
+        .collect();
+    let remote: Vec<String> = hosts.iter().map(|h| format!("\"{h}/32\"")).collect();
+    scratch.policy(
+        "many.yaml",
+        &format!(
+            "name: many\nmode: enforce\non: {{ connect: {{ direction: [outbound], remote: [{}], ports: [4770], protocol: [tcp] }} }}\ndo: [block]\n",
+            remote.join(", ")
+        ),
+    );
+    let _open = TcpListener::bind("127.2.0.1:4770").expect("listen on 127.2.0.1:4770");
+    let _agent = scratch.start();
+    for host in &hosts {
+        assert_eperm(connect(&format!("{host}:4770")), host);
+    }
+    connect("127.2.0.1:4770").expect("an address the set does not name connects");
+}

@@ -175,12 +175,7 @@ fn a_huge_command_line_costs_a_kilobyte_per_alert_and_the_spool_stays_bounded() 
     let spool = state_bytes(&scratch.path("state/spool/dead"));
     assert!(spool <= 64 << 10, "{spool} bytes spooled");
     assert!(metric(addr, "reflex_alert_spool_bytes{sink=\"dead\"}") <= (64 << 10) as f64);
-    let status = fs::read_to_string(format!("/proc/{}/status", agent.guard.pid())).unwrap();
-    let peak_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
+    let peak_kib = reflex_tests::peak_rss_kib(agent.guard.pid());
     assert!(peak_kib < 256 << 10, "agent peak RSS {peak_kib} KiB");
 }
 

@@ -7,7 +7,7 @@
 //! here is the test's own.
 use std::{
     fs,
-    net::{SocketAddr, UdpSocket},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -267,4 +267,102 @@ fn blocking_refuses_and_reports_with_the_filter_on() {
 
 fn socket_unconnected() -> UdpSocket {
     UdpSocket::bind("127.0.0.1:0").unwrap()
+}
+
+#[test]
+fn accepts_on_ports_no_inbound_policy_names_stay_in_the_kernel() {
+    require_root();
+    let scratch = Scratch::new();
+    let named = TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = named.local_addr().unwrap().port();
+    scratch.policy(
+        "inbound.yaml",
+        &format!(
+            "name: inbound-{port}\nmode: monitor\non:\n  connect: {{ direction: [inbound], ports: [{port}], protocol: [tcp] }}\ndo: [alert]\n"
+        ),
+    );
+    let agent = scratch.start();
+    let addr = metrics_addr(&agent);
+    let before = filtered(addr);
+    let connects_before = connect_events(addr);
+    const ACCEPTS: usize = 100;
+    for _ in 0..ACCEPTS {
+        let _client = TcpStream::connect(other.local_addr().unwrap()).unwrap();
+        other.accept().unwrap();
+    }
+    // Each round: an outbound connect (no outbound policy) and an accept
+    // on a port the inbound policy does not name.
+    assert!(
+        eventually(WAIT, || filtered(addr) - before >= 2.0 * ACCEPTS as f64),
+        "accepts elsewhere are counted in the kernel (filtered: {})",
+        filtered(addr) - before
+    );
+    let _client = TcpStream::connect(named.local_addr().unwrap()).unwrap();
+    let (_accepted, peer) = named.accept().unwrap();
+    let alert = reflex_tests::policy_alert(&agent, WAIT, &format!("inbound-{port}"), |_| true);
+    assert_eq!(alert["event"]["connect"]["direction"], "inbound");
+    assert_eq!(alert["event"]["connect"]["local_port"], port);
+    assert_eq!(alert["event"]["connect"]["remote_port"], peer.port());
+    // Records of one family keep their order: the accepts elsewhere came
+    // before this one, and none of them was sent.
+    assert_eq!(
+        connect_events(addr) - connects_before,
+        1.0,
+        "connect records sent"
+    );
+}
+
+/// An outbound UDP monitor policy on port 5353 of `count` addresses
+/// 127.0.3.N, one prefix each.
+fn prefixes_policy(count: usize) -> String {
+    let remote: Vec<String> = (1..=count).map(|i| format!("\"127.0.3.{i}/32\"")).collect();
+    format!(
+        "name: many\nmode: monitor\non:\n  connect: {{ direction: [outbound], remote: [{}], ports: [5353], protocol: [udp] }}\ndo: [alert]\n",
+        remote.join(", ")
+    )
+}
+
+#[test]
+fn a_set_past_the_filters_room_sends_every_connect_until_one_fits() {
+    require_root();
+    let scratch = Scratch::new();
+    scratch.policy("many.yaml", &prefixes_policy(20));
+    let agent = scratch.start_with_config("connect_filter: { max_prefixes: 8 }\n");
+    let addr = metrics_addr(&agent);
+    let active = || {
+        sum(
+            addr,
+            "reflex_kernel_filter_active",
+            &[("family", "connect")],
+        )
+    };
+    assert_eq!(active(), 0.0, "20 prefixes do not fit in 8: no filter");
+    assert_eq!(
+        sum(addr, "reflex_kernel_filter_capacity", &[("map", "ipv4")]),
+        8.0
+    );
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let before = connect_events(addr);
+    socket.connect(("127.0.0.1", 5354)).unwrap();
+    assert!(
+        eventually(WAIT, || connect_events(addr) > before),
+        "a connect no policy matches is sent while the filter is off"
+    );
+
+    scratch.policy("many.yaml", &prefixes_policy(4));
+    assert!(
+        eventually(WAIT, || active() == 1.0),
+        "a set that fits is filtered again"
+    );
+    assert_eq!(
+        sum(addr, "reflex_kernel_filter_entries", &[("map", "ipv4")]),
+        4.0
+    );
+    let before = filtered(addr);
+    socket.connect(("127.0.0.1", 5354)).unwrap();
+    assert!(
+        eventually(WAIT, || filtered(addr) > before),
+        "the same connect is counted in the kernel"
+    );
 }

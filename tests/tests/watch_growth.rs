@@ -82,12 +82,7 @@ fn usage(pid: u32) -> (Duration, u64) {
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     // SAFETY: sysconf has no memory effects.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
+    let hwm = reflex_tests::peak_rss_kib(pid);
     (Duration::from_millis(ticks * 1000 / hz), hwm)
 }
 

@@ -7,16 +7,18 @@
 //! protocol): the `INTEREST4`/`INTEREST6` tries are built like the block
 //! tries, from every `on: connect` policy covering outbound connects, in
 //! any mode and with any action. Accepted and listening sockets are sent
-//! when any policy covers their direction. Process conditions (`when`,
-//! `unless`) are left to the agent, which evaluates every sent event
-//! exactly: the filter over-approximates, never under.
+//! when some policy covers their direction and, when every such policy
+//! names `ports`, only on those local ports and protocols (`LOCAL_PORTS`).
+//! Process conditions (`when`, `unless`) and, for accepted connections,
+//! the remote address are left to the agent, which evaluates every sent
+//! event exactly: the filter over-approximates, never under.
 use std::{cmp::Reverse, collections::BTreeMap, sync::Arc};
 
 use ipnet::IpNet;
 use reflex_wire::{BlockRule, LossFamily, net::interest};
 use tokio::sync::watch;
 
-use super::{Rules, build, outbound, reduce, v4_key, v6_key};
+use super::{BlockPolicy, Rules, build, outbound, port_rule, reduce, remove_stale, v4_key, v6_key};
 use crate::{
     loader::InterestMaps,
     policy::{PolicySet, model::Trigger, spec::Direction},
@@ -30,6 +32,9 @@ pub struct Interest {
     pub bits: u32,
     /// Outbound destinations wanted (port ranges per protocol class).
     pub outbound: Rules,
+    /// Local ports wanted of accepted and listening sockets, by
+    /// `interest::local` entry; in force under the `*_PORTS` bits.
+    pub local: [BlockRule; interest::local::COUNT as usize],
 }
 
 impl Interest {
@@ -42,31 +47,70 @@ impl Interest {
                 .lookup(addr)
                 .is_some_and(|r| r.covers(port, protocol))
     }
+
+    /// Whether an accepted (`inbound`) or listening socket on local `port`
+    /// over `protocol` would leave the kernel (what the probe decides).
+    pub fn wants_local(&self, inbound: bool, port: u16, protocol: u32) -> bool {
+        let (_, direction, by_port, entry) = LOCAL[usize::from(!inbound)];
+        self.bits & direction != 0
+            && (self.bits & by_port == 0 || self.local[entry].covers(port, protocol))
+    }
 }
+
+/// The directions filtered by local port: the direction, its bit, its
+/// by-port bit and its `LOCAL_PORTS` entry.
+const LOCAL: [(Direction, u32, u32, usize); 2] = [
+    (
+        Direction::Inbound,
+        interest::INBOUND,
+        interest::INBOUND_PORTS,
+        interest::local::INBOUND as usize,
+    ),
+    (
+        Direction::Listen,
+        interest::LISTEN,
+        interest::LISTEN_PORTS,
+        interest::local::LISTEN as usize,
+    ),
+];
 
 /// The connect filter for `set`.
 pub fn of(set: &PolicySet) -> Interest {
     let mut bits = interest::FILTERING;
     let mut outbound_policies = Vec::new();
+    // Per `interest::local` entry: the policies covering that direction,
+    // and whether every one of them names ports.
+    let mut local: [(Vec<BlockPolicy>, bool); 2] = [(Vec::new(), true), (Vec::new(), true)];
     for policy in set.policies() {
         let Trigger::Connect(t) = &policy.trigger else {
             continue;
         };
-        let covers = |d: Direction| t.direction.is_empty() || t.direction.contains(&d);
-        if covers(Direction::Inbound) {
-            bits |= interest::INBOUND;
-        }
-        if covers(Direction::Listen) {
-            bits |= interest::LISTEN;
+        for (direction, bit, _, entry) in LOCAL {
+            if t.direction.is_empty() || t.direction.contains(&direction) {
+                bits |= bit;
+                let (policies, by_port) = &mut local[entry];
+                policies.push(reduce(&policy.name, t));
+                *by_port &= !t.ports.is_empty();
+            }
         }
         if outbound(t) {
             bits |= interest::OUTBOUND;
             outbound_policies.push(reduce(&policy.name, t));
         }
     }
+    let mut rules = [BlockRule::default(); interest::local::COUNT as usize];
+    for (_, bit, by_port_bit, entry) in LOCAL {
+        let (policies, by_port) = &local[entry];
+        if bits & bit != 0 && *by_port {
+            bits |= by_port_bit;
+        }
+        // Ranges joined to fit only send more: nothing to count.
+        rules[entry] = port_rule(policies.iter()).0;
+    }
     Interest {
         bits,
         outbound: build(&outbound_policies),
+        local: rules,
     }
 }
 
@@ -82,6 +126,18 @@ pub struct InterestTable {
 impl InterestTable {
     /// A table writing to `maps`, reporting in `metrics`.
     pub fn new(maps: InterestMaps, metrics: Metrics) -> Self {
+        for map in ["ipv4", "ipv6"] {
+            metrics
+                .kernel
+                .filter_capacity
+                .with_label_values(&[map])
+                .set(i64::from(maps.room));
+            metrics
+                .kernel
+                .filter_entries
+                .with_label_values(&[map])
+                .set(0);
+        }
         Self {
             maps,
             applied: BTreeMap::new(),
@@ -103,17 +159,36 @@ impl InterestTable {
     /// Replaces the kernel filter by that of `set`. As for the block
     /// tries, new and changed entries go in longest prefix first and stale
     /// ones leave shortest first, under the directions of both sets, so
-    /// that each connect meets the old filter or the new one. If the tries
-    /// cannot hold the set, every connect is sent (logged, and
-    /// `reflex_kernel_filter_active{family="connect"}` is 0).
+    /// that each connect meets the old filter or the new one; accepted
+    /// and listening sockets are not filtered by port while their ports
+    /// change. If the maps cannot hold the set, every connect is sent
+    /// (logged, and `reflex_kernel_filter_active{family="connect"}` is 0).
     pub fn configure(&mut self, set: &PolicySet) {
         let wanted = of(set);
-        let mut complete = self.set_bits(self.bits | wanted.bits).is_ok();
+        let by_port = interest::INBOUND_PORTS | interest::LISTEN_PORTS;
+        let mut complete = self.set_bits((self.bits | wanted.bits) & !by_port).is_ok();
+        for (entry, rule) in wanted.local.iter().enumerate() {
+            if let Err(err) = self.maps.local.set(entry as u32, rule, 0) {
+                tracing::error!(%err, "setting the connect filter's local ports; every connect is sent");
+                complete = false;
+            }
+        }
+        let (v4, v6) = wanted.outbound.counts();
+        let room = self.maps.room as usize;
+        if v4.max(v6) > room {
+            tracing::error!(
+                ipv4 = v4,
+                ipv6 = v6,
+                room,
+                "the connect policies name more prefixes than the kernel filter was made for (connect_filter.max_prefixes, or what the set at start needed); every connect is sent"
+            );
+            complete = false;
+        }
         let mut changed: Vec<(&IpNet, &BlockRule)> = wanted
             .outbound
             .entries
             .iter()
-            .filter(|(net, rule)| self.applied.get(net) != Some(rule))
+            .filter(|(net, rule)| complete && self.applied.get(net) != Some(rule))
             .collect();
         changed.sort_by_key(|(net, _)| Reverse(net.prefix_len()));
         for (net, rule) in changed {
@@ -131,25 +206,27 @@ impl InterestTable {
                 }
             }
         }
-        let mut stale: Vec<IpNet> = self
+        let stale = remove_stale(
+            &mut self.applied,
+            &wanted.outbound.entries,
+            &mut self.maps.v4,
+            &mut self.maps.v6,
+        );
+        for (net, err) in stale {
+            // A stale entry only lets more through.
+            tracing::warn!(%err, %net, "removing a connect filter entry");
+        }
+        let v4 = self
             .applied
             .keys()
-            .filter(|net| !wanted.outbound.entries.contains_key(net))
-            .copied()
-            .collect();
-        stale.sort_by_key(|net| net.prefix_len());
-        for net in stale {
-            let removed = match net {
-                IpNet::V4(n) => self.maps.v4.remove(&v4_key(n)),
-                IpNet::V6(n) => self.maps.v6.remove(&v6_key(n)),
-            };
-            match removed {
-                Ok(()) => {
-                    self.applied.remove(&net);
-                }
-                // A stale entry only lets more through.
-                Err(err) => tracing::warn!(%err, %net, "removing a connect filter entry"),
-            }
+            .filter(|n| matches!(n, IpNet::V4(_)))
+            .count();
+        for (map, count) in [("ipv4", v4), ("ipv6", self.applied.len() - v4)] {
+            self.metrics
+                .kernel
+                .filter_entries
+                .with_label_values(&[map])
+                .set(count as i64);
         }
         let bits = if complete { wanted.bits } else { 0 };
         let active = self.set_bits(bits).is_ok() && complete;
@@ -163,6 +240,7 @@ impl InterestTable {
             outbound_prefixes = wanted.outbound.entries.len(),
             inbound = wanted.bits & interest::INBOUND != 0,
             listen = wanted.bits & interest::LISTEN != 0,
+            by_local_port = wanted.bits & by_port != 0,
             "connect filter in force"
         );
     }
@@ -280,8 +358,52 @@ mod tests {
         let wanted = of(&set(
             "name: l\non:\n  connect: { direction: [listen], ports: [22] }\ndo: [alert]\n",
         ));
-        assert_eq!(wanted.bits, interest::FILTERING | interest::LISTEN);
+        assert_eq!(
+            wanted.bits,
+            interest::FILTERING | interest::LISTEN | interest::LISTEN_PORTS
+        );
         assert!(!wanted.wants_outbound(ip("127.0.0.1"), 22, proto::TCP));
+        assert!(!wanted.wants_local(true, 22, proto::TCP));
+    }
+
+    #[test]
+    fn accepted_and_listening_sockets_are_sent_on_the_local_ports_policies_name() {
+        let set = set(concat!(
+            "name: in\non:\n  connect: { direction: [inbound], remote: [\"10.0.0.0/8\"], ports: [22, \"8000-8080\"], protocol: [tcp] }\ndo: [alert]\n---\n",
+            "name: l\non:\n  connect: { direction: [listen], ports: [53] }\ndo: [alert]\n",
+        ));
+        let wanted = of(&set);
+        let by_port = interest::INBOUND_PORTS | interest::LISTEN_PORTS;
+        assert_eq!(wanted.bits & by_port, by_port);
+        for direction in [Direction::Inbound, Direction::Listen] {
+            for port in [0, 21, 22, 23, 53, 7999, 8000, 8080, 8081, 65535] {
+                for protocol in [proto::TCP, proto::UDP, 132] {
+                    // From inside the inbound policy's `remote`: the filter
+                    // leaves the remote address to the engine.
+                    let mut c =
+                        crate::blocks::tests::outbound_connect(ip("10.1.2.3"), 40_000, protocol);
+                    c.direction = direction;
+                    c.local_port = port;
+                    let matched = set
+                        .policies()
+                        .iter()
+                        .any(|p| matches!(&p.trigger, Trigger::Connect(t) if t.matches(&c)));
+                    assert_eq!(
+                        wanted.wants_local(direction == Direction::Inbound, port, protocol),
+                        matched,
+                        "{direction:?} {port}/{protocol}"
+                    );
+                }
+            }
+        }
+        // One policy of a direction without ports: every port is sent.
+        let wanted = of(&self::set(concat!(
+            "name: in\non:\n  connect: { direction: [inbound], ports: [22] }\ndo: [alert]\n---\n",
+            "name: any\non:\n  connect: { direction: [inbound] }\ndo: [alert]\n",
+        )));
+        assert_eq!(wanted.bits & interest::INBOUND_PORTS, 0);
+        assert!(wanted.wants_local(true, 1, proto::UDP));
+        assert!(!wanted.wants_local(false, 22, proto::TCP));
     }
 
     #[test]

@@ -96,6 +96,8 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     options.load.exec_kill_entries = crate::settle::exec::kernel_room(&set);
     options.load.watch_room = crate::settle::file::watch::capacity::room(&set, args.watch);
     tracing::info!(room = ?options.load.watch_room, "kernel watch maps");
+    options.load.interest_room = crate::blocks::room::room(&set, args.max_prefixes);
+    options.load.block_room = crate::blocks::room::block_room(&set, args.max_prefixes);
     options.load.rings = args.rings;
     options.load.filter_connects = true;
     let (mut sensor, records) =

@@ -66,6 +66,11 @@ impl KillFuse {
         None
     }
 
+    /// Executables remembered now, over every policy.
+    pub fn entries(&self) -> usize {
+        self.recent.values().map(HashMap::len).sum()
+    }
+
     /// Forgets everything (a reload re-arms every fuse).
     pub fn reset(&mut self) {
         self.recent.clear();
@@ -112,6 +117,19 @@ mod tests {
             assert_eq!(fuse.record("p", path("/a"), t), None);
         }
         assert_eq!(fuse.recent["p"].len(), 1);
+        assert_eq!(fuse.entries(), 1);
+    }
+
+    #[test]
+    fn a_policy_holds_at_most_limit_plus_one_executables() {
+        let mut fuse = KillFuse::new(3);
+        let mut most = 0;
+        for ino in 0..5_000 {
+            fuse.record("p", id(ino), ino);
+            most = most.max(fuse.entries());
+        }
+        assert_eq!(most, 3, "the fourth blows the fuse and is forgotten");
+        assert_eq!(fuse.entries(), 0, "a blown policy records nothing");
     }
 
     #[test]

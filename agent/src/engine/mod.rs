@@ -84,6 +84,9 @@ impl Engine {
         if !Arc::ptr_eq(&set, &self.set) {
             self.set = set;
             self.planner.reset_fuses();
+            if let Some(metrics) = &self.metrics {
+                metrics.kill_fuse_entries.set(0);
+            }
         }
     }
 
@@ -99,6 +102,9 @@ impl Engine {
             metrics
                 .throttle_overflow
                 .inc_by(overflowed.saturating_sub(seen));
+            metrics
+                .kill_fuse_entries
+                .set(self.planner.fuse_entries() as i64);
         }
         verdicts
     }

@@ -68,6 +68,11 @@ impl Planner {
         (self.throttle.len(), self.throttle.overflowed())
     }
 
+    /// Executables the kill fuses remember.
+    pub fn fuse_entries(&self) -> usize {
+        self.fuse.entries()
+    }
+
     /// Re-arms every kill fuse (on reload).
     pub fn reset_fuses(&mut self) {
         self.fuse.reset();

@@ -49,12 +49,16 @@ pub struct BlockMaps {
 
 /// Which connects the probes send (see `ebpf-probes/src/interest.rs`).
 pub struct InterestMaps {
+    /// Prefixes each trie was made with.
+    pub room: u32,
     /// `CONNECT_FILTER`: the `reflex_wire::net::interest` bits, one entry.
     pub filter: Array<MapData, u32>,
     /// `INTEREST4`: IPv4 prefixes wanted outbound, keyed as `BLOCK4`.
     pub v4: LpmTrie<MapData, u32, BlockRule>,
     /// `INTEREST6`: IPv6 prefixes wanted outbound, keyed as `BLOCK6`.
     pub v6: LpmTrie<MapData, [u32; 4], BlockRule>,
+    /// `LOCAL_PORTS`: local ports wanted of accepted and listening sockets.
+    pub local: Array<MapData, BlockRule>,
 }
 
 /// The ring buffers, one per family, in the order the sensor drains them.
@@ -158,9 +162,11 @@ impl Probes {
     /// Takes the connect filter's maps; only the first call succeeds.
     pub fn take_interest_maps(&mut self) -> Result<InterestMaps, LoadError> {
         Ok(InterestMaps {
+            room: self.interest_room,
             filter: self.take(maps::CONNECT_FILTER)?,
             v4: self.take(maps::INTEREST4)?,
             v6: self.take(maps::INTEREST6)?,
+            local: self.take(maps::LOCAL_PORTS)?,
         })
     }
 

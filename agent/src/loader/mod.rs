@@ -80,6 +80,10 @@ impl RingSizes {
 /// Default CPU sampling frequency (Hz).
 pub const DEFAULT_CPU_HZ: u64 = 99;
 
+/// Prefixes per connect filter trie when the caller sizes none (`reflex
+/// events` sends every connect and fills none).
+pub const DEFAULT_INTEREST_ROOM: u32 = 4_096;
+
 /// Settings for [`Probes::load`].
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -91,6 +95,10 @@ pub struct LoadOptions {
     pub exec_kill_entries: u32,
     /// Room in the file watch maps.
     pub watch_room: WatchRoom,
+    /// Prefixes each connect filter trie holds.
+    pub interest_room: u32,
+    /// Prefixes each block trie holds.
+    pub block_room: u32,
     /// Send no connect until the agent fills the connect filter (`reflex
     /// run`); otherwise every connect is sent (`reflex events`).
     pub filter_connects: bool,
@@ -103,6 +111,8 @@ impl Default for LoadOptions {
             cpu_hz: Some(DEFAULT_CPU_HZ),
             exec_kill_entries: exec_kill::DEFAULT_ENTRIES,
             watch_room: WatchRoom::default(),
+            interest_room: DEFAULT_INTEREST_ROOM,
+            block_room: DEFAULT_INTEREST_ROOM,
             filter_connects: false,
         }
     }
@@ -117,6 +127,7 @@ pub struct Probes {
     ebpf: Ebpf,
     cgroup: Option<PathBuf>,
     watch_room: WatchRoom,
+    interest_room: u32,
 }
 
 impl Probes {
@@ -125,6 +136,7 @@ impl Probes {
         options.rings.check()?;
         let offsets = kernel_offsets()?;
         let watch = options.watch_room;
+        let interest_room = options.interest_room.max(1);
         let mut loader = EbpfLoader::new();
         for (_, name, bytes) in options.rings.each() {
             loader.map_max_entries(name, bytes);
@@ -146,6 +158,10 @@ impl Probes {
             .map_max_entries(reflex_wire::maps::WATCHED, watch.files.max(1))
             .map_max_entries(reflex_wire::maps::WATCHED_DIRS, watch.dirs.max(1))
             .map_max_entries(reflex_wire::maps::WATCHED_NAMES, watch.names.max(1))
+            .map_max_entries(reflex_wire::maps::INTEREST4, interest_room)
+            .map_max_entries(reflex_wire::maps::INTEREST6, interest_room)
+            .map_max_entries(reflex_wire::maps::BLOCK4, options.block_room.max(1))
+            .map_max_entries(reflex_wire::maps::BLOCK6, options.block_room.max(1))
             .load(PROBES)
             .map_err(LoadError::Object)?;
 
@@ -173,6 +189,7 @@ impl Probes {
             ebpf,
             cgroup,
             watch_room: watch,
+            interest_room,
         })
     }
 

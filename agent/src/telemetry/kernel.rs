@@ -1,6 +1,6 @@
 //! Metrics of the kernel side's own bounds and filters: the size of each
 //! family's ring buffer, the events filters kept in the kernel, and
-//! whether the connect filter is in force.
+//! whether the connect filter is in force and how full its tries are.
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use reflex_wire::LossFamily;
 
@@ -16,6 +16,11 @@ pub struct KernelMetrics {
     /// filter is in force, 0 while everything is sent (no filter, or its
     /// maps could not hold the policy set).
     pub filter_active: IntGaugeVec,
+    /// `reflex_kernel_filter_entries{map}`: prefixes in the connect
+    /// filter's tries (`ipv4`, `ipv6`).
+    pub filter_entries: IntGaugeVec,
+    /// `reflex_kernel_filter_capacity{map}`: prefixes each trie was made with.
+    pub filter_capacity: IntGaugeVec,
 }
 
 impl KernelMetrics {
@@ -46,6 +51,22 @@ impl KernelMetrics {
                 &["family"],
             )
             .expect("valid metric"),
+            filter_entries: IntGaugeVec::new(
+                Opts::new(
+                    "reflex_kernel_filter_entries",
+                    "Prefixes in the connect filter's kernel tries, by address family.",
+                ),
+                &["map"],
+            )
+            .expect("valid metric"),
+            filter_capacity: IntGaugeVec::new(
+                Opts::new(
+                    "reflex_kernel_filter_capacity",
+                    "Prefixes each connect filter trie was made with (connect_filter.max_prefixes at most).",
+                ),
+                &["map"],
+            )
+            .expect("valid metric"),
         };
         for family in LossFamily::ALL {
             this.filtered.with_label_values(&[family.label()]);
@@ -56,6 +77,8 @@ impl KernelMetrics {
             Box::new(this.ring_bytes.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(this.filtered.clone()),
             Box::new(this.filter_active.clone()),
+            Box::new(this.filter_entries.clone()),
+            Box::new(this.filter_capacity.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }

@@ -26,6 +26,9 @@ pub struct Metrics {
     /// `reflex_throttle_overflow_total`: occurrences whose key found no
     /// room and shared its policy's overflow window.
     pub throttle_overflow: IntCounter,
+    /// `reflex_kill_fuse_entries`: executables the kill fuses remember
+    /// (at most `kill_fuse` + 1 per kill policy).
+    pub kill_fuse_entries: IntGauge,
     /// `reflex_probe_attached{probe}`: 1 for each attached probe.
     pub probes: IntGaugeVec,
     /// `reflex_policy_matches_total{policy,mode}`: events a policy matched.
@@ -117,6 +120,11 @@ impl Metrics {
         let throttle_overflow = IntCounter::new(
             "reflex_throttle_overflow_total",
             "Throttled occurrences whose key found no room and shared the policy's overflow window.",
+        )
+        .expect("valid metric");
+        let kill_fuse_entries = IntGauge::new(
+            "reflex_kill_fuse_entries",
+            "Executables the kill fuses remember, each with its last kill (at most kill_fuse + 1 per kill policy).",
         )
         .expect("valid metric");
         let event_queue = IntGauge::new(
@@ -302,6 +310,7 @@ impl Metrics {
             Box::new(event_queue.clone()),
             Box::new(throttle_windows.clone()),
             Box::new(throttle_overflow.clone()),
+            Box::new(kill_fuse_entries.clone()),
             Box::new(probes.clone()),
             Box::new(policy_matches.clone()),
             Box::new(actions.clone()),
@@ -339,6 +348,7 @@ impl Metrics {
             event_queue,
             throttle_windows,
             throttle_overflow,
+            kill_fuse_entries,
             probes,
             policy_matches,
             actions,

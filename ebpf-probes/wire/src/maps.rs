@@ -26,6 +26,9 @@ pub const CONNECT_FILTER: &str = "CONNECT_FILTER";
 pub const INTEREST4: &str = "INTEREST4";
 /// IPv6 prefixes, as [`INTEREST4`].
 pub const INTEREST6: &str = "INTEREST6";
+/// Local ports wanted of accepted and listening sockets (see
+/// [`crate::net::interest::local`]).
+pub const LOCAL_PORTS: &str = "LOCAL_PORTS";
 /// Tasks whose events are not reported.
 pub const EXCLUDED: &str = "EXCLUDED";
 /// Watched files by identity.
@@ -70,7 +73,7 @@ pub const CPU_SAMPLES: &str = "CPU_SAMPLES";
 pub const CPU_HOST: &str = "CPU_HOST";
 
 /// Every map in the object.
-pub const ALL: [&str; 29] = [
+pub const ALL: [&str; 30] = [
     EXEC_EVENTS,
     FILE_EVENTS,
     CONNECT_EVENTS,
@@ -79,6 +82,7 @@ pub const ALL: [&str; 29] = [
     CONNECT_FILTER,
     INTEREST4,
     INTEREST6,
+    LOCAL_PORTS,
     EXCLUDED,
     WATCHED,
     WATCHED_DIRS,

@@ -28,6 +28,22 @@ pub mod interest {
     pub const INBOUND: u32 = 4;
     /// Sockets that start listening are sent.
     pub const LISTEN: u32 = 8;
+    /// With [`INBOUND`]: only accepted connections whose local port and
+    /// protocol class `LOCAL_PORTS[local::INBOUND]` covers are sent.
+    pub const INBOUND_PORTS: u32 = 16;
+    /// With [`LISTEN`]: only sockets whose local port and protocol class
+    /// `LOCAL_PORTS[local::LISTEN]` covers are sent.
+    pub const LISTEN_PORTS: u32 = 32;
+
+    /// Entries of `LOCAL_PORTS`, a [`crate::BlockRule`] of local ports each.
+    pub mod local {
+        /// Accepted connections.
+        pub const INBOUND: u32 = 0;
+        /// Listening sockets.
+        pub const LISTEN: u32 = 1;
+        /// Entries.
+        pub const COUNT: u32 = 2;
+    }
 }
 
 /// Protocol numbers (IANA).

@@ -7,6 +7,10 @@
  *   idle N PORT MS    open N TCP connections to 127.0.0.1:PORT, hold them MS ms
  *   files DIR N       create N files in DIR
  *   fifo PATH         rename a new FIFO over PATH
+ *   remotes FIRST N PORT...  one UDP datagram flow each to N distinct
+ *                     addresses from 127.1.0.0 + FIRST, in turn by
+ *                     connect() and by sendto() on an unconnected socket,
+ *                     cycling over the PORTs
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -100,12 +104,31 @@ static int fifo(const char *target) {
     return 0;
 }
 
+static int remotes(long first, long count, char **ports, int nports) {
+    int connected = socket(AF_INET, SOCK_DGRAM, 0);
+    int loose = socket(AF_INET, SOCK_DGRAM, 0);
+    if (connected < 0 || loose < 0 || nports < 1) { perror("socket"); return 1; }
+    long sent = 0;
+    for (long i = first; i < first + count; i++) {
+        struct sockaddr_in a = loopback(atoi(ports[i % nports]));
+        a.sin_addr.s_addr = htonl(0x7f010000u + (unsigned)i);
+        int r = (i & 1)
+            ? (int)sendto(loose, "x", 1, MSG_DONTWAIT, (struct sockaddr *)&a, sizeof a)
+            : connect(connected, (struct sockaddr *)&a, sizeof a);
+        if (r >= 0) sent++;
+    }
+    printf("remotes %ld\n", sent);
+    return sent == count ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 4 && !strcmp(argv[1], "udp")) return udp(atoll(argv[2]), atoi(argv[3]));
     if (argc >= 3 && !strcmp(argv[1], "exec")) return exec_storm(atoll(argv[2]));
     if (argc >= 5 && !strcmp(argv[1], "idle")) return idle(atoi(argv[2]), atoi(argv[3]), atoll(argv[4]));
     if (argc >= 4 && !strcmp(argv[1], "files")) return files(argv[2], atoi(argv[3]));
     if (argc >= 3 && !strcmp(argv[1], "fifo")) return fifo(argv[2]);
-    fprintf(stderr, "usage: abuse udp MS PORT | exec MS | idle N PORT MS | files DIR N | fifo PATH\n");
+    if (argc >= 5 && !strcmp(argv[1], "remotes"))
+        return remotes(atol(argv[2]), atol(argv[3]), argv + 4, argc - 4);
+    fprintf(stderr, "usage: abuse udp MS PORT | exec MS | idle N PORT MS | files DIR N | fifo PATH | remotes FIRST N PORT...\n");
     return 2;
 }

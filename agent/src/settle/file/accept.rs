@@ -114,6 +114,34 @@ impl Writers {
     }
 }
 
+impl Writers {
+    /// Whether `other`'s events all came from the one writer whose events
+    /// these are, and that writer is authorised for something.
+    pub fn same_authorised_writer(&self, other: &Writers) -> bool {
+        self.last.is_some()
+            && self.last == other.last
+            && !self.authorised.is_empty()
+            && !other.authorised.is_empty()
+    }
+
+    /// Takes in the writers of a later part of the same change: only the
+    /// policies both authorised stay.
+    pub fn merge(&mut self, later: Writers) {
+        self.authorised
+            .retain(|(policy, _)| later.authorised.iter().any(|(p, _)| p == policy));
+        if self.authorised.is_empty() {
+            self.last = None;
+        } else {
+            self.last = later.last;
+        }
+        for policy in later.raced {
+            if !self.raced.contains(&policy) {
+                self.raced.push(policy);
+            }
+        }
+    }
+}
+
 /// An acceptance whose read the sensor's stream has not passed yet.
 #[derive(Clone, Debug)]
 pub struct Mark {

@@ -3,7 +3,7 @@
 //! down, driven without a kernel.
 use std::{
     fs,
-    os::unix::fs::MetadataExt as _,
+    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     sync::Arc,
     time::Instant,
@@ -273,4 +273,127 @@ fn a_file_deleted_while_stopped_keeps_its_baseline_for_the_restore() {
         event.baseline.contains_key("managed"),
         "what a revert restores"
     );
+}
+
+/// A fanotify notice that `writer` changed the attributes of `path`.
+fn attrib(path: &Path, writer: &ProcessContext) -> Record {
+    let key = fsio::state(path).unwrap().unwrap().key;
+    Record {
+        time: String::new(),
+        ktime_ns: BootClock::now_ns(),
+        kind: Kind::File,
+        process: writer.clone(),
+        body: Body::File(File {
+            change: Some(FileChange::Attrib),
+            changes: vec![FileChange::Attrib],
+            dev: key.dev,
+            ino: key.ino,
+            fd: -1,
+            matched_by: MatchedBy::Fanotify,
+            ..File::default()
+        }),
+    }
+}
+
+/// `writer` creates `name` with `content` and closes it, and is still at
+/// work: the creating open and the close, at `now`.
+fn open_and_close(f: &mut Fixture, name: &str, writer: &ProcessContext, now: Instant) {
+    let path = f.path(name);
+    fs::write(&path, "workers=8\n").unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    let mut close = created(f.dir.path(), name, writer);
+    let key = fsio::state(&path).unwrap().unwrap().key;
+    if let Body::File(c) = &mut close.body {
+        (c.change, c.matched_by, c.dev, c.ino) = (
+            Some(FileChange::CloseWrite),
+            MatchedBy::Inode,
+            key.dev,
+            key.ino,
+        );
+    }
+    let mut settled = f.settler.ingest(created(f.dir.path(), name, writer), now);
+    settled.extend(f.settler.ingest(close, now));
+    assert!(
+        settled.is_empty(),
+        "held while the deploy runs: {settled:?}"
+    );
+}
+
+#[test]
+fn a_slow_deploy_becomes_the_baseline_as_it_leaves_the_file() {
+    // install: open, copy, close, (stalled on a busy host past HOLD), chmod.
+    let mut f = Fixture::new(ACCEPT);
+    let dpkg = writer(70, 0, "/usr/bin/dpkg");
+    let start = Instant::now();
+    open_and_close(&mut f, "new.conf", &dpkg, start);
+    let stalled = start + super::HOLD + std::time::Duration::from_millis(50);
+    let early = f.settler.expire(stalled);
+    assert!(
+        early.is_empty(),
+        "not taken before the deploy is done: {early:?}"
+    );
+
+    let path = f.path("new.conf");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+    let mut settled = f.settler.ingest(attrib(&path, &dpkg), stalled);
+    settled.extend(f.settler.process_exited(70, stalled));
+    assert_eq!(settled.len(), 1, "{settled:?}");
+    assert_eq!(file(&settled[0]).change, Some(FileChange::Accepted));
+    let store = f.store();
+    let baseline = store.get("managed", path.to_str().unwrap()).unwrap();
+    assert_eq!(baseline.mode & 0o7777, 0o666, "the mode it left");
+}
+
+/// The next look back from the pool; fails the test when none went out.
+fn next_look(
+    looked: &mut tokio::sync::mpsc::UnboundedReceiver<super::intake::FsDone>,
+) -> super::intake::FsDone {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(30), looked.recv()).await
+    })
+    .expect("a look went out to the pool")
+    .expect("the pool answers")
+}
+
+#[test]
+fn a_deploys_later_notice_during_its_look_is_taken_into_the_acceptance() {
+    let mut f = Fixture::new(ACCEPT);
+    let pool = crate::fsio::pool::FsPool::start(
+        crate::fsio::pool::PoolSettings::default(),
+        crate::fsio::pool::PoolMetrics::unregistered(),
+    );
+    let settler = std::mem::replace(&mut f.settler, FileSettler::new(None, None));
+    f.settler = settler.with_pool(pool.clone());
+    let mut looked = f.settler.take_looked().unwrap();
+    let dpkg = writer(71, 0, "/usr/bin/dpkg");
+    let path = f.path("new.conf");
+    let now = Instant::now();
+    open_and_close(&mut f, "new.conf", &dpkg, now);
+    // Its first chmod is its last call as far as the agent knows: looked at.
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+    assert!(f.settler.ingest(attrib(&path, &dpkg), now).is_empty());
+    let first = next_look(&mut looked);
+    // While that look is out, the deploy changes the mode again.
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+    assert!(f.settler.ingest(attrib(&path, &dpkg), now).is_empty());
+    assert!(
+        f.settler.looked(first, now).is_empty(),
+        "a look the deploy has overtaken is taken again"
+    );
+    let second = next_look(&mut looked);
+    let mut settled = f.settler.looked(second, now);
+    settled.extend(f.settler.process_exited(71, now));
+    assert_eq!(settled.len(), 1, "one decision for the deploy: {settled:?}");
+    assert_eq!(file(&settled[0]).change, Some(FileChange::Accepted));
+    let baseline = f
+        .store()
+        .get("managed", path.to_str().unwrap())
+        .unwrap()
+        .clone();
+    assert_eq!(baseline.mode & 0o7777, 0o666, "the mode it left");
+    pool.stop();
 }

@@ -158,7 +158,9 @@ impl FileSettler {
                 if self.hung.remove(&path) {
                     tracing::info!(path, "the file's filesystem answers again");
                 }
-                out.extend(self.settle_with(&path, pending, look, now));
+                if let Some(pending) = self.relook_deploy(&path, pending, now) {
+                    out.extend(self.settle_with(&path, pending, look, now));
+                }
             }
             Err(err) => out.extend(self.unanswered(&path, pending, &err, now)),
         }

@@ -18,6 +18,7 @@ pub mod look;
 mod recent;
 mod record;
 mod reload;
+mod requeue;
 mod rescan;
 pub mod store;
 mod verify;
@@ -300,6 +301,12 @@ impl FileSettler {
                 }
                 let raced = raced_policies(&self.marks, &path, record.ktime_ns, &pending.writers);
                 pending.writers.raced.extend(raced);
+                if !pending.writers.authorised.is_empty() && self.baselines.is_some() {
+                    // An authorised deploy has DEPLOY_HOLD to finish, not
+                    // HOLD: a slow one must not be taken whole before its
+                    // last call (install's chmod after the copy).
+                    pending.hold_until = pending.hold_until.max(pending.since + DEPLOY_HOLD);
+                }
             }
             if !first && pending.by_fanotify_only && raw.matched_by != MatchedBy::Fanotify {
                 // The probes' record says more (the call, the names, the
@@ -366,11 +373,26 @@ impl FileSettler {
         // (on the pool) gives its identity: the settler never waits on a
         // filesystem, and a burst of new files costs one job each.
         let creating = raw.open_flags & reflex_wire::file::open::O_CREAT != 0;
+        let key = FileKey {
+            dev: raw.dev,
+            _pad: 0,
+            ino: raw.ino,
+        };
         let added = match self.looker {
+            // Watched at once by the identity the open showed (or by name
+            // and directory); looked at on the pool with its change.
+            Some(_) if raw.ino != 0 => self.watch.add_created(&path, key),
             Some(_) => self.watch.add_with(&path, None),
             None => self.watch.add(&path),
         };
-        if added || (creating && self.watch.get(&path).is_some_and(|w| w.last.is_none())) {
+        let creating_anew = || {
+            let in_progress =
+                |p: Option<&Pending>| p.is_some_and(|p| p.changes.contains(&FileChange::Create));
+            !in_progress(self.pending.get(&path)) && !in_progress(self.in_flight.get(&path))
+        };
+        if (added || (creating && self.watch.get(&path).is_some_and(|w| w.last.is_none())))
+            && creating_anew()
+        {
             changes.insert(0, FileChange::Create);
         }
         vec![path]

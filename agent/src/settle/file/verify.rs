@@ -99,7 +99,7 @@ impl FileSettler {
             self.watch.refresh_to(path, current);
             if !pending.last_look {
                 pending.deadline = pending.hold_until.max(now);
-                self.pending.insert(path.to_string(), pending);
+                self.requeue(path, pending);
             } else {
                 tracing::debug!(path, "file event without a change; dropped");
             }
@@ -114,7 +114,7 @@ impl FileSettler {
             // writing (a shell's `>`), so it is looked at when the writer
             // exits, or after the hold.
             pending.deadline = pending.hold_until;
-            self.pending.insert(path.to_string(), pending);
+            self.requeue(path, pending);
             return None;
         }
         let mut accepted = None;
@@ -127,7 +127,7 @@ impl FileSettler {
             if now < limit {
                 pending.deadline = limit;
                 pending.hold_until = pending.hold_until.max(limit);
-                self.pending.insert(path.to_string(), pending);
+                self.requeue(path, pending);
                 return None;
             }
         }
@@ -139,12 +139,12 @@ impl FileSettler {
                 // Due since the look left: read it with the next look.
                 Acceptance::NotRead => {
                     pending.deadline = now;
-                    self.pending.insert(path.to_string(), pending);
+                    self.requeue(path, pending);
                     return None;
                 }
                 Acceptance::Busy if !pending.last_look => {
                     pending.deadline = now + HOLD / 10;
-                    self.pending.insert(path.to_string(), pending);
+                    self.requeue(path, pending);
                     return None;
                 }
                 Acceptance::Busy => tracing::warn!(

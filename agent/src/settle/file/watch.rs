@@ -81,6 +81,9 @@ pub struct WatchList {
     unmarkable: HashSet<FileKey>,
     /// Enforcing `kill` policies and their paths.
     kill_policies: Vec<(String, Vec<PathGlob>)>,
+    /// Files watched by the identity their creation showed, whose fanotify
+    /// mark waits for their first look.
+    unmarked: HashSet<FileKey>,
     /// While a set is taken into use: the directories on the way to its
     /// files as the pool found them (`None`: not a directory, or no answer).
     surveyed: HashMap<String, Option<FileKey>>,

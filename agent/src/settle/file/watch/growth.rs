@@ -75,6 +75,32 @@ impl WatchList {
         true
     }
 
+    /// Starts watching `path`, created as the file `key` (its creating
+    /// open said so), with nothing looked at on the settler: the kernel
+    /// watches the identity at once, fanotify's mark waits for the file's
+    /// first look ([`WatchList::refresh_to`]), which may hang with its
+    /// filesystem where this may not. Whether no file was there before.
+    pub fn add_created(&mut self, path: &str, key: FileKey) -> bool {
+        if self.files.get(path).is_some_and(|e| e.last.is_some()) {
+            // Followed by its looks from here, as [`WatchList::add`] does.
+            return false;
+        }
+        let seen = fsio::FileState {
+            key,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            size: 0,
+        };
+        let marks = self.marks.take();
+        let added = self.add_with(path, Some(seen));
+        self.marks = marks;
+        if self.marks.is_some() && !self.applied_marks.contains_key(&key) {
+            self.unmarked.insert(key);
+        }
+        added
+    }
+
     /// Records the state `path` is in now (after a change or a restore),
     /// following a replaced inode.
     pub fn refresh(&mut self, path: &str) {
@@ -92,6 +118,13 @@ impl WatchList {
         let kill = entry.kill;
         entry.last = now;
         if old == new {
+            // A file first watched by the identity its creation showed
+            // gets its fanotify mark once a look has answered for it.
+            if let Some(key) = new
+                && self.unmarked.remove(&key)
+            {
+                self.mark_new(path, key);
+            }
             return;
         }
         self.work.entries += 1;
