@@ -79,7 +79,47 @@ pub enum Command {
         /// How often CPU use is computed.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
         cpu_interval: std::time::Duration,
+        /// `json`: one object per line (what `reflex replay` reads);
+        /// `compact`: one human line per event, coloured on a terminal
+        /// unless `NO_COLOR` is set.
+        #[arg(short, long, value_enum, default_value_t = EventFormat::Json)]
+        output: EventFormat,
     },
+    /// A live view of a running agent from its `/metrics` and alert log:
+    /// policies, probes, events per second, losses, the last decisions and
+    /// the sinks. Redrawn every `--interval` until interrupted.
+    Status(StatusArgs),
+}
+
+/// How `reflex events` prints an event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventFormat {
+    /// One JSON object per line (what `reflex replay` reads).
+    #[default]
+    Json,
+    /// One human line per event.
+    Compact,
+}
+
+/// Options of `reflex status`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    /// Where the agent serves `/metrics`.
+    #[arg(long, default_value = "127.0.0.1:9807")]
+    pub metrics_addr: std::net::SocketAddr,
+    /// The agent's state directory (its `alerts.jsonl`).
+    #[arg(long, default_value = "/var/lib/reflex")]
+    pub state_dir: PathBuf,
+    /// Time between two reads (rates are over it).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    pub interval: std::time::Duration,
+    /// Print the view once (after two reads, `--interval` apart) and exit:
+    /// for scripts. Exits 1 when the agent does not answer.
+    #[arg(long)]
+    pub once: bool,
+    /// Last decisions shown.
+    #[arg(long, default_value_t = 5)]
+    pub decisions: usize,
 }
 
 /// Options of `reflex run`. Each overrides the configuration file, whose

@@ -1,14 +1,15 @@
 //! The sensor, first stage of the pipeline: probes → ring buffers (one per
-//! family) → decode → process table → a bounded channel of raw
-//! [`Record`]s for the settler.
+//! family) → decode → process table → raw [`Record`]s for the settler, in
+//! two bounded lanes ([`crate::lanes`]): file records, and the rest.
 use std::{collections::HashSet, io, sync::Arc, time::Duration};
 
 use reflex_wire::{LOSS_SLOTS, LossFamily, LossReason, loss_slot};
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::task::JoinHandle;
 
 use crate::{
     events::{Event, Kind, Record, clock::BootClock, decode, reader::FamilyReaders},
     fanotify::{FileMarks, NoticeReader},
+    lanes::LaneReceiver,
     loader::{KernelLosses, LoadError, LoadOptions, Probes},
     process::{Lineages, ProcessTable},
     telemetry::{Metrics, UNKNOWN_FAMILY},
@@ -31,9 +32,12 @@ pub struct SensorOptions {
     pub load: LoadOptions,
     /// Only emit these kinds; `None` for all.
     pub kinds: Option<HashSet<Kind>>,
-    /// Records buffered between the reader and the consumer. When full, the
-    /// reader waits and the kernel ring buffer absorbs (and counts) the rest.
+    /// Bulk records (exec, exit, connect) buffered between the reader and
+    /// the consumer. When full, the reader waits and the kernel ring
+    /// buffers absorb (and count) the rest.
     pub queue: usize,
+    /// File records buffered between the reader and the consumer, likewise.
+    pub file_queue: usize,
     /// Leave out events of this process and everything it starts (its
     /// hooks), in the kernel, so the agent never reacts to itself.
     pub exclude_self: bool,
@@ -49,6 +53,7 @@ impl Default for SensorOptions {
             load: LoadOptions::default(),
             kinds: None,
             queue: DEFAULT_EVENT_QUEUE,
+            file_queue: DEFAULT_EVENT_QUEUE,
             exclude_self: true,
             ancestry_depth: crate::process::DEFAULT_ANCESTRY_DEPTH,
             fanotify: true,
@@ -81,7 +86,7 @@ impl Sensor {
     pub fn start(
         options: SensorOptions,
         metrics: Metrics,
-    ) -> Result<(Self, mpsc::Receiver<Record>), SensorError> {
+    ) -> Result<(Self, LaneReceiver<Record>), SensorError> {
         let mut probes = Probes::load(&options.load)?;
         if options.exclude_self {
             probes.exclude(std::process::id())?;
@@ -132,7 +137,9 @@ impl Sensor {
         table.seed_from_proc();
         metrics.process_table.set(table.len() as i64);
 
-        let (tx, rx) = mpsc::channel(options.queue.max(1));
+        let (tx, rx) = crate::lanes::channel(options.file_queue, options.queue);
+        let router = route::Router::new(tx, metrics.event_queue.clone());
+        router.show();
         let pipeline = Pipeline {
             table,
             clock: BootClock::new(),
@@ -143,7 +150,7 @@ impl Sensor {
             exited: std::collections::VecDeque::with_capacity(EXITED_KEPT),
         };
         let tasks = vec![
-            tokio::spawn(pipeline.run(readers, notices, tx)),
+            tokio::spawn(pipeline.run(readers, notices, router)),
             tokio::spawn(sync_kernel_losses(losses.clone(), marks.clone(), metrics)),
         ];
         Ok((
@@ -228,6 +235,7 @@ struct Pipeline {
 }
 
 mod notices;
+mod route;
 
 /// Exited processes remembered for fanotify's late notices.
 const EXITED_KEPT: usize = 256;
@@ -237,13 +245,22 @@ impl Pipeline {
         mut self,
         mut readers: FamilyReaders,
         mut notices: Option<NoticeReader>,
-        tx: mpsc::Sender<Record>,
+        mut router: route::Router,
     ) {
         let mut batch = Vec::new();
         loop {
+            let open = router.open();
             let woke = tokio::select! {
-                ready = readers.ready() => ready.map(|()| None),
-                read = notices::next_notices(&mut notices) => Ok(Some(read)),
+                // Held bulk records go first when the bulk lane has room;
+                // while it has none, reading goes on (bounded) so that file
+                // records are not held behind them.
+                biased;
+                sent = router.send_held(), if router.holding() => match sent {
+                    Ok(()) => continue,
+                    Err(route::Closed) => return, // consumer gone: shutting down
+                },
+                ready = readers.ready(), if open => ready.map(|()| None),
+                read = notices::next_notices(&mut notices), if open => Ok(Some(read)),
             };
             if let Err(err) = &woke {
                 tracing::error!(%err, "an event ring buffer is unreadable; the sensor stops");
@@ -279,12 +296,13 @@ impl Pipeline {
                 }
             }
             for record in batch.drain(..) {
-                if tx.send(record).await.is_err() {
-                    return; // consumer gone: shutting down
+                if router.route(record).await.is_err() {
+                    return;
                 }
             }
-            let waiting = tx.max_capacity() - tx.capacity();
-            self.metrics.event_queue.set(waiting as i64);
+            if router.flush().is_err() {
+                return;
+            }
         }
     }
 

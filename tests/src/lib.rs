@@ -21,9 +21,9 @@ use nix::{
 use reflex::events::Record;
 pub use reflex_harness::Metrics;
 use reflex_harness::{Launch, run_args};
-use tokio::sync::mpsc::Receiver;
 
 pub mod programs;
+pub mod prometheus;
 pub mod sockets;
 pub mod users;
 
@@ -221,13 +221,13 @@ impl Default for Scratch {
 
 /// Receives records until `found` returns true for one, or `limit` passes.
 pub async fn wait_for_record(
-    records: &mut Receiver<Record>,
+    records: &mut reflex::lanes::LaneReceiver<Record>,
     limit: Duration,
     mut found: impl FnMut(&Record) -> bool,
 ) -> Option<Record> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        match tokio::time::timeout_at(deadline, records.recv()).await {
+        match tokio::time::timeout_at(deadline, records.next()).await {
             Ok(Some(record)) if found(&record) => return Some(record),
             Ok(Some(_)) => continue,
             Ok(None) | Err(_) => return None,

@@ -14,7 +14,7 @@ use std::{
 
 use nix::sys::signal::Signal;
 use reflex_tests::{
-    Agent, ChildGuard, Scratch, http_get, metrics_addr,
+    Agent, ChildGuard, Scratch, http_get, metric, metrics_addr,
     programs::{MARKER_PROGRAM, SPAWN_PROGRAM, compile},
     reflex_bin, require_root, start_agent_with,
 };
@@ -380,6 +380,14 @@ fn the_fuse_stops_in_kernel_kills_until_reload() {
     let note = alert["note"].as_str().unwrap_or_default();
     assert!(note.contains("kill fuse blown"), "{note}");
     assert!(note.contains("already killed"), "{note}");
+    assert_eq!(
+        metric(
+            metrics_addr(&agent),
+            "reflex_kill_fuse_blown_total{policy=\"no-ncx\"}"
+        ),
+        1.0,
+        "the blown fuse is counted (ReflexKillFuseBlown alerts on it)"
+    );
     agent
         .log_line(WAIT, "kernel no longer kills at exec")
         .expect("the kernel is told");

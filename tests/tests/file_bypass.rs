@@ -398,7 +398,7 @@ fn a_blown_file_kill_fuse_stops_kills_in_the_kernel_and_nothing_else() {
     let mut command = scratch.run_command(&reflex_tests::reflex_bin());
     command.args(["--kill-fuse", "1"]);
     let agent = reflex_tests::start_agent_with(&mut command, "reflex running");
-    let shells: Vec<PathBuf> = (0..3)
+    let shells: Vec<PathBuf> = (0..8)
         .map(|i| scratch.tool(&format!("sh{i}"), "/bin/sh"))
         .collect();
     let write = |shell: &Path| {
@@ -417,19 +417,36 @@ fn a_blown_file_kill_fuse_stops_kills_in_the_kernel_and_nothing_else() {
         "killed in the kernel at open"
     );
     assert!(wait_restored(&path, &content));
-    assert_eq!(
-        write(&shells[1]).signal(),
-        Some(9),
-        "killed; this one blows the fuse"
+    // Each further program is another executable killed: the fuse (1)
+    // blows at the second one the agent judges. Two writers racing one
+    // change are judged as one, so the count of programs is not exact.
+    let (mut killed, mut blown) = (1, false);
+    for shell in &shells[1..6] {
+        if write(shell).signal() != Some(9) {
+            break;
+        }
+        killed += 1;
+        assert!(wait_restored(&path, &content));
+        blown = agent
+            .stdout_line(Duration::from_secs(1), |l| l.contains("kill fuse blown"))
+            .is_some();
+        if blown {
+            break;
+        }
+    }
+    assert!(
+        killed >= 2,
+        "the kernel stopped killing before the fuse could blow"
     );
-    agent
-        .stdout_line(WAIT, |l| l.contains("kill fuse blown"))
-        .expect("the blown fuse is alerted");
-    assert!(wait_restored(&path, &content));
+    if !blown {
+        agent
+            .stdout_line(WAIT, |l| l.contains("kill fuse blown"))
+            .expect("the blown fuse is alerted");
+    }
     // The kernel hears of the fuse a moment after the alert.
     let deadline = Instant::now() + WAIT;
     loop {
-        let status = write(&shells[2]);
+        let status = write(&shells[7]);
         if status.success() {
             break;
         }

@@ -9,6 +9,7 @@ mod fuzz;
 mod modules;
 mod package;
 mod peers;
+mod rules;
 mod setup;
 
 use std::path::PathBuf;
@@ -60,10 +61,12 @@ enum Task {
     /// Print which of the agent's top-level modules import which; fail on
     /// an import cycle.
     Modules,
-    /// Build the Debian package: binary, systemd unit, /etc/reflex/reflex.yaml
-    /// and the example policies in monitor mode (target/debian/).
+    /// Build the Debian package: binary, systemd unit, /etc/reflex/reflex.yaml,
+    /// the example policies in monitor mode, the alerting rules and the
+    /// dashboard (target/debian/).
     Package,
-    /// Set up, then fmt check, clippy, unit tests and the root integration tests.
+    /// Set up, then fmt check, the alerting rules (promtool), clippy, unit
+    /// tests and the root integration tests.
     Test {
         /// Skip the root integration tests.
         #[arg(long)]
@@ -124,6 +127,7 @@ fn test(unit_only: bool) -> Result<()> {
     setup::run()?;
     cmd::cargo(&["fmt", "--all", "--", "--check"])?;
     modules::run(&workspace_root())?;
+    rules::run(&workspace_root())?;
     cmd::cargo(&[
         "clippy",
         "--workspace",

@@ -1,11 +1,18 @@
 //! `cargo xtask package`: the Debian package (cargo-deb) with the binary,
-//! the systemd unit, `/etc/reflex/reflex.yaml` and the example policies
-//! switched to monitor mode, each checked by `reflex check` first.
+//! the systemd unit, `/etc/reflex/reflex.yaml`, the example policies
+//! switched to monitor mode (each checked by `reflex check` first), and the
+//! Prometheus rules and Grafana dashboard under `/usr/share/reflex/`.
 use std::{fs, path::Path, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 
 use crate::cmd;
+
+/// What operators load into their monitoring, checked to be in the package.
+const SHIPPED: [&str; 2] = [
+    "./usr/share/reflex/reflex-rules.yml",
+    "./usr/share/reflex/reflex.json",
+];
 
 /// Installs cargo-deb when missing.
 fn ensure_cargo_deb() -> Result<()> {
@@ -63,6 +70,8 @@ pub fn run(root: &Path) -> Result<()> {
     )?;
     let enforcing = fs::read_dir(&staged)?
         .filter_map(Result::ok)
+        // Policies only: the README's examples stay as written.
+        .filter(|e| e.path().extension().is_some_and(|x| x == "yaml"))
         .filter(|e| {
             fs::read_to_string(e.path()).is_ok_and(|t| t.lines().any(|l| l == "mode: enforce"))
         })
@@ -77,7 +86,18 @@ pub fn run(root: &Path) -> Result<()> {
         .filter(|p| p.extension().is_some_and(|x| x == "deb"))
         .max_by_key(|p| fs::metadata(p).and_then(|m| m.modified()).ok())
         .context("cargo deb wrote no package")?;
-    cmd::status(Command::new("dpkg-deb").arg("--contents").arg(&deb))?;
+    let contents = Command::new("dpkg-deb")
+        .arg("--contents")
+        .arg(&deb)
+        .output()
+        .context("running dpkg-deb --contents")?;
+    let contents = String::from_utf8_lossy(&contents.stdout);
+    eprint!("{contents}");
+    for shipped in SHIPPED {
+        if !contents.lines().any(|l| l.ends_with(shipped)) {
+            bail!("{} lacks {shipped}", deb.display());
+        }
+    }
     eprintln!("xtask: package: {}", deb.display());
     Ok(())
 }

@@ -19,9 +19,15 @@ const LLVM_PACKAGES: [&str; 4] = [
     "libzstd-dev",
 ];
 /// Debian packages the root tests talk to: a real Prometheus (and
-/// promtool), a real Alertmanager, and a real config-management tool
-/// (Ansible) whose deploys the agent must accept.
-const TEST_PACKAGES: [&str; 3] = ["prometheus", "prometheus-alertmanager", "ansible-core"];
+/// promtool, which also tests the shipped alerting rules), a real
+/// Alertmanager, a real config-management tool (Ansible) whose deploys the
+/// agent must accept, and tmux, the terminal `reflex status` is drawn in.
+const TEST_PACKAGES: [&str; 4] = [
+    "prometheus",
+    "prometheus-alertmanager",
+    "ansible-core",
+    "tmux",
+];
 /// Where Debian puts LLVM 22.
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 

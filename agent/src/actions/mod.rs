@@ -16,6 +16,7 @@ use crate::{
         plan::{Decision, Plan},
     },
     events::{Body, Record},
+    lanes::{LaneReceiver, Taken},
     limits::{self, Fit},
     logging::error_chain,
     policy::{
@@ -116,28 +117,33 @@ impl Executor {
         self
     }
 
-    /// Carries out everything the engine sends until it closes.
-    pub async fn run(mut self, mut input: mpsc::Receiver<Judged>) {
+    /// Carries out everything the engine sends until both lanes close:
+    /// the file lane first ([`crate::lanes`]), so a revert never waits
+    /// behind a backlog of alerts; at most one bulk item (its alert
+    /// written, a remote sink's copy spooled for its own task) runs ahead
+    /// of it.
+    pub async fn run(mut self, mut input: LaneReceiver<Judged>) {
         let mut reopen = self.reopen.take();
         let mut reverted = self.reverted_rx.take();
         loop {
             tokio::select! {
+                biased;
                 Some(done) = async {
                     match reverted.as_mut() {
                         Some(r) => r.recv().await,
                         None => std::future::pending().await,
                     }
                 } => self.reverted(done),
-                judged = input.recv() => match judged {
-                    Some(judged) => self.handle(judged),
-                    None => return,
-                },
                 Ok(()) = async {
                     match reopen.as_mut() {
                         Some(r) => r.changed().await,
                         None => std::future::pending().await,
                     }
                 } => self.alerts.reopen(),
+                judged = input.recv::<()>(None) => match judged {
+                    Some(Taken::File(judged) | Taken::Bulk(judged, _)) => self.handle(judged),
+                    None => return,
+                },
             }
         }
     }
@@ -424,6 +430,9 @@ fn build_alert(
         evidence: None,
     }
 }
+
+#[cfg(test)]
+mod lanes_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,6 @@
-//! `reflex events`: every finished event as one JSON object per line on
-//! stdout, from the same sensor and settler as `reflex run`.
+//! `reflex events`: every finished event as one JSON object per line (or
+//! one human line, `-o compact`) on stdout, from the same sensor and
+//! settler as `reflex run`.
 use std::{
     io::{self, Write as _},
     path::Path,
@@ -10,9 +11,12 @@ use std::{
 use anyhow::{Context as _, bail};
 use tokio::sync::{mpsc, watch};
 
+use super::compact;
+use crate::cli::EventFormat;
 use crate::{
     engine::reload,
     events::Kind,
+    lanes::Lane,
     policy::PolicySet,
     sensor::{Sensor, SensorOptions},
     settle::{Settled, Settler, cpu::CpuSettler, file::FileSettler},
@@ -31,6 +35,8 @@ pub struct EventsOptions {
     pub cpu_hz: u64,
     /// How often CPU use is computed.
     pub cpu_interval: std::time::Duration,
+    /// JSON lines or human lines.
+    pub format: EventFormat,
 }
 
 /// Streams events until SIGINT/SIGTERM or until stdout is closed.
@@ -63,9 +69,13 @@ pub async fn events(options: &EventsOptions) -> anyhow::Result<ExitCode> {
     let (settler, drift) = Settler::new(files, cpu, set.clone());
     let (_set_tx, set_rx) = watch::channel(set);
     let (_followup_tx, followup_rx) = mpsc::unbounded_channel();
-    let (settled_tx, mut settled) = mpsc::channel(1024);
+    let (settled_tx, mut settled) = crate::lanes::channel(
+        crate::lanes::DEFAULT_STAGE_QUEUE,
+        crate::lanes::DEFAULT_STAGE_QUEUE,
+    );
     let settling = tokio::spawn(settler.run(drift, records, set_rx, followup_rx, settled_tx));
     tracing::info!(probes = ?sensor.attached(), "streaming events");
+    let paint = compact::Paint(compact::colour_stdout());
     let mut out = io::BufWriter::new(io::stdout().lock());
     loop {
         tokio::select! {
@@ -73,19 +83,27 @@ pub async fn events(options: &EventsOptions) -> anyhow::Result<ExitCode> {
                 tracing::info!(signal, "stopping");
                 break;
             }
-            next = settled.recv() => {
+            next = settled.next() => {
                 let Some(next) = next else { break };
                 if let Settled::Event(record) = next
                     && (options.kinds.is_empty() || options.kinds.contains(&record.kind))
                 {
-                    serde_json::to_writer(&mut out, &record).context("encoding an event")?;
+                    match options.format {
+                        EventFormat::Json => serde_json::to_writer(&mut out, &record)
+                            .context("encoding an event")?,
+                        EventFormat::Compact => out
+                            .write_all(compact::event_line(&record, paint).as_bytes())
+                            .context("writing to stdout")?,
+                    }
                     out.write_all(b"\n").context("writing to stdout")?;
                 }
                 // Flush per batch, whatever the last item of the batch was
                 // (a record of a kind not asked for, a drift notice): lines
                 // must reach a pipe reader promptly, not wait for the next
                 // line of their kind.
-                if settled.is_empty() && !out.buffer().is_empty() {
+                if settled.waiting(Lane::File) + settled.waiting(Lane::Bulk) == 0
+                    && !out.buffer().is_empty()
+                {
                     match out.flush() {
                         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break,
                         other => other.context("writing to stdout")?,

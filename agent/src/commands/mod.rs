@@ -1,6 +1,7 @@
 //! One module per subcommand; `dispatch` runs the chosen one.
 pub mod baseline;
 pub mod check;
+pub mod compact;
 pub mod descriptors;
 pub mod doctor;
 pub mod events;
@@ -9,6 +10,7 @@ pub mod replay;
 pub mod run;
 mod shutdown;
 pub mod state;
+pub mod status;
 pub mod versions;
 
 use std::process::ExitCode;
@@ -50,6 +52,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
             };
         }
+        Command::Status(args) => return status::status(args),
         Command::Run(_) | Command::Events { .. } => {}
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -65,18 +68,21 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 policies,
                 cpu_hz,
                 cpu_interval,
+                output,
             } => {
                 let options = events::EventsOptions {
                     kinds: kind,
                     policies,
                     cpu_hz,
                     cpu_interval,
+                    format: output,
                 };
                 events::events(&options).await
             }
             Command::Check { .. }
             | Command::Doctor { .. }
             | Command::Replay { .. }
+            | Command::Status(_)
             | Command::Baseline { .. } => {
                 unreachable!("handled without a runtime")
             }

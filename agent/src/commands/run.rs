@@ -16,6 +16,7 @@ use crate::{
     engine::{Engine, reload},
     exec_kills::ExecKillTable,
     fsio::pool::FsPool,
+    lanes,
     sensor::{Sensor, SensorOptions},
     settle::{
         Settler,
@@ -25,11 +26,6 @@ use crate::{
     sinks::{RemoteSink, Target, alert::AlertLog},
     telemetry::{Metrics, server::ServerLimits},
 };
-
-/// Finished events waiting for the engine, and judged events waiting for
-/// actions. Small: the sensor's queue in front absorbs bursts, and a slow
-/// stage holds the ones before it back rather than growing memory.
-const STAGE_QUEUE: usize = 1024;
 
 /// Loads the policies and probes, answers events until SIGINT/SIGTERM, then
 /// detaches everything and returns success. Enforcement starts whatever
@@ -89,6 +85,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let mut options = SensorOptions {
         ancestry_depth: args.ancestry_depth,
         queue: args.event_queue,
+        file_queue: args.file_queue,
         ..SensorOptions::default()
     };
     let cpu_hz = (args.cpu_hz > 0).then_some(args.cpu_hz);
@@ -164,8 +161,11 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(probe = %probe, "attached");
     }
     let (followup_tx, followup_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (settled_tx, settled_rx) = tokio::sync::mpsc::channel(STAGE_QUEUE);
-    let (judged_tx, judged_rx) = tokio::sync::mpsc::channel(STAGE_QUEUE);
+    // Both lanes through every stage (`crate::lanes`), each queue bounded.
+    let (settled_tx, settled_rx) = lanes::channel(args.stage_queue, args.stage_queue);
+    let settled_rx = settled_rx.with_gauges(metrics.stage_gauges("engine"));
+    let (judged_tx, judged_rx) = lanes::channel(args.stage_queue, args.stage_queue);
+    let judged_rx = judged_rx.with_gauges(metrics.stage_gauges("actions"));
     let hooks = HookRunner::new(args.hooks)
         .with_inherited(Inherited {
             nofile: Some(nofile.inherited),

@@ -84,7 +84,7 @@ pub struct MetricsConfig {
     pub idle_timeout: Option<DurationValue>,
 }
 
-/// The smallest `event_queue`: one drain of a family's ring buffer.
+/// The smallest `event_queue` and `file_queue`: one drain of a family's ring buffer.
 const MIN_EVENT_QUEUE: usize = crate::events::reader::DRAIN_MAX;
 /// `fs:` (the filesystem worker pool).
 #[derive(Debug, Default, Deserialize)]
@@ -133,6 +133,13 @@ pub fn check(path: &Path, settings: &super::Settings) -> Result<(), ConfigError>
             "event_queue is {}; it must be at least {MIN_EVENT_QUEUE}",
             settings.event_queue
         ))
+    } else if settings.file_queue < MIN_EVENT_QUEUE {
+        Some(format!(
+            "file_queue is {}; it must be at least {MIN_EVENT_QUEUE}",
+            settings.file_queue
+        ))
+    } else if settings.stage_queue == 0 {
+        Some("stage_queue must be at least 1".to_string())
     } else if settings.fs.threads == 0 || settings.fs.queue_max == 0 {
         Some("fs.threads and fs.queue_max must be at least 1".to_string())
     } else if settings.fs.timeout.is_zero() {
@@ -228,6 +235,24 @@ mod tests {
         assert_eq!(ByteSize::parse("512").unwrap().0, 512);
         assert!(ByteSize::parse("64MB").is_err());
         assert!(ByteSize::parse("lots").is_err());
+    }
+
+    #[test]
+    fn lane_queues_have_floors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reflex.yaml");
+        for (text, name) in [
+            ("file_queue: 10\n", "file_queue"),
+            ("stage_queue: 0\n", "stage_queue"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let args = crate::cli::RunArgs {
+                config: Some(path.clone()),
+                ..Default::default()
+            };
+            let err = super::super::Settings::resolve(&args).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
     }
 }
 

@@ -1,9 +1,10 @@
 //! The engine: finished events from the settler are evaluated against the
 //! policy set in force and each match is planned (mode, throttle, kill
-//! fuse). A new set arrives in-band from the settler, so no event is judged
-//! by half a set. `reflex run` hands the plans to actions; `reflex replay`
+//! fuse). A new set arrives in-band from the settler, in each lane, so no
+//! event is judged by half a set ([`lanes`]). `reflex run` hands the plans to actions; `reflex replay`
 //! prints them.
 pub mod fuse;
+pub mod lanes;
 pub mod plan;
 pub mod reload;
 pub mod throttle;
@@ -16,7 +17,6 @@ use crate::{
     events::Record,
     exec_kills::{Notice, NoticeSender},
     policy::{PolicyRef, PolicySet, model::Trigger},
-    settle::Settled,
     telemetry::Metrics,
 };
 use plan::{Plan, Planner};
@@ -53,12 +53,27 @@ impl Engine {
     /// `fuse_limit` executables a minute; decisions are counted in
     /// `metrics` when given.
     pub fn new(set: Arc<PolicySet>, fuse_limit: usize, metrics: Option<Metrics>) -> Self {
-        Self {
+        let engine = Self {
             set,
             planner: Planner::new(fuse_limit),
             metrics,
             exec_kills: None,
             file_kills: None,
+        };
+        engine.show_fuses();
+        engine
+    }
+
+    /// Shows each killing policy's fuse counter at 0, so that an alert
+    /// rule and a dashboard find it before the first fuse blows.
+    fn show_fuses(&self) {
+        let Some(metrics) = &self.metrics else { return };
+        for policy in self.set.policies() {
+            if policy.actions.iter().any(|a| a.name() == "kill") {
+                metrics
+                    .kill_fuse_blown
+                    .with_label_values(&[policy.name.as_str()]);
+            }
         }
     }
 
@@ -87,6 +102,7 @@ impl Engine {
             if let Some(metrics) = &self.metrics {
                 metrics.kill_fuse_entries.set(0);
             }
+            self.show_fuses();
         }
     }
 
@@ -140,28 +156,15 @@ impl Engine {
                         .policy_matches
                         .with_label_values(&[policy.name.as_str(), plan.decision.mode.as_str()])
                         .inc();
+                    if plan.fuse_blew {
+                        metrics
+                            .kill_fuse_blown
+                            .with_label_values(&[policy.name.as_str()])
+                            .inc();
+                    }
                 }
                 Verdict { policy, plan }
             })
             .collect()
-    }
-
-    /// Judges everything from the settler until it closes, passing events
-    /// some policy matched to `out`.
-    pub async fn run(mut self, mut input: mpsc::Receiver<Settled>, out: mpsc::Sender<Judged>) {
-        while let Some(settled) = input.recv().await {
-            match settled {
-                Settled::Policies(set) => self.swap(set),
-                Settled::Event(record) => {
-                    let verdicts = self.judge(&record);
-                    if verdicts.is_empty() {
-                        continue;
-                    }
-                    if out.send(Judged { record, verdicts }).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
     }
 }

@@ -5,20 +5,29 @@
 //! emits is final, so `reflex events` prints and `reflex replay` reads
 //! exactly what policies see.
 //!
-//! Policy sets reach it by a watch channel and leave it in-band, ahead of
-//! the events judged by them, so the engine swaps sets at the same point of
-//! the stream. The one message flowing back is [`Followup`], from actions.
+//! Records arrive in two lanes and leave in the same two
+//! ([`crate::lanes`]): file records, and the exits of their writers, in the
+//! file lane, and the rest in the bulk lane. What a file record completes
+//! (and drift, and whatever a deadline settles) leaves in the file lane;
+//! an exec, exit, connect or CPU event in the bulk lane.
+//!
+//! Policy sets reach it by a watch channel and leave it in-band in both
+//! lanes, ahead of the events judged by them, so the engine swaps each
+//! lane's set at the same point of that lane's stream. The one message
+//! flowing back is [`Followup`], from actions.
 pub mod cpu;
 pub mod exec;
 pub mod file;
+mod run;
+#[cfg(test)]
+mod run_tests;
 
 use std::{sync::Arc, time::Instant};
-
-use tokio::sync::{mpsc, watch};
 
 use crate::{
     events::{Body, Record},
     exec_kills::NoticeSender,
+    lanes::Lane,
     policy::PolicySet,
 };
 use cpu::CpuSettler;
@@ -158,24 +167,34 @@ impl Settler {
         (set, finished)
     }
 
-    /// Takes one record from the sensor; returns the finished events it
-    /// completes, in order: a file record is held until it settles, any
-    /// other record is finished as it is (an exit first settles what that
-    /// process held open).
-    pub fn ingest(&mut self, mut record: Record, now: Instant) -> Vec<Record> {
-        if matches!(record.body, Body::File(_)) {
-            return self.files.ingest(record, now);
+    /// Takes one record from the sensor's `lane`; returns the finished
+    /// event of the bulk lane it is (if any), and the file changes it
+    /// settles, in order. A file record is held until it settles; a file
+    /// lane exit (its writer's) settles what that process held and goes no
+    /// further; any other record is finished as it is (an exit first
+    /// settles what that process held open).
+    pub fn ingest(
+        &mut self,
+        lane: Lane,
+        mut record: Record,
+        now: Instant,
+    ) -> (Option<Record>, Vec<Record>) {
+        match (lane, &record.body) {
+            (_, Body::File(_)) => (None, self.files.ingest(record, now)),
+            (Lane::File, Body::Exit(_)) => {
+                (None, self.files.process_exited(record.process.pid, now))
+            }
+            (_, body) => {
+                // Not `files.observe`: this lane's time may run ahead of
+                // file records still queued.
+                let settled = match body {
+                    Body::Exit(_) => self.files.process_exited(record.process.pid, now),
+                    _ => Vec::new(),
+                };
+                self.exec.finish(&mut record);
+                (Some(record), settled)
+            }
         }
-        self.exec.finish(&mut record);
-        self.files.observe(record.ktime_ns);
-        let settled = match record.body {
-            Body::Exit(_) => self.files.process_exited(record.process.pid, now),
-            _ => self.files.expire(now),
-        };
-        let mut out = Vec::with_capacity(settled.len() + 1);
-        out.push(record);
-        out.extend(settled);
-        out
     }
 
     /// Settles what is due at `now`.
@@ -217,111 +236,5 @@ impl Settler {
             Some(cpu) => cpu.tick(&self.set),
             None => Vec::new(),
         }
-    }
-
-    /// Runs until `records` closes or `out` has no receiver. `initial` are
-    /// events to pass on first (the drift [`Settler::new`] returned).
-    pub async fn run(
-        mut self,
-        initial: Vec<Record>,
-        mut records: mpsc::Receiver<Record>,
-        mut policies: watch::Receiver<Arc<PolicySet>>,
-        mut followups: mpsc::UnboundedReceiver<Followup>,
-        out: mpsc::Sender<Settled>,
-    ) {
-        let mut initial = initial;
-        let mut exec_changes = self.exec.take_changes();
-        let mut looked = self.files.take_looked();
-        let current = policies.borrow_and_update().clone();
-        if !Arc::ptr_eq(&current, &self.set)
-            && let Some(drift) = self.reload(current)
-        {
-            initial.extend(drift);
-        }
-        let period = self
-            .cpu
-            .as_ref()
-            .map_or(std::time::Duration::from_secs(3600), CpuSettler::interval);
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        if out.send(Settled::Policies(self.set.clone())).await.is_err() {
-            return;
-        }
-        if !send_all(&out, initial).await {
-            return;
-        }
-        loop {
-            let deadline = self.next_deadline();
-            let finished = tokio::select! {
-                // A revert's new inode is watched before anything else is
-                // looked at, so the next write to it is not missed.
-                biased;
-                Some(followup) = followups.recv() => {
-                    self.follow(followup);
-                    continue;
-                }
-                // The filesystem pool answered: a look at a file, a new
-                // file's or a directory's first look, a reload's walk.
-                Some(done) = next_change(&mut looked) => {
-                    let (set, finished) = self.pool_done(done, Instant::now());
-                    if let Some(set) = set && out.send(Settled::Policies(set)).await.is_err() {
-                        return;
-                    }
-                    finished
-                }
-                // A file an exec policy names may have appeared, or the
-                // pool looked at one: take it in.
-                Some(change) = next_change(&mut exec_changes) => {
-                    self.exec.changed(&change);
-                    continue;
-                }
-                Ok(()) = policies.changed() => {
-                    let set = policies.borrow_and_update().clone();
-                    // With a pool, the set comes into force once the pool
-                    // has walked what it covers (the arm above).
-                    let Some(drift) = self.reload(set.clone()) else {
-                        continue;
-                    };
-                    if out.send(Settled::Policies(set)).await.is_err() {
-                        return;
-                    }
-                    drift
-                }
-                record = records.recv() => match record {
-                    Some(record) => self.ingest(record, Instant::now()),
-                    None => return,
-                },
-                () = sleep_until(deadline) => self.expire(Instant::now()),
-                _ = tick.tick(), if self.cpu.is_some() => self.cpu_tick(),
-            };
-            if !send_all(&out, finished).await {
-                return;
-            }
-        }
-    }
-}
-
-/// Sends every record; `false` once the receiver is gone.
-async fn send_all(out: &mpsc::Sender<Settled>, records: Vec<Record>) -> bool {
-    for record in records {
-        if out.send(Settled::Event(record)).await.is_err() {
-            return false;
-        }
-    }
-    true
-}
-
-async fn next_change<T>(changes: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
-    match changes {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }

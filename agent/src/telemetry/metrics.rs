@@ -19,8 +19,11 @@ pub struct Metrics {
     pub lost: IntCounterVec,
     /// `reflex_process_table_entries`: processes held in the process table.
     pub process_table: IntGauge,
-    /// `reflex_event_queue_records`: records between sensor and settler.
-    pub event_queue: IntGauge,
+    /// `reflex_event_queue_records{lane}`: records between sensor and settler.
+    pub event_queue: IntGaugeVec,
+    /// `reflex_stage_queue_items{stage,lane}`: items waiting for the engine
+    /// and for actions.
+    pub stage_queue: IntGaugeVec,
     /// `reflex_throttle_windows`: throttle windows held (at most 65 536).
     pub throttle_windows: IntGauge,
     /// `reflex_throttle_overflow_total`: occurrences whose key found no
@@ -35,6 +38,9 @@ pub struct Metrics {
     pub policy_matches: IntCounterVec,
     /// `reflex_actions_total{action,result}`: actions carried out.
     pub actions: IntCounterVec,
+    /// `reflex_kill_fuse_blown_total{policy}`: kill fuses that blew (the
+    /// policy's kills are off until the next reload).
+    pub kill_fuse_blown: IntCounterVec,
     /// `reflex_policies_loaded`: policies in the running set.
     pub policies_loaded: IntGauge,
     /// `reflex_policy_reloads_total{result}`: reload attempts.
@@ -88,6 +94,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The gauges of `stage`'s lanes (file, bulk).
+    pub fn stage_gauges(&self, stage: &str) -> [IntGauge; 2] {
+        crate::lanes::Lane::ALL
+            .map(|lane| self.stage_queue.with_label_values(&[stage, lane.label()]))
+    }
+
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let registry = Registry::new();
@@ -127,11 +139,28 @@ impl Metrics {
             "Executables the kill fuses remember, each with its last kill (at most kill_fuse + 1 per kill policy).",
         )
         .expect("valid metric");
-        let event_queue = IntGauge::new(
-            "reflex_event_queue_records",
-            "Records waiting between the sensor and the settler (at most event_queue).",
+        let event_queue = IntGaugeVec::new(
+            Opts::new(
+                "reflex_event_queue_records",
+                "Records waiting between the sensor and the settler, per lane (at most file_queue, event_queue).",
+            ),
+            &["lane"],
         )
         .expect("valid metric");
+        let stage_queue = IntGaugeVec::new(
+            Opts::new(
+                "reflex_stage_queue_items",
+                "Items waiting for a stage (engine, actions), per lane (at most stage_queue).",
+            ),
+            &["stage", "lane"],
+        )
+        .expect("valid metric");
+        for lane in crate::lanes::Lane::ALL {
+            event_queue.with_label_values(&[lane.label()]);
+            for stage in ["engine", "actions"] {
+                stage_queue.with_label_values(&[stage, lane.label()]);
+            }
+        }
         let probes = IntGaugeVec::new(
             Opts::new("reflex_probe_attached", "1 for each kernel probe attached."),
             &["probe"],
@@ -151,6 +180,14 @@ impl Metrics {
                 "Actions carried out, by action and result.",
             ),
             &["action", "result"],
+        )
+        .expect("valid metric");
+        let kill_fuse_blown = IntCounterVec::new(
+            Opts::new(
+                "reflex_kill_fuse_blown_total",
+                "Kill fuses that blew, by policy: its kills are off until the next reload.",
+            ),
+            &["policy"],
         )
         .expect("valid metric");
         let policies_loaded =
@@ -308,12 +345,14 @@ impl Metrics {
             Box::new(lost.clone()),
             Box::new(process_table.clone()),
             Box::new(event_queue.clone()),
+            Box::new(stage_queue.clone()),
             Box::new(throttle_windows.clone()),
             Box::new(throttle_overflow.clone()),
             Box::new(kill_fuse_entries.clone()),
             Box::new(probes.clone()),
             Box::new(policy_matches.clone()),
             Box::new(actions.clone()),
+            Box::new(kill_fuse_blown.clone()),
             Box::new(policies_loaded.clone()),
             Box::new(reloads.clone()),
             Box::new(action_latency.clone()),
@@ -346,12 +385,14 @@ impl Metrics {
             lost,
             process_table,
             event_queue,
+            stage_queue,
             throttle_windows,
             throttle_overflow,
             kill_fuse_entries,
             probes,
             policy_matches,
             actions,
+            kill_fuse_blown,
             policies_loaded,
             reloads,
             action_latency,

@@ -3,6 +3,8 @@
  * time, and prints what it did.
  *   udp MS PORT       connect() a UDP socket and sendto() an unconnected one
  *                     to 127.0.0.1, cycling over 4096 ports from PORT, for MS ms
+ *   connects N PORT   N connect() calls of a UDP socket to 127.0.0.1, cycling
+ *                     over 64 ports from PORT, as fast as one core allows
  *   exec MS           fork and exec /bin/true, one at a time, for MS ms
  *   idle N PORT MS    open N TCP connections to 127.0.0.1:PORT, hold them MS ms
  *   files DIR N       create N files in DIR
@@ -52,6 +54,17 @@ static int udp(long long ms, int port) {
         }
     }
     printf("udp %lld\n", n);
+    return 0;
+}
+
+static int connects(long long count, int port) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    if (fd < 0) { perror("socket"); return 1; }
+    for (long long i = 0; i < count; i++) {
+        struct sockaddr_in a = loopback(port + (int)(i % 64));
+        connect(fd, (struct sockaddr *)&a, sizeof a);
+    }
+    printf("connects %lld\n", count);
     return 0;
 }
 
@@ -123,12 +136,13 @@ static int remotes(long first, long count, char **ports, int nports) {
 
 int main(int argc, char **argv) {
     if (argc >= 4 && !strcmp(argv[1], "udp")) return udp(atoll(argv[2]), atoi(argv[3]));
+    if (argc >= 4 && !strcmp(argv[1], "connects")) return connects(atoll(argv[2]), atoi(argv[3]));
     if (argc >= 3 && !strcmp(argv[1], "exec")) return exec_storm(atoll(argv[2]));
     if (argc >= 5 && !strcmp(argv[1], "idle")) return idle(atoi(argv[2]), atoi(argv[3]), atoll(argv[4]));
     if (argc >= 4 && !strcmp(argv[1], "files")) return files(argv[2], atoi(argv[3]));
     if (argc >= 3 && !strcmp(argv[1], "fifo")) return fifo(argv[2]);
     if (argc >= 5 && !strcmp(argv[1], "remotes"))
         return remotes(atol(argv[2]), atol(argv[3]), argv + 4, argc - 4);
-    fprintf(stderr, "usage: abuse udp MS PORT | exec MS | idle N PORT MS | files DIR N | fifo PATH | remotes FIRST N PORT...\n");
+    fprintf(stderr, "usage: abuse udp MS PORT | connects N PORT | exec MS | idle N PORT MS | files DIR N | fifo PATH | remotes FIRST N PORT...\n");
     return 2;
 }

@@ -167,3 +167,63 @@ fn change_file(target: &Path, stop: &AtomicBool) -> Result<u64> {
     }
     Ok(changes)
 }
+
+/// B2 under B8's worst case: write -> restored while a UDP connect flood
+/// runs that an unthrottled monitor policy alerts on, every connect. With
+/// one queue shared by every family the change waits behind the flood's
+/// alerts; with a lane of its own it should not. Microseconds, per change.
+pub(super) fn revert_under_flood(bench: &Bench) -> Result<Vec<f64>> {
+    let changes = if bench.quick { 20 } else { 100 };
+    step(format_args!(
+        "B2 write -> restored under an alerted UDP connect flood, {changes} changes"
+    ));
+    let work = bench.work.join("flood-revert");
+    let policies = work.join("policies");
+    fs::create_dir_all(&policies)?;
+    let target = work.join("app.conf");
+    fs::write(&target, "good content\n")?;
+    write_policy(
+        &policies.join("file.yaml"),
+        &format!(
+            "name: bench-flood-file\nmode: enforce\non:\n  file: {{ paths: [\"{}\"] }}\ndo: [revert]\n",
+            target.display()
+        ),
+    )?;
+    write_policy(
+        &policies.join("connect.yaml"),
+        "name: bench-udp-all\nmode: monitor\non:\n  connect: { direction: [outbound], remote: [\"127.0.0.1/32\"], ports: [\"20000-20063\"], protocol: [udp] }\ndo: [alert]\n",
+    )?;
+    let agent = Agent::start(bench.bin, &policies, &work.join("state"), bench.peer_cpu)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooding = {
+        let stop = stop.clone();
+        std::thread::spawn(move || flood_until(&stop))
+    };
+    // A backlog first: the flood outruns the agent's alerts within this.
+    std::thread::sleep(Duration::from_secs(1));
+    pin(0)?;
+    let latencies = super::revert::restore_latencies(&target, changes, Duration::from_secs(60));
+    stop.store(true, Ordering::Relaxed);
+    let flooded = flooding
+        .join()
+        .map_err(|_| anyhow::anyhow!("flood thread"))?;
+    agent.stop()?;
+    let _ = fs::remove_dir_all(&work);
+    flooded?;
+    latencies
+}
+
+/// [`flood`]'s loop until `stop`.
+fn flood_until(stop: &AtomicBool) -> Result<()> {
+    pin(0)?;
+    let socket = UdpSocket::bind("127.0.0.1:0").context("flood socket")?;
+    let targets: Vec<SocketAddr> = (0..64)
+        .map(|i| SocketAddr::from(([127, 0, 0, 1], 20_000 + i)))
+        .collect();
+    while !stop.load(Ordering::Relaxed) {
+        for target in &targets {
+            let _ = socket.connect(target);
+        }
+    }
+    Ok(())
+}

@@ -135,6 +135,11 @@ fn measure_revert(bench: &Bench, root: &Path) -> Result<()> {
     if let Some(inotify) = restore.inotify {
         show("inotify restorer", inotify);
     }
+    let flooded = flood::revert_under_flood(bench)?;
+    show(
+        &format!("{}, under an alerted connect flood", bench.bin.display()),
+        flooded,
+    );
     Ok(())
 }
 
@@ -149,6 +154,7 @@ fn measure(bench: &Bench, root: &Path) -> Result<()> {
     let kill_bytes = kill::measure(bench)?;
     let cpu_sampling = sampling::measure(bench, &fixture.policies)?;
     let connect_flood = flood::measure(bench)?;
+    let under_flood = flood::revert_under_flood(bench)?;
 
     let report = report::Report {
         machine: proc::machine(),
@@ -159,6 +165,7 @@ fn measure(bench: &Bench, root: &Path) -> Result<()> {
         overhead,
         revert_latency_us: report::percentiles(restore.reflex.clone()),
         inotify_restorer_latency_us: restore.inotify.clone().map(report::percentiles),
+        revert_under_flood_us: report::percentiles(under_flood),
         event_delivery_us: delivery,
         throughput,
         policy_scaling: scaling,

@@ -56,6 +56,8 @@ pub(super) struct Report {
     pub(super) overhead: Vec<Overhead>,
     pub(super) revert_latency_us: Percentiles,
     pub(super) inotify_restorer_latency_us: Option<Percentiles>,
+    /// Write -> restored while an alerted UDP connect flood runs.
+    pub(super) revert_under_flood_us: Percentiles,
     pub(super) event_delivery_us: Vec<(String, Percentiles)>,
     pub(super) throughput: Option<Throughput>,
     pub(super) policy_scaling: Vec<serde_json::Value>,
@@ -94,6 +96,11 @@ pub(super) fn print_table(r: &Report) {
             l.p50, l.p90, l.p99, l.max
         );
     }
+    let l = &r.revert_under_flood_us;
+    println!(
+        "   under an alerted connect flood:    p50 {:.0} us, p90 {:.0} us, p99 {:.0} us, max {:.0} us",
+        l.p50, l.p90, l.p99, l.max
+    );
     for (who, l) in &r.event_delivery_us {
         println!(
             "   write -> event delivered, {who:<7} p50 {:.0} us, p90 {:.0} us, p99 {:.0} us, max {:.0} us",

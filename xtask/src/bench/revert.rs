@@ -35,7 +35,7 @@ pub(super) fn measure(bench: &Bench, fixture: &Fixture) -> Result<Restores> {
         &work.join("state"),
         bench.peer_cpu,
     )?;
-    let latencies = restore_latencies(&fixture.target, reverts);
+    let latencies = restore_latencies(&fixture.target, reverts, Duration::from_secs(5));
     agent.stop()?;
     let reflex = latencies?;
 
@@ -46,7 +46,7 @@ pub(super) fn measure(bench: &Bench, fixture: &Fixture) -> Result<Restores> {
         fs::write(&baseline, "good content\n")?;
         fs::write(&victim, "good content\n")?;
         let peer = peers::Peer::inotify_restorer(&victim, &baseline, bench.peer_cpu)?;
-        let result = restore_latencies(&victim, reverts);
+        let result = restore_latencies(&victim, reverts, Duration::from_secs(5));
         peer.stop()?;
         Some(result?)
     } else {
@@ -76,13 +76,14 @@ pub(super) fn delivery(bench: &Bench) -> Result<Vec<(String, Percentiles)>> {
     Ok(delivery)
 }
 
-/// Microseconds from writing `target` to seeing its good content back, `n` times.
-fn restore_latencies(target: &Path, n: usize) -> Result<Vec<f64>> {
+/// Microseconds from writing `target` to seeing its good content back, `n`
+/// times, each within `limit`.
+pub(super) fn restore_latencies(target: &Path, n: usize, limit: Duration) -> Result<Vec<f64>> {
     let mut latencies = Vec::with_capacity(n);
     for i in 0..n {
         fs::write(target, format!("tampered {i}\n"))?;
         let written = Instant::now();
-        let deadline = written + Duration::from_secs(5);
+        let deadline = written + limit;
         let mut buf = Vec::with_capacity(64);
         loop {
             buf.clear();
@@ -95,7 +96,7 @@ fn restore_latencies(target: &Path, n: usize) -> Result<Vec<f64>> {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("change {i} was not restored within 5 s");
+                bail!("change {i} was not restored within {limit:?}");
             }
             std::hint::spin_loop();
         }
