@@ -124,10 +124,10 @@ fn revert_result(alert: &Value) -> &Value {
         .unwrap_or_else(|| panic!("no revert result in {alert:#}"))
 }
 
-/// The test's FUSE filesystem at `scratch/fuse`, holding `file` ("good
-/// fuse"), its daemon stopping itself as `stop` says (see hung_fuse.c);
-/// returns the mount and the daemon's pid.
-fn fuse_mount(scratch: &Scratch, stop: &str) -> (Mount, u32) {
+#[test]
+fn a_hung_fuse_file_costs_the_agent_that_file_only() {
+    require_root();
+    let scratch = Scratch::new();
     let program = programs::compile(
         &scratch.path("bin"),
         "hung_fuse",
@@ -139,7 +139,6 @@ fn fuse_mount(scratch: &Scratch, stop: &str) -> (Mount, u32) {
         Command::new(&program)
             .arg(&fuse_dir)
             .arg("good fuse\n")
-            .arg(stop)
             .stdout(Stdio::piped()),
     );
     let daemon_pid = daemon.pid();
@@ -147,21 +146,12 @@ fn fuse_mount(scratch: &Scratch, stop: &str) -> (Mount, u32) {
     BufReader::new(daemon.take_stdout())
         .read_line(&mut ready)
         .unwrap();
-    let fuse = Mount {
-        path: fuse_dir,
+    let mut fuse = Mount {
+        path: fuse_dir.clone(),
         daemon: Some(daemon),
         users: Vec::new(),
     };
     assert_eq!(ready.trim(), "mounted", "the FUSE daemon mounted");
-    (fuse, daemon_pid)
-}
-
-#[test]
-fn a_hung_fuse_file_costs_the_agent_that_file_only() {
-    require_root();
-    let scratch = Scratch::new();
-    let (mut fuse, daemon_pid) = fuse_mount(&scratch, "write");
-    let fuse_dir = scratch.path("fuse");
     let hung = fuse_dir.join("file");
     assert_eq!(fs::read_to_string(&hung).unwrap(), "good fuse\n");
 
@@ -196,7 +186,14 @@ fn a_hung_fuse_file_costs_the_agent_that_file_only() {
 
     // While it hangs, every change to another file is reverted and alerted.
     let mut seen = Vec::new();
-    reverts_go_on(&agent, &mut seen, &app, 5);
+    for i in 0..5 {
+        fs::write(&app, format!("tampered {i}\n")).unwrap();
+        assert!(holds(&app, "good\n", WAIT), "change {i} was reverted");
+        let alert = alert_where(&agent, &mut seen, &app, |v| {
+            v["event"]["file"]["after"]["size"] == format!("tampered {i}\n").len()
+        });
+        assert_eq!(revert_result(&alert)["ok"], true, "{alert:#}");
+    }
 
     // The hung file is reported, and its revert says it could not finish.
     let reported = alert_where(&agent, &mut seen, &hung, |_| true);
@@ -219,40 +216,6 @@ fn a_hung_fuse_file_costs_the_agent_that_file_only() {
     assert!(metric(addr, "reflex_fs_threads_stuck") >= 1.0);
     drop(agent);
     drop(fuse);
-}
-
-/// `times` changes of `app` (holding "good") are each reverted and
-/// alerted, the revert done.
-fn reverts_go_on(agent: &Agent, seen: &mut Vec<Value>, app: &Path, times: usize) {
-    for i in 0..times {
-        fs::write(app, format!("tampered {i}\n")).unwrap();
-        assert!(holds(app, "good\n", WAIT), "change {i} was reverted");
-        let alert = alert_where(agent, seen, app, |v| {
-            v["event"]["file"]["after"]["size"] == format!("tampered {i}\n").len()
-        });
-        assert_eq!(revert_result(&alert)["ok"], true, "{alert:#}");
-    }
-}
-
-/// Kills the FUSE daemon `pid` (the test's unreaped child) on drop.
-/// Made after the agent, it goes first, also when a test fails: an agent
-/// thread in a FUSE call the daemon had already read waits uninterruptibly
-/// for its answer, and the agent could not be reaped before.
-struct Unhang(u32);
-
-impl Drop for Unhang {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0 as i32), Signal::SIGKILL);
-    }
-}
-
-/// A tmpfs at `scratch/tmp` holding `app.conf` ("good").
-fn app_file(scratch: &Scratch) -> (Mount, PathBuf) {
-    let tmp = tmpfs(&scratch.path("tmp"));
-    let app = scratch.path("tmp/app.conf");
-    fs::write(&app, "good\n").unwrap();
-    fs::set_permissions(&app, fs::Permissions::from_mode(0o644)).unwrap();
-    (tmp, app)
 }
 
 /// A blocking writer of the FIFO at `fifo`: it prints `opened` once
@@ -337,132 +300,4 @@ fn odd_files_at_a_watched_path_are_reported_never_opened() {
     assert!(restored(&paths[0], "good\n"), "the agent keeps answering");
     fs::remove_dir(&paths[2]).unwrap();
     drop(agent);
-}
-
-#[test]
-fn a_reload_covering_a_hung_file_does_not_stop_reverts() {
-    require_root();
-    let scratch = Scratch::new();
-    let (fuse, daemon_pid) = fuse_mount(&scratch, "write");
-    let hung = scratch.path("fuse/file");
-    let (_tmp, app) = app_file(&scratch);
-    scratch.policy("keep.yaml", &revert_policy("keep", &[&app]));
-    let agent = scratch.start();
-    let unhang = Unhang(daemon_pid);
-    let addr = metrics_addr(&agent);
-
-    // The daemon hangs, then a policy comes to cover its file: taking it
-    // in (watching, recording its baseline, looking for drift) hangs.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon_pid as i32),
-        Signal::SIGSTOP,
-    )
-    .unwrap();
-    assert!(eventually(WAIT, || state_of(daemon_pid) == Some('T')));
-    scratch.policy("hung.yaml", &revert_policy("hung", &[&hung]));
-    assert!(
-        eventually(WAIT, || metric(
-            addr,
-            "reflex_policy_reloads_total{result=\"ok\"}"
-        ) >= 1.0),
-        "the policies were reloaded"
-    );
-    let agent_pid = agent.guard.pid();
-    assert!(
-        eventually(WAIT, || in_fuse_call(agent_pid)),
-        "the agent looked at the hung file"
-    );
-
-    let mut seen = Vec::new();
-    reverts_go_on(&agent, &mut seen, &app, 3);
-    assert!(
-        eventually(WAIT, || metric(
-            addr,
-            "reflex_fs_timeouts_total{op=\"watch\"}"
-        ) >= 1.0),
-        "the hung file's intake timed out"
-    );
-    assert_eq!(state_of(daemon_pid), Some('T'), "still hung throughout");
-    drop(unhang);
-    drop(agent);
-    drop(fuse);
-}
-
-#[test]
-fn a_file_created_on_a_hung_mount_does_not_stop_reverts() {
-    require_root();
-    let scratch = Scratch::new();
-    // The daemon stops once it has made the new file.
-    let (mut fuse, daemon_pid) = fuse_mount(&scratch, "create");
-    let (_tmp, app) = app_file(&scratch);
-    let confs = scratch.path("fuse/*.conf");
-    scratch.policy("keep.yaml", &revert_policy("keep", &[&confs, &app]));
-    let agent = scratch.start();
-    let unhang = Unhang(daemon_pid);
-
-    let new = scratch.path("fuse/new.conf");
-    fuse.users.push(ChildGuard::spawn(
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!("exec 3>'{}'; exec sleep 600", new.display())),
-    ));
-    assert!(
-        eventually(WAIT, || state_of(daemon_pid) == Some('T')),
-        "the FUSE daemon stopped itself after the creation"
-    );
-    let agent_pid = agent.guard.pid();
-    assert!(
-        eventually(WAIT, || in_fuse_call(agent_pid)),
-        "the agent looked at the new file"
-    );
-
-    let mut seen = Vec::new();
-    reverts_go_on(&agent, &mut seen, &app, 3);
-    assert_eq!(state_of(daemon_pid), Some('T'), "still hung throughout");
-    drop(unhang);
-    drop(agent);
-    drop(fuse);
-}
-
-#[test]
-fn an_accepted_write_on_a_hung_mount_does_not_stop_reverts() {
-    require_root();
-    let scratch = Scratch::new();
-    // The daemon answers the deploy, then hangs at the next open of a
-    // file: the agent's read of what the deploy wrote.
-    let (fuse, daemon_pid) = fuse_mount(&scratch, "open-after-write");
-    let (_tmp, app) = app_file(&scratch);
-    let deploy = scratch.tool("deploy", "/bin/sh");
-    scratch.policy("keep.yaml", &revert_policy("keep", &[&app]));
-    scratch.policy(
-        "managed.yaml",
-        &format!(
-            "name: managed\nmode: enforce\non:\n  file: {{ paths: [\"{}\"] }}\naccept_from:\n  process: {{ exe: [\"{}\"], uid: [0] }}\ndo:\n  - revert\n  - alert\n",
-            scratch.path("fuse/*.conf").display(),
-            deploy.display()
-        ),
-    );
-    let agent = scratch.start();
-    let unhang = Unhang(daemon_pid);
-
-    let new = scratch.path("fuse/new.conf");
-    reflex_tests::run_to_end(
-        Command::new(&deploy)
-            .arg("-c")
-            .arg(format!("printf 'workers=8\\n' > '{}'", new.display())),
-        WAIT,
-    );
-    assert!(
-        eventually(WAIT, || state_of(daemon_pid) == Some('T')),
-        "the agent's read of the deployed file hangs"
-    );
-    let agent_pid = agent.guard.pid();
-    assert!(eventually(WAIT, || in_fuse_call(agent_pid)));
-
-    let mut seen = Vec::new();
-    reverts_go_on(&agent, &mut seen, &app, 3);
-    assert_eq!(state_of(daemon_pid), Some('T'), "still hung throughout");
-    drop(unhang);
-    drop(agent);
-    drop(fuse);
 }

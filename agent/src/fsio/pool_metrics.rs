@@ -18,7 +18,7 @@ pub struct PoolMetrics {
 }
 
 /// The `op` labels jobs use.
-pub const OPS: [&str; 3] = ["settle", "revert", "watch"];
+pub const OPS: [&str; 2] = ["settle", "revert"];
 
 impl PoolMetrics {
     /// Creates the metrics and registers them in `registry`.

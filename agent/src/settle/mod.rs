@@ -117,7 +117,6 @@ impl Settler {
 
     /// Looks at files on `pool` from now on.
     pub fn with_pool(mut self, pool: crate::fsio::pool::FsPool) -> Self {
-        self.exec.with_pool(pool.clone());
         self.files = self.files.with_pool(pool);
         self
     }
@@ -146,32 +145,6 @@ impl Settler {
         self.set = set;
         self.exec.configure(self.set.clone());
         self.files.configure(&self.set)
-    }
-
-    /// Starts taking a reloaded `set` into use; returns its drift records
-    /// when that is done at once, else the file half finishes it with the
-    /// pool's answers ([`Settler::pool_done`]).
-    pub fn reload(&mut self, set: Arc<PolicySet>) -> Option<Vec<Record>> {
-        let drift = self.files.begin_reload(set.clone())?;
-        self.set = set;
-        self.exec.configure(self.set.clone());
-        Some(drift)
-    }
-
-    /// Takes an answer of the filesystem pool; returns the events it
-    /// finishes and, when it completed a reload, the set now in force
-    /// (passed on ahead of them).
-    pub fn pool_done(
-        &mut self,
-        done: file::intake::FsDone,
-        now: Instant,
-    ) -> (Option<Arc<PolicySet>>, Vec<Record>) {
-        let finished = self.files.looked(done, now);
-        let set = self.files.reloaded().inspect(|set| {
-            self.set = set.clone();
-            self.exec.configure(set.clone());
-        });
-        (set, finished)
     }
 
     /// Takes one record from the sensor's `lane`; returns the finished

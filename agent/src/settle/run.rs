@@ -27,10 +27,8 @@ impl Settler {
         let mut exec_changes = self.exec.take_changes();
         let mut looked = self.files.take_looked();
         let current = policies.borrow_and_update().clone();
-        if !Arc::ptr_eq(&current, &self.set)
-            && let Some(drift) = self.reload(current)
-        {
-            initial.extend(drift);
+        if !Arc::ptr_eq(&current, &self.set) {
+            initial.extend(self.configure(current));
         }
         let period = self
             .cpu
@@ -52,24 +50,20 @@ impl Settler {
                     self.follow(followup);
                     continue;
                 }
-                // The filesystem pool answered: a look at a file, a
-                // directory's look, a reload's walk.
+                // A look at a file came back from the filesystem pool.
                 Some(done) = next_change(&mut looked) => {
-                    let (set, finished) = self.pool_done(done, Instant::now());
-                    if let Some(set) = set && !send_set(&out, &set).await {
-                        return;
-                    }
-                    (Lane::File, finished)
+                    (Lane::File, self.files.looked(done, Instant::now()))
                 }
-                // A file an exec policy names may have appeared, or the
-                // pool looked at one: take it in, with what else is queued;
-                // the kill table hears of the lot once.
-                Some(change) = next_exec_change(&mut exec_changes) => {
-                    self.exec.changed(&change);
+                // A file an exec policy names may have appeared: take it in
+                // before the next exec is looked at.
+                Some(path) = next_path(&mut exec_changes) => {
+                    self.exec.changed(&path);
+                    // What else is queued is taken in with it; the kill
+                    // table hears of the lot once.
                     if let Some(rx) = exec_changes.as_mut() {
                         for _ in 0..PATHS_PER_TURN {
                             match rx.try_recv() {
-                                Ok(change) => self.exec.changed(&change),
+                                Ok(path) => self.exec.changed(&path),
                                 Err(_) => break,
                             }
                         }
@@ -79,11 +73,7 @@ impl Settler {
                 }
                 Ok(()) = policies.changed() => {
                     let set = policies.borrow_and_update().clone();
-                    // With a pool, the set comes into force once the pool
-                    // has walked what it covers (the arm above).
-                    let Some(drift) = self.reload(set.clone()) else {
-                        continue;
-                    };
+                    let drift = self.configure(set.clone());
                     if !send_set(&out, &set).await {
                         return;
                     }
@@ -146,9 +136,9 @@ async fn send_all(out: &mpsc::Sender<Settled>, records: Vec<Record>) -> bool {
 /// Most changed paths of exec policy directories taken in one turn.
 const PATHS_PER_TURN: usize = 1024;
 
-async fn next_exec_change(
-    changes: &mut Option<mpsc::Receiver<crate::settle::exec::ExecChange>>,
-) -> Option<crate::settle::exec::ExecChange> {
+async fn next_path(
+    changes: &mut Option<mpsc::Receiver<std::path::PathBuf>>,
+) -> Option<std::path::PathBuf> {
     match changes {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -13,6 +13,8 @@
 //! each kernel-enforced policy covers.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    fs,
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -28,18 +30,14 @@ use tokio::sync::mpsc;
 use crate::{
     events::{Body, FileId, Record},
     exec_kills::{Covered, NameRule, Notice, NoticeSender, kernel_enforced},
-    fsio::pool::{FsPool, JobKey, PoolError},
+    fsio,
+    loader::exec_kill::DEFAULT_ENTRIES,
     policy::{
         PolicySet,
         model::Trigger,
         value::{PathGlob, glob_set},
     },
 };
-
-mod paths;
-
-pub use paths::kernel_room;
-use paths::{exec_paths, expand, identity, name_rule, script_of};
 
 /// Paths of watched directories waiting for the settler; past this the
 /// watch says "overflowed" and the settler expands the globs again.
@@ -54,21 +52,6 @@ const MAX_WALK: usize = 100_000;
 /// Most directories watched for files that appear.
 const MAX_DIRS: usize = 4096;
 
-/// What reaches the exec half besides records.
-#[derive(Debug)]
-pub enum ExecChange {
-    /// A path in a watched directory changed.
-    Changed(PathBuf),
-    /// The pool looked at a changed path: the identity of the regular file
-    /// there, if any.
-    Looked {
-        /// The path.
-        path: String,
-        /// Its identity, or why the pool did not answer.
-        id: Result<Option<FileId>, PoolError>,
-    },
-}
-
 /// Files the exec policies name, and who hears about them.
 pub struct ExecWatch {
     set: Arc<PolicySet>,
@@ -81,12 +64,10 @@ pub struct ExecWatch {
     files: BTreeMap<String, FileId>,
     by_id: HashMap<FileId, BTreeSet<String>>,
     watcher: Option<notify::RecommendedWatcher>,
-    changes_tx: mpsc::Sender<ExecChange>,
-    changes_rx: Option<mpsc::Receiver<ExecChange>>,
-    /// Set by the watch or the pool when a change found the queue full.
+    changes_tx: mpsc::Sender<PathBuf>,
+    changes_rx: Option<mpsc::Receiver<PathBuf>>,
+    /// Set by the watch when a change found the queue full.
     overflowed: Arc<AtomicBool>,
-    /// Where changed files are looked at; inline without one.
-    pool: Option<FsPool>,
     kills: Option<NoticeSender>,
     sent: Option<BTreeMap<String, Covered>>,
     /// Files changed since the kill table was last told.
@@ -116,7 +97,6 @@ impl ExecWatch {
             changes_tx,
             changes_rx: Some(changes_rx),
             overflowed: Arc::new(AtomicBool::new(false)),
-            pool: None,
             kills: None,
             sent: None,
             dirty: false,
@@ -138,15 +118,10 @@ impl ExecWatch {
         self.overflows = Some(overflows);
     }
 
-    /// Paths in watched directories that changed, and the pool's looks at
-    /// them; taken once, by the task that runs the settler.
-    pub fn take_changes(&mut self) -> Option<mpsc::Receiver<ExecChange>> {
+    /// Paths in watched directories that changed; taken once, by the task
+    /// that runs the settler.
+    pub fn take_changes(&mut self) -> Option<mpsc::Receiver<PathBuf>> {
         self.changes_rx.take()
-    }
-
-    /// Looks at changed files on `pool` from now on.
-    pub fn with_pool(&mut self, pool: FsPool) {
-        self.pool = Some(pool);
     }
 
     /// Expands the exec policies of `set` and watches their directories.
@@ -191,49 +166,11 @@ impl ExecWatch {
     }
 
     /// Takes in a path of a watched directory that changed (created,
-    /// renamed in or out, removed, chmod): looked at on the pool, whose
-    /// answer comes back here, so a hung filesystem never holds the settler;
-    /// the kill table hears of it at the next [`ExecWatch::flush`].
-    pub fn changed(&mut self, change: &ExecChange) {
-        match change {
-            ExecChange::Changed(path) => {
-                let path = path.to_string_lossy().into_owned();
-                if !self.patterns.as_ref().is_some_and(|p| p.is_match(&path)) {
-                    return;
-                }
-                let Some(pool) = &self.pool else {
-                    let now = identity(Path::new(&path));
-                    if self.refresh_to(&path, now) {
-                        self.dirty = true;
-                    }
-                    return;
-                };
-                let (tx, job) = (self.changes_tx.clone(), path.clone());
-                let overflowed = self.overflowed.clone();
-                pool.submit(
-                    JobKey {
-                        path: path.clone(),
-                        dev: 0,
-                    },
-                    "watch",
-                    move || identity(Path::new(&job)),
-                    move |id| {
-                        if tx.try_send(ExecChange::Looked { path, id }).is_err() {
-                            overflowed.store(true, Ordering::Relaxed);
-                        }
-                    },
-                );
-            }
-            ExecChange::Looked { path, id: Ok(now) } => {
-                if self.refresh_to(path, *now) {
-                    self.dirty = true;
-                }
-            }
-            ExecChange::Looked { path, id: Err(err) } => tracing::warn!(
-                path,
-                error = %err,
-                "a file an exec policy names could not be looked at; it is taken in when it runs"
-            ),
+    /// renamed in or out, removed, chmod); the kill table hears of it at
+    /// the next [`ExecWatch::flush`].
+    pub fn changed(&mut self, path: &Path) {
+        if self.refresh(&path.to_string_lossy()) {
+            self.dirty = true;
         }
     }
 
@@ -315,15 +252,7 @@ impl ExecWatch {
         if !self.patterns.as_ref().is_some_and(|p| p.is_match(path)) {
             return false;
         }
-        self.refresh_to(path, identity(Path::new(path)))
-    }
-
-    /// Takes `now` as the identity of the file at `path` (a policy names
-    /// it); whether it changed.
-    fn refresh_to(&mut self, path: &str, now: Option<FileId>) -> bool {
-        if !self.patterns.as_ref().is_some_and(|p| p.is_match(path)) {
-            return false;
-        }
+        let now = identity(Path::new(path));
         let before = self.files.get(path).copied();
         if now == before {
             return false;
@@ -399,7 +328,7 @@ impl ExecWatch {
                 return;
             }
             for path in event.paths {
-                if tx.try_send(ExecChange::Changed(path)).is_err() {
+                if tx.try_send(path).is_err() {
                     overflowed.store(true, Ordering::Relaxed);
                 }
             }
@@ -425,6 +354,130 @@ impl ExecWatch {
         }
         self.watcher = Some(watcher);
     }
+}
+
+/// Entries the `EXEC_KILL` map should have room for with `set` loaded:
+/// twice what its exec policies name today, for files that appear.
+pub fn kernel_room(set: &PolicySet) -> u32 {
+    let mut files = BTreeMap::new();
+    let mut dirs = BTreeSet::new();
+    for glob in exec_paths(set) {
+        expand(glob, &mut files, &mut dirs);
+    }
+    (files.len().saturating_mul(2) as u32).max(DEFAULT_ENTRIES)
+}
+
+/// Every path or glob of the exec policies in `set`.
+fn exec_paths(set: &PolicySet) -> impl Iterator<Item = &PathGlob> {
+    set.policies().iter().flat_map(|p| match &p.trigger {
+        Trigger::Exec { paths } => paths.as_slice(),
+        _ => &[],
+    })
+}
+
+/// Adds the files `glob` names to `files` and the directories a file it
+/// names may appear in to `dirs`.
+fn expand(glob: &PathGlob, files: &mut BTreeMap<String, FileId>, dirs: &mut BTreeSet<String>) {
+    if glob.is_literal() {
+        let path = glob.as_str();
+        dirs.insert(glob.literal_dir().to_string());
+        if let Some(id) = identity(Path::new(path)) {
+            files.insert(path.to_string(), id);
+        }
+        return;
+    }
+    let base = glob.literal_dir();
+    let matcher = glob.matcher();
+    let depth = glob.walk_depth();
+    for (seen, entry) in walkdir::WalkDir::new(base)
+        .max_depth(depth)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+        .enumerate()
+    {
+        if seen >= MAX_WALK {
+            tracing::warn!(
+                glob = glob.as_str(),
+                limit = MAX_WALK,
+                "exec glob expands to too many files; the rest are matched when they run"
+            );
+            break;
+        }
+        let path = entry.path().to_string_lossy();
+        if entry.file_type().is_dir() {
+            if entry.depth() < depth {
+                dirs.insert(path.into_owned());
+            }
+        } else if matcher.is_match(entry.path())
+            && let Some(id) = identity(entry.path())
+        {
+            files.insert(path.into_owned(), id);
+        }
+    }
+}
+
+/// The name the kernel can match for `glob` in its directory, whatever the
+/// file's identity: a literal path's last component, or the start of a
+/// last component `start*` (nothing else varying). Other globs are matched
+/// by the identities of their files only.
+fn name_rule(glob: &PathGlob) -> Option<NameRule> {
+    let (dir, last) = glob.as_str().rsplit_once('/')?;
+    let dir = if dir.is_empty() { "/" } else { dir };
+    let meta = ['*', '?', '[', '{', '\\'];
+    if dir.contains(meta) {
+        return None;
+    }
+    let (name, prefix) = match last.strip_suffix('*') {
+        _ if glob.is_literal() => (last, false),
+        Some(start) if !start.is_empty() && !start.contains(meta) => (start, true),
+        _ => return None,
+    };
+    let meta = fs::metadata(dir).ok().filter(fs::Metadata::is_dir)?;
+    Some(NameRule {
+        dir: FileId {
+            dev: fsio::encode_dev(meta.dev()),
+            ino: meta.ino(),
+        },
+        name: name.as_bytes().to_vec(),
+        prefix,
+    })
+}
+
+/// Identity of the regular file `path` names, following symlinks.
+fn identity(path: &Path) -> Option<FileId> {
+    let meta = fs::metadata(path).ok()?;
+    meta.is_file().then(|| FileId {
+        dev: fsio::encode_dev(meta.dev()),
+        ino: meta.ino(),
+    })
+}
+
+/// The file `filename` names for process `pid`, resolved, when it is not
+/// the executable the kernel loaded (`exe`, `id`): the script an
+/// interpreter runs. Looked up through the process's own root and working
+/// directory; a descriptor name (`/dev/fd/N`) is not followed, as it would
+/// name the agent's own descriptor.
+fn script_of(pid: u32, filename: &str, exe: Option<&str>, id: Option<FileId>) -> Option<String> {
+    if Some(filename) == exe || filename.starts_with("/dev/fd/") || filename.starts_with("/proc/") {
+        return None;
+    }
+    let through_process = match filename.strip_prefix('/') {
+        Some(rest) => PathBuf::from(format!("/proc/{pid}/root")).join(rest),
+        None => PathBuf::from(format!("/proc/{pid}/cwd")).join(filename),
+    };
+    let real = fs::canonicalize(through_process)
+        .or_else(|_| match filename.starts_with('/') {
+            // The process is gone: an absolute name still says which file.
+            true => fs::canonicalize(filename),
+            false => Err(std::io::ErrorKind::NotFound.into()),
+        })
+        .ok()?;
+    let real_text = real.to_string_lossy().into_owned();
+    if Some(real_text.as_str()) == exe || identity(&real).is_some_and(|i| Some(i) == id) {
+        return None;
+    }
+    Some(real_text)
 }
 
 #[cfg(test)]

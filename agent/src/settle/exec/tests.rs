@@ -1,10 +1,7 @@
 //! Expansion, aliases, scripts and what the exec kill table is told.
-use std::{fs, os::unix::fs::MetadataExt as _};
-
 use super::*;
 use crate::{
     events::{Exec, Kind, ProcessContext},
-    fsio,
     policy::{compile, load},
 };
 
@@ -117,7 +114,7 @@ fn a_burst_of_files_appearing_is_told_once_per_gap() {
     for i in 0..2_000 {
         let path = dir.path().join(format!("f{i}"));
         fs::write(&path, b"x").unwrap();
-        watch.changed(&ExecChange::Changed(path.clone()));
+        watch.changed(&path);
         watch.flush(start);
     }
     let mut told = 0;

@@ -15,11 +15,11 @@ use super::{
     FileSettler,
     baseline::{MAX_BASELINE_BYTES, NewVersion},
     history::How,
-    version::Version,
 };
 use crate::{
     events::{
         ProcessContext,
+        clock::BootClock,
         file::{Accepted, AcceptedBy},
     },
     fsio::{self, FileState},
@@ -164,47 +164,64 @@ pub fn read_version(path: &Path) -> Option<(Vec<u8>, String, FileState)> {
     Some((content, sha256, after))
 }
 
+/// What accepting a change did.
+pub enum Outcome {
+    /// The change is the new baseline of the policies named.
+    Accepted(Accepted),
+    /// The file is changing still, or cannot be kept; look again while
+    /// the writer may still finish.
+    Busy,
+}
+
 impl FileSettler {
     /// Makes the change to `path` the baseline of the `authorised`
-    /// policies, written by `writer`: `version` as read at `read_ktime_ns`
-    /// (on the filesystem pool), or, when `None`, the file's removal.
+    /// policies, written by `writer`.
     pub(super) fn accept(
         &mut self,
         path: &str,
         authorised: &[(String, Authority)],
         writer: &ProcessContext,
-        read_ktime_ns: u64,
-        version: Option<&Version>,
-    ) -> Accepted {
+    ) -> Outcome {
+        let Some(store) = self.baselines.as_mut() else {
+            return Outcome::Busy;
+        };
+        let read_ktime_ns = BootClock::now_ns();
+        let file = Path::new(path);
+        let version = if file.exists() {
+            match read_version(file) {
+                Some(version) => Some(version),
+                None => return Outcome::Busy,
+            }
+        } else {
+            None
+        };
+        let xattrs = version.as_ref().and_then(|_| store.read_xattrs(file));
         let by = describe(writer, authorised.first().map(|(_, a)| a));
         let mut accepted = Accepted {
             policies: Vec::new(),
             before: None,
-            after: version.map(|v| v.sha256.clone()),
+            after: version.as_ref().map(|(_, sha, _)| sha.clone()),
             by: authorised.first().map(|(_, a)| AcceptedBy {
                 pid: a.pid,
                 path: a.path.clone(),
             }),
         };
-        let Some(store) = self.baselines.as_mut() else {
-            return accepted;
-        };
         let mut previous = Vec::new();
         for (policy, _) in authorised {
             let before = store.get(policy, path).cloned();
-            let done = match version {
-                Some(v) => store
+            let done = match &version {
+                Some((content, sha256, state)) => store
                     .put(
                         policy,
                         path,
                         NewVersion {
-                            content: &v.content,
-                            sha256: &v.sha256,
-                            state: &v.state,
+                            content,
+                            sha256,
+                            state,
                             how: How::Accepted,
                             by: Some(&by),
                             source: None,
-                            xattrs: v.xattrs.as_ref(),
+                            xattrs: xattrs.as_ref(),
                         },
                     )
                     .map(|_| ()),
@@ -240,7 +257,7 @@ impl FileSettler {
                 previous,
             },
         );
-        accepted
+        Outcome::Accepted(accepted)
     }
 
     /// Puts back the baselines a raced acceptance of `path` replaced.

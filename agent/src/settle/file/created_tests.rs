@@ -346,8 +346,8 @@ fn a_slow_deploy_becomes_the_baseline_as_it_leaves_the_file() {
 
 /// The next look back from the pool; fails the test when none went out.
 fn next_look(
-    looked: &mut tokio::sync::mpsc::UnboundedReceiver<super::intake::FsDone>,
-) -> super::intake::FsDone {
+    looked: &mut tokio::sync::mpsc::UnboundedReceiver<super::look::Looked>,
+) -> super::look::Looked {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()

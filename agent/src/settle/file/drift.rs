@@ -2,26 +2,25 @@
 //! missing baselines, and answering files that changed while no agent
 //! watched them (drift) as each policy's `on_drift` says.
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    ops::Not as _,
+    collections::{BTreeMap, BTreeSet},
     path::Path,
 };
 
 use super::{
     FileSettler,
     accept::{AcceptRules, read_version},
-    baseline::{Baseline, BaselineStore, NewVersion},
+    after_state,
+    baseline::{BaselineStore, NewVersion},
     history::How,
     snapshots,
-    watch::{self, Facts, Walk, WalkJob},
 };
 use crate::{
     events::{
         Body, Kind, ProcessContext, Record,
         clock::BootClock,
-        file::{Accepted, File, FileChange, Snapshot},
+        file::{Accepted, File, FileChange},
     },
-    fsio::FileState,
+    fsio,
     logging::error_chain,
     policy::{
         Action, PolicySet,
@@ -45,89 +44,13 @@ impl FileSettler {
     /// its changes and no baseline for that policy, which a `revert`
     /// removes, `on_drift: accept` makes the baseline, and `report` leaves.
     pub fn configure(&mut self, set: &PolicySet) -> Vec<Record> {
-        let walks = self
-            .walk_jobs(set)
-            .into_iter()
-            .map(|job| (job.glob.as_str().to_string(), Walk::run(job)))
-            .collect();
-        self.configure_with(set, &walks)
-    }
-
-    /// What to gather on the filesystem to take `set` into use.
-    pub(super) fn walk_jobs(&mut self, set: &PolicySet) -> Vec<WalkJob> {
-        if let Some(store) = self.baselines.as_mut() {
-            store.refresh();
-        }
-        let store = self.baselines.as_ref();
-        let recorded = |glob: &PathGlob| {
-            let mut paths: BTreeMap<String, Vec<(String, Baseline)>> = BTreeMap::new();
-            let matcher = glob.matcher();
-            for (policy, path, b) in store.into_iter().flat_map(BaselineStore::list) {
-                if matcher.is_match(path) {
-                    paths
-                        .entry(path.to_string())
-                        .or_default()
-                        .push((policy.to_string(), b.clone()));
-                }
-            }
-            paths
-        };
-        // Whether a `revert` policy keeps baselines under the glob, and
-        // whether one had it in force before (a file there with no
-        // baseline is then drift, hashed for its record).
-        let keeps = |glob: &PathGlob| {
-            let Some(store) = store else {
-                return (false, false);
-            };
-            let mut keeps = (false, false);
-            for p in set.policies() {
-                let Trigger::File { paths, .. } = &p.trigger else {
-                    continue;
-                };
-                if paths.iter().any(|g| g.as_str() == glob.as_str())
-                    && p.actions.iter().any(|a| matches!(a, Action::Revert { .. }))
-                {
-                    keeps.0 = true;
-                    keeps.1 |= store
-                        .known(&p.name, std::slice::from_ref(glob))
-                        .is_empty()
-                        .not();
-                }
-            }
-            keeps
-        };
-        watch::walk_jobs(set, recorded, keeps)
-    }
-
-    /// [`FileSettler::configure`] with what the pool found for each path
-    /// and glob of `set` (`walks`, by glob; one missing did not answer: its
-    /// files are neither watched nor looked at for drift until the next
-    /// reload).
-    pub fn configure_with(
-        &mut self,
-        set: &PolicySet,
-        walks: &HashMap<String, Walk>,
-    ) -> Vec<Record> {
-        self.watch.configure_with(set, walks);
+        self.watch.configure(set);
         self.accept = AcceptRules::new(set);
         self.marks.clear();
         let Some(baselines) = self.baselines.as_mut() else {
             return Vec::new();
         };
-        // A file two globs cover has the same comparisons from each; the
-        // one that hashed it (for a drift record) is kept.
-        let mut facts: HashMap<&str, &Facts> = HashMap::new();
-        for (path, fact) in walks.values().flat_map(|w| w.facts.iter()) {
-            let kept = facts.entry(path.as_str()).or_insert(fact);
-            if kept.after.is_none() {
-                *kept = fact;
-            }
-        }
-        let states: HashMap<&str, Option<&FileState>> = self
-            .watch
-            .paths()
-            .map(|p| (p, self.watch.get(p).and_then(|w| w.last.as_ref())))
-            .collect();
+        baselines.refresh();
         // Per drifted path, the policies that accepted the drift.
         let mut drifted: BTreeMap<String, Accepted> = BTreeMap::new();
         // Paths created while no agent ran, under a policy already in force.
@@ -151,31 +74,43 @@ impl FileSettler {
                     .into_iter()
                     .map(PathGlob::glob),
             );
-            let covered: Vec<&str> = states
-                .keys()
-                .copied()
+            // A glob's walk finds only the files there now; one deleted
+            // while no agent ran is watched by its baseline.
+            let recorded: Vec<String> = baselines
+                .list()
+                .filter(|(p, path, _)| *p == policy.name && matcher.is_match(path))
+                .map(|(_, path, _)| path.to_string())
+                .collect();
+            self.watch.include(recorded);
+            let covered: Vec<String> = self
+                .watch
+                .paths()
                 .filter(|p| matcher.is_match(p))
+                .map(str::to_string)
                 .collect();
             for path in covered {
-                let file = Path::new(path);
-                if self.pending.contains_key(path) || self.in_flight.contains_key(path) {
+                let file = Path::new(&path);
+                match fsio::remove_stale_temps(file) {
+                    Ok(0) => {}
+                    Ok(removed) => tracing::warn!(
+                        path,
+                        removed,
+                        "removed temporary files an interrupted revert left"
+                    ),
+                    Err(err) => {
+                        tracing::debug!(path, error = %error_chain(&err), "looking for interrupted reverts")
+                    }
+                }
+                if self.pending.contains_key(&path) {
                     // A change in progress is settled as it completes.
                     continue;
                 }
-                let Some(fact) = facts.get(path) else {
-                    continue;
-                };
-                let matched = fact
-                    .matches
-                    .iter()
-                    .find(|(p, _)| *p == policy.name)
-                    .map(|(_, m)| *m);
-                match (baselines.get(&policy.name, path), matched) {
-                    (Some(b), Some(false)) => {
-                        let entry = drifted.entry(path.to_string()).or_default();
+                match baselines.get(&policy.name, &path) {
+                    Some(b) if !b.matches(file).unwrap_or(false) => {
+                        let entry = drifted.entry(path.clone()).or_default();
                         if policy.answers.on_drift == OnDrift::Accept {
                             let before = b.sha256.clone();
-                            if let Some(after) = accept_drift(baselines, &policy.name, path) {
+                            if let Some(after) = accept_drift(baselines, &policy.name, &path) {
                                 entry.before.get_or_insert(before);
                                 entry.after = Some(after);
                                 entry.policies.push(policy.name.clone());
@@ -183,13 +118,13 @@ impl FileSettler {
                             }
                         }
                     }
-                    (Some(_), _) => {}
-                    (None, _) if states.get(path).copied().flatten().is_none() => tracing::warn!(
+                    Some(_) => {}
+                    None if fsio::state(file).ok().flatten().is_none() => tracing::warn!(
                         policy = policy.name,
                         path,
                         "watched file is missing and has no baseline"
                     ),
-                    (None, _) if known.as_ref().is_some_and(|k| k.is_match(path)) => {
+                    None if known.as_ref().is_some_and(|k| k.is_match(&path)) => {
                         // The policy was in force here and never saw this
                         // file: it appeared while no agent watched.
                         tracing::warn!(
@@ -198,17 +133,17 @@ impl FileSettler {
                             on_drift = ?policy.answers.on_drift,
                             "a file with no baseline appeared while the agent was not running"
                         );
-                        created.insert(path.to_string());
-                        let entry = drifted.entry(path.to_string()).or_default();
+                        created.insert(path.clone());
+                        let entry = drifted.entry(path.clone()).or_default();
                         if policy.answers.on_drift == OnDrift::Accept
-                            && let Some(after) = accept_drift(baselines, &policy.name, path)
+                            && let Some(after) = accept_drift(baselines, &policy.name, &path)
                         {
                             entry.after = Some(after);
                             entry.policies.push(policy.name.clone());
                             count_drift_accepted(self.metrics.as_ref(), &policy.name);
                         }
                     }
-                    (None, _) => match baselines.record(&policy.name, file, source.as_deref()) {
+                    None => match baselines.record(&policy.name, file, source.as_deref()) {
                         Ok(b) => tracing::info!(
                             policy = policy.name,
                             path,
@@ -229,14 +164,11 @@ impl FileSettler {
             .into_iter()
             .map(|(path, accepted)| {
                 let created = created.contains(&path);
-                // As the pool found it (an acceptance took it as found).
-                let after = facts.get(path.as_str()).and_then(|f| f.after.clone());
                 drift_record(
                     &path,
                     baselines,
                     created,
                     (!accepted.policies.is_empty()).then_some(accepted),
-                    after,
                 )
             })
             .collect()
@@ -303,7 +235,6 @@ fn drift_record(
     baselines: &BaselineStore,
     created: bool,
     accepted: Option<Accepted>,
-    after: Option<Snapshot>,
 ) -> Record {
     let ktime_ns = BootClock::now_ns();
     let mut changes = vec![FileChange::Drift];
@@ -324,7 +255,11 @@ fn drift_record(
             changes,
             fd: -1,
             baseline: snapshots(baselines, path),
-            after,
+            after: after_state(
+                Path::new(path),
+                fsio::state(Path::new(path)).ok().flatten().as_ref(),
+                true,
+            ),
             accepted: accepted.map(Box::new),
             ..File::default()
         }),

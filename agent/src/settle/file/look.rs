@@ -13,8 +13,7 @@ use std::{
 use tokio::sync::mpsc;
 
 use super::{
-    FileSettler, Pending, RETRY, intake::FsDone, record::after_state, record::snapshots,
-    record::strongest, store::XattrReader, version::Acceptance,
+    FileSettler, Pending, RETRY, record::after_state, record::snapshots, record::strongest,
 };
 use crate::{
     events::file::Snapshot,
@@ -36,27 +35,22 @@ pub struct Look {
     pub(super) modified: Option<SystemTime>,
     /// What is there instead of a regular file.
     pub(super) found: Option<&'static str>,
-    /// What an acceptance of the change needs, when it was due.
-    pub(super) acceptance: Acceptance,
 }
 
 impl Look {
-    /// Looks at `path` now, reading its content when `hash`, and reading
-    /// it for an acceptance with `accept`.
-    pub fn take(path: &Path, hash: bool, accept: Option<&XattrReader>) -> Self {
+    /// Looks at `path` now, reading its content when `hash`.
+    pub fn take(path: &Path, hash: bool) -> Self {
         let current = fsio::state(path).ok().flatten();
         let after = after_state(path, current.as_ref(), hash);
         let modified = std::fs::symlink_metadata(path)
             .and_then(|m| m.modified())
             .ok();
         let found = current.is_none().then(|| fsio::odd_kind(path)).flatten();
-        let acceptance = accept.map_or(Acceptance::NotRead, |x| Acceptance::read(path, x));
         Self {
             current,
             after,
             modified,
             found,
-            acceptance,
         }
     }
 }
@@ -70,8 +64,8 @@ pub struct Looked {
 
 /// The pool looks run on, and where their results go.
 pub(super) struct Looker {
-    pub(super) pool: FsPool,
-    pub(super) tx: mpsc::UnboundedSender<FsDone>,
+    pool: FsPool,
+    tx: mpsc::UnboundedSender<Looked>,
 }
 
 impl FileSettler {
@@ -85,7 +79,7 @@ impl FileSettler {
     }
 
     /// The looks' results (once).
-    pub fn take_looked(&mut self) -> Option<mpsc::UnboundedReceiver<FsDone>> {
+    pub fn take_looked(&mut self) -> Option<mpsc::UnboundedReceiver<Looked>> {
         self.looked_rx.take()
     }
 
@@ -108,7 +102,6 @@ impl FileSettler {
         let pool = looker.pool.clone();
         let tx = looker.tx.clone();
         let hash = self.wants_hash(&path);
-        let accept = self.acceptance_reader(&pending, now);
         let dev = self
             .watch
             .get(&path)
@@ -123,31 +116,17 @@ impl FileSettler {
         pool.submit(
             key,
             "settle",
-            move || Look::take(Path::new(&job_path), hash, accept.as_ref()),
+            move || Look::take(Path::new(&job_path), hash),
             // The settler outlives the pool's answers but at shutdown.
             move |result| {
-                let _ = tx.send(FsDone::Look(Looked { path, result }));
+                let _ = tx.send(Looked { path, result });
             },
         );
         None
     }
 
-    /// Takes what the filesystem pool answered: a look, a directory's
-    /// scan, a reload's walk.
-    pub fn looked(&mut self, done: impl Into<FsDone>, now: Instant) -> Vec<Record> {
-        match done.into() {
-            FsDone::Look(looked) => self.look_done(looked, now),
-            FsDone::Scan { dir, entry, result } => self.scan_done(dir, entry, result, now),
-            FsDone::Walk {
-                generation,
-                glob,
-                result,
-            } => self.walk_done(generation, glob, result, now),
-        }
-    }
-
     /// Settles the change a look was for, and whatever waited behind it.
-    fn look_done(&mut self, looked: Looked, now: Instant) -> Vec<Record> {
+    pub fn looked(&mut self, looked: Looked, now: Instant) -> Vec<Record> {
         let Looked { path, result } = looked;
         let Some(pending) = self.in_flight.remove(&path) else {
             return self.expire(now);

@@ -134,7 +134,7 @@ fn a_file_that_does_not_answer_is_reported_once_until_it_does() {
     settler.expire(later + super::RETRY * 2);
     let answer = Looked {
         path: name.clone(),
-        result: Ok(Look::take(&path, true, None)),
+        result: Ok(Look::take(&path, true)),
     };
     let _pending = looked.blocking_recv().unwrap();
     let out = settler.looked(answer, later + super::RETRY * 2);

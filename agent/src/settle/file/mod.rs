@@ -13,16 +13,13 @@ mod covered;
 mod drift;
 mod followup;
 pub mod history;
-pub mod intake;
 pub mod look;
 mod recent;
 mod record;
-mod reload;
 mod requeue;
 mod rescan;
 pub mod store;
 mod verify;
-mod version;
 pub mod watch;
 
 use std::{
@@ -33,7 +30,7 @@ use std::{
 use accept::{AcceptRules, Marks, Writers, raced_policies};
 use calls::names;
 use recent::Recent;
-use record::snapshots;
+use record::{after_state, snapshots};
 
 use reflex_wire::FileKey;
 
@@ -104,19 +101,11 @@ pub struct FileSettler {
     metrics: Option<Metrics>,
     /// Where looks at files run; inline without one (tests, tools).
     looker: Option<look::Looker>,
-    looked_rx: Option<tokio::sync::mpsc::UnboundedReceiver<intake::FsDone>>,
+    looked_rx: Option<tokio::sync::mpsc::UnboundedReceiver<look::Looked>>,
     /// Changes whose look is in flight, by path.
     in_flight: HashMap<String, Pending>,
     /// Paths whose filesystem did not answer, reported until it does.
     hung: std::collections::HashSet<String>,
-    /// Directory notices waiting for their directory's look.
-    intakes: intake::Intakes,
-    /// A reloaded set waiting for the pool's walks, and how many reloads
-    /// there were.
-    reload: Option<reload::Reload>,
-    generation: u64,
-    /// A set a reload has taken into use, not yet passed on.
-    reloaded: Option<std::sync::Arc<crate::policy::PolicySet>>,
 }
 
 impl FileSettler {
@@ -137,10 +126,6 @@ impl FileSettler {
             looked_rx: None,
             in_flight: HashMap::new(),
             hung: std::collections::HashSet::new(),
-            intakes: Default::default(),
-            reload: None,
-            generation: 0,
-            reloaded: None,
         }
     }
 
@@ -187,6 +172,7 @@ impl FileSettler {
             ino: raw.ino,
         };
         let mut changes = vec![change];
+        let mut created = Vec::new();
         let paths: Vec<String> = match raw.matched_by {
             // A directory on the way to watched files was renamed, exchanged
             // or removed: the paths under it may name other files now.
@@ -199,10 +185,10 @@ impl FileSettler {
                 // Attrib is what the sensor makes of an entry appearing;
                 // the directory itself moving or going is rename / unlink.
                 let entry = change == FileChange::Attrib;
-                if let Some((record, scan)) = self.scan(dir, entry, record) {
-                    self.scanned(record, &dir, entry, scan, now);
-                }
-                return;
+                let (mut paths, appeared) = self.watch.dir_changed(&dir, entry);
+                created.extend(appeared.iter().cloned());
+                paths.extend(appeared);
+                paths
             }
             MatchedBy::Inode | MatchedBy::Fanotify => {
                 let paths = self.watch.paths_of(&key).to_vec();
@@ -241,25 +227,6 @@ impl FileSettler {
                 paths.retain(|p| !self.watch.is_marked(p));
                 paths
             }
-        };
-        self.take_paths(&record, paths, &[], &changes, now);
-    }
-
-    /// Holds the changes `record` tells of (`changes`) for `paths`, of
-    /// which `created` appeared unseen, until they settle.
-    fn take_paths(
-        &mut self,
-        record: &Record,
-        paths: Vec<String>,
-        created: &[String],
-        changes: &[FileChange],
-        now: Instant,
-    ) {
-        let Body::File(raw) = &record.body else {
-            return;
-        };
-        let Some(change) = raw.change else {
-            return;
         };
         for path in paths {
             if self.pending.get(&path).is_some_and(|p| p.placeholder) {
@@ -369,29 +336,9 @@ impl FileSettler {
         // A file met here first is new, however it was made (a creating
         // open, or `mknod`, io_uring or a rename the probes did not see);
         // a known path with no file is made again by a creating open.
-        // With a pool, it is watched by name and directory until its look
-        // (on the pool) gives its identity: the settler never waits on a
-        // filesystem, and a burst of new files costs one job each.
         let creating = raw.open_flags & reflex_wire::file::open::O_CREAT != 0;
-        let key = FileKey {
-            dev: raw.dev,
-            _pad: 0,
-            ino: raw.ino,
-        };
-        let added = match self.looker {
-            // Watched at once by the identity the open showed (or by name
-            // and directory); looked at on the pool with its change.
-            Some(_) if raw.ino != 0 => self.watch.add_created(&path, key),
-            Some(_) => self.watch.add_with(&path, None),
-            None => self.watch.add(&path),
-        };
-        let creating_anew = || {
-            let in_progress =
-                |p: Option<&Pending>| p.is_some_and(|p| p.changes.contains(&FileChange::Create));
-            !in_progress(self.pending.get(&path)) && !in_progress(self.in_flight.get(&path))
-        };
-        if (added || (creating && self.watch.get(&path).is_some_and(|w| w.last.is_none())))
-            && creating_anew()
+        if self.watch.add(&path)
+            || (creating && self.watch.get(&path).is_some_and(|w| w.last.is_none()))
         {
             changes.insert(0, FileChange::Create);
         }
@@ -445,8 +392,6 @@ impl FileSettler {
 mod accept_tests;
 #[cfg(test)]
 mod created_tests;
-#[cfg(test)]
-mod intake_tests;
 #[cfg(test)]
 mod look_tests;
 #[cfg(test)]

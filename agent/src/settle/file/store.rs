@@ -58,45 +58,6 @@ pub struct NewVersion<'a> {
     pub xattrs: Option<&'a Xattrs>,
 }
 
-/// Reads the extended attributes a baseline keeps, within the store's
-/// bound; clones go to the filesystem pool.
-#[derive(Clone, Debug)]
-pub struct XattrReader {
-    max_bytes: u64,
-    refused: Option<IntCounterVec>,
-}
-
-impl XattrReader {
-    /// The extended attributes of `path` to keep in a baseline; `None`
-    /// (logged and counted) when they exceed the bound, have a name the
-    /// store cannot keep, or cannot be read: such a version does not compare
-    /// them.
-    pub fn read(&self, path: &Path) -> Option<Xattrs> {
-        let (reason, detail) = match xattr::read(path, self.max_bytes) {
-            Ok(XattrRead::Recorded(x)) => return Some(x),
-            Ok(XattrRead::TooLarge { bytes }) => (
-                "too_large",
-                format!(
-                    "{bytes} bytes or more, over baselines.max_xattr_bytes ({})",
-                    self.max_bytes
-                ),
-            ),
-            Ok(XattrRead::NameNotUtf8) => ("name", "a name that is not UTF-8".to_string()),
-            Err(err) => ("read", error_chain(&err)),
-        };
-        tracing::warn!(
-            path = %path.display(),
-            reason,
-            detail,
-            "extended attributes not recorded in the baseline: they will be neither compared nor restored"
-        );
-        if let Some(counter) = &self.refused {
-            counter.with_label_values(&[reason]).inc();
-        }
-        None
-    }
-}
-
 impl BaselineStore {
     /// Opens (creating if needed) the store under `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self, BaselineError> {
@@ -147,17 +108,32 @@ impl BaselineStore {
     }
 
     /// The extended attributes of `path` to keep in a baseline; `None`
-    /// (logged and counted) when they cannot be kept ([`XattrReader::read`]).
+    /// (logged and counted) when they exceed the bound, have a name the
+    /// store cannot keep, or cannot be read: such a version does not compare
+    /// them.
     pub fn read_xattrs(&self, path: &Path) -> Option<Xattrs> {
-        self.xattr_reader().read(path)
-    }
-
-    /// Reads extended attributes for this store, off its owner's task.
-    pub fn xattr_reader(&self) -> XattrReader {
-        XattrReader {
-            max_bytes: self.max_xattr_bytes,
-            refused: self.xattrs_refused.clone(),
+        let (reason, detail) = match xattr::read(path, self.max_xattr_bytes) {
+            Ok(XattrRead::Recorded(x)) => return Some(x),
+            Ok(XattrRead::TooLarge { bytes }) => (
+                "too_large",
+                format!(
+                    "{bytes} bytes or more, over baselines.max_xattr_bytes ({})",
+                    self.max_xattr_bytes
+                ),
+            ),
+            Ok(XattrRead::NameNotUtf8) => ("name", "a name that is not UTF-8".to_string()),
+            Err(err) => ("read", error_chain(&err)),
+        };
+        tracing::warn!(
+            path = %path.display(),
+            reason,
+            detail,
+            "extended attributes not recorded in the baseline: they will be neither compared nor restored"
+        );
+        if let Some(counter) = &self.xattrs_refused {
+            counter.with_label_values(&[reason]).inc();
         }
+        None
     }
 
     /// The extended attributes `baseline` recorded, read from the store;

@@ -6,32 +6,23 @@ use std::{path::Path, time::Instant};
 
 use super::{
     DEPLOY_HOLD, FileSettler, HOLD, Pending,
-    accept::raced_policies,
+    accept::Outcome,
     look::Look,
     recent::Seen,
-    record::{snapshots, strongest},
-    store::XattrReader,
-    version::Acceptance,
+    record::{after_state, snapshots, strongest},
 };
-use crate::events::{Body, Record, file::FileChange};
+use crate::{
+    events::{Body, Record, file::FileChange},
+    fsio,
+};
 
 impl FileSettler {
     /// Verifies a change against the file and builds its record; an
     /// unchanged file is looked at again later unless this was the last look.
     pub(super) fn settle(&mut self, path: &str, pending: Pending, now: Instant) -> Option<Record> {
         let hash = self.wants_hash(path);
-        let reader = self.acceptance_reader(&pending, now);
-        let look = Look::take(Path::new(path), hash, reader.as_ref());
+        let look = Look::take(Path::new(path), hash);
         self.settle_with(path, pending, look, now)
-    }
-
-    /// What a look at `pending`'s file reads for its acceptance, when the
-    /// change is due to be accepted if its content holds (the last look at
-    /// an authorised change, or its deploy hold run out).
-    pub(super) fn acceptance_reader(&self, pending: &Pending, now: Instant) -> Option<XattrReader> {
-        let due = pending.last_look || now >= pending.since + DEPLOY_HOLD;
-        let store = self.baselines.as_ref()?;
-        (due && !pending.writers.authorised.is_empty()).then(|| store.xattr_reader())
     }
 
     /// Whether a look at `path` reads its content (there is a baseline to
@@ -58,12 +49,12 @@ impl FileSettler {
             self.withdraw(path, &raced);
             pending.writers.authorised.clear();
         }
+        let file = Path::new(path);
         let Look {
             current,
             after,
             modified,
             found,
-            acceptance,
         } = look;
         let baseline = self
             .baselines
@@ -131,66 +122,39 @@ impl FileSettler {
                 return None;
             }
         }
-        let mut read = None;
         if !pending.writers.authorised.is_empty() && self.baselines.is_some() {
             let authorised = pending.writers.authorised.clone();
-            let writer = &pending.record.process;
-            match acceptance {
-                // Due since the look left: read it with the next look.
-                Acceptance::NotRead => {
-                    pending.deadline = now;
-                    self.requeue(path, pending);
-                    return None;
-                }
-                Acceptance::Busy if !pending.last_look => {
+            match self.accept(path, &authorised, &pending.record.process) {
+                Outcome::Accepted(a) => accepted = Some(Box::new(a)),
+                Outcome::Busy if !pending.last_look => {
                     pending.deadline = now + HOLD / 10;
                     self.requeue(path, pending);
                     return None;
                 }
-                Acceptance::Busy => tracing::warn!(
+                Outcome::Busy => tracing::warn!(
                     path,
                     "an authorised change could not be read whole (still changing, or too large to keep); handled as any change"
                 ),
-                Acceptance::Gone { read_ktime_ns } => {
-                    let a = self.accept(path, &authorised, writer, read_ktime_ns, None);
-                    accepted = Some(Box::new(a));
-                }
-                Acceptance::Read {
-                    read_ktime_ns,
-                    version,
-                } => {
-                    let a = self.accept(path, &authorised, writer, read_ktime_ns, Some(&version));
-                    accepted = Some(Box::new(a));
-                    read = Some(version);
-                }
-            }
-            // A change that arrived while the read was on the pool may
-            // have been made before it (inside the accepted content): its
-            // writer must answer for it as if it came after the acceptance.
-            if accepted.is_some()
-                && let Some(later) = self.pending.get_mut(path)
-            {
-                let raced =
-                    raced_policies(&self.marks, path, later.record.ktime_ns, &later.writers);
-                later.writers.raced.extend(raced);
             }
         }
-        let (baseline, after, now_there) = match &accepted {
+        let (baseline, after) = match &accepted {
             Some(_) => {
+                let current = fsio::state(file).ok().flatten();
                 let baseline = self
                     .baselines
                     .as_ref()
                     .map(|store| snapshots(store, path))
                     .unwrap_or_default();
-                let (current, after) = read.map_or((None, None), |v| (v.current, v.after));
-                (baseline, after, current)
+                (baseline, after_state(file, current.as_ref(), true))
             }
-            None => (baseline, after, current.clone()),
+            None => (baseline, after),
         };
         if accepted.is_none() {
             self.recent.record(path, seen, now);
+            self.watch.refresh_to(path, current.clone());
+        } else {
+            self.watch.refresh(path);
         }
-        self.watch.refresh_to(path, now_there);
         let mut record = pending.record;
         let mut change = strongest(&pending.changes);
         if accepted.is_some() {

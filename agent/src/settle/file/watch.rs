@@ -29,13 +29,9 @@ pub mod capacity;
 mod growth;
 mod kernel;
 mod marks;
-mod scan;
-mod survey;
 
 pub use growth::Work;
 use kernel::Kernel;
-pub use scan::{Scan, ScanJob};
-pub use survey::{Facts, Walk, WalkJob};
 
 /// Most files one glob may expand to before the walk stops (and says so).
 const MAX_WALK: usize = 100_000;
@@ -81,12 +77,6 @@ pub struct WatchList {
     unmarkable: HashSet<FileKey>,
     /// Enforcing `kill` policies and their paths.
     kill_policies: Vec<(String, Vec<PathGlob>)>,
-    /// Files watched by the identity their creation showed, whose fanotify
-    /// mark waits for their first look.
-    unmarked: HashSet<FileKey>,
-    /// While a set is taken into use: the directories on the way to its
-    /// files as the pool found them (`None`: not a directory, or no answer).
-    surveyed: HashMap<String, Option<FileKey>>,
 }
 
 impl WatchList {
@@ -111,20 +101,8 @@ impl WatchList {
         self.sync_marks();
     }
 
-    /// Recomputes everything from the `file` policies in `set`, looking
-    /// at the filesystem here and now (at start, and in tests and tools).
+    /// Recomputes everything from the `file` policies in `set`.
     pub fn configure(&mut self, set: &PolicySet) {
-        let walks = walk_jobs(set, |_| Default::default(), |_| (false, false))
-            .into_iter()
-            .map(|job| (job.glob.as_str().to_string(), Walk::run(job)))
-            .collect();
-        self.configure_with(set, &walks);
-    }
-
-    /// Recomputes everything from the `file` policies in `set` with what
-    /// the pool found for each of their paths and globs (`walks`, by glob;
-    /// one missing did not answer and is left out).
-    pub fn configure_with(&mut self, set: &PolicySet, walks: &HashMap<String, Walk>) {
         let mut globs = Vec::new();
         let mut kill_globs = Vec::new();
         let mut kill_policies = Vec::new();
@@ -155,23 +133,12 @@ impl WatchList {
         self.dir_paths.clear();
         self.kept.clear();
         self.unmarkable.clear();
-        self.surveyed = walks
-            .values()
-            .flat_map(|w| w.ancestors.iter().map(|(p, k)| (p.clone(), *k)))
-            .collect();
         for glob in &globs {
-            match walks.get(glob.as_str()) {
-                Some(walk) => self.expand_with(walk),
-                None => tracing::warn!(
-                    glob = glob.as_str(),
-                    "the filesystem of a policy path did not answer; it is not watched until the next reload"
-                ),
-            }
+            self.expand(glob);
         }
         self.reindex();
         self.sync_kernel();
         self.sync_marks();
-        self.surveyed.clear();
     }
 
     /// The kill fuse of `policy` blew: the kernel stops killing at the open
@@ -235,6 +202,33 @@ impl WatchList {
             .unwrap_or_default()
     }
 
+    /// Watches `paths` too, whether or not a file is there now: paths a
+    /// policy keeps baselines of, so one deleted while no agent ran is
+    /// found missing and restored.
+    pub fn include(&mut self, paths: impl IntoIterator<Item = String>) {
+        let mut added = false;
+        for path in paths {
+            if !self.kept.insert(path.clone()) || self.files.contains_key(&path) {
+                continue;
+            }
+            let kill = self
+                .kill_patterns
+                .as_ref()
+                .is_some_and(|k| k.is_match(&path));
+            let last = fsio::state(Path::new(&path)).ok().flatten();
+            if let Some(parent) = Path::new(&path).parent() {
+                self.add_dir(parent);
+            }
+            self.files.insert(path, WatchedFile { last, kill });
+            added = true;
+        }
+        if added {
+            self.reindex();
+            self.sync_kernel();
+            self.sync_marks();
+        }
+    }
+
     /// Puts `key`, the file about to be renamed over `path` by a restore,
     /// into the kernel's watch list at once, so no write to it goes unseen
     /// before [`WatchList::refresh`] follows it.
@@ -265,24 +259,71 @@ impl WatchList {
         }
     }
 
-    /// Adds what a walk of a path or glob found: its files, the paths kept
-    /// whether or not a file is there, and the directories they (and files
+    /// Adds `glob`'s existing files and the directories they (and files
     /// created later) live in.
-    fn expand_with(&mut self, walk: &Walk) {
-        for (dir, key) in &walk.dirs {
-            self.dir_paths.insert(dir.clone());
-            if let Some(key) = key {
-                self.dirs.insert(*key, dir.clone());
+    fn expand(&mut self, glob: &PathGlob) {
+        let kill = self
+            .kill_patterns
+            .as_ref()
+            .is_some_and(|k| k.is_match(glob.as_str()));
+        if glob.is_literal() {
+            let path = glob.as_str().to_string();
+            self.kept.insert(path.clone());
+            if let Some(parent) = Path::new(&path).parent() {
+                self.add_dir(parent);
+            }
+            let last = fsio::state(Path::new(&path)).ok().flatten();
+            self.files.insert(path, WatchedFile { last, kill });
+            return;
+        }
+        let base = glob.literal_dir();
+        let matcher = glob.matcher();
+        let depth = glob.walk_depth();
+        let mut seen = 0;
+        for entry in walkdir::WalkDir::new(base)
+            .max_depth(depth)
+            .follow_links(false)
+            .into_iter()
+            .filter_map(Result::ok)
+        {
+            seen += 1;
+            if seen > MAX_WALK {
+                tracing::warn!(
+                    glob = glob.as_str(),
+                    limit = MAX_WALK,
+                    "glob expands to too many files; watching the first ones"
+                );
+                break;
+            }
+            let path = entry.path();
+            if entry.file_type().is_dir() {
+                self.add_dir(path);
+            } else if entry.file_type().is_file()
+                && matcher.is_match(path)
+                && !entry.file_name().to_str().is_some_and(fsio::is_own_temp)
+            {
+                let path = path.display().to_string();
+                let kill = kill
+                    || self
+                        .kill_patterns
+                        .as_ref()
+                        .is_some_and(|k| k.is_match(&path));
+                let last = fsio::state(Path::new(&path)).ok().flatten();
+                self.files.insert(path, WatchedFile { last, kill });
             }
         }
-        self.kept.extend(walk.kept.iter().cloned());
-        for (path, last) in &walk.files {
-            let kill = self
-                .kill_patterns
-                .as_ref()
-                .is_some_and(|k| k.is_match(path));
-            let last = last.clone();
-            self.files.insert(path.clone(), WatchedFile { last, kill });
+    }
+
+    fn add_dir(&mut self, dir: &Path) {
+        self.dir_paths.insert(dir.display().to_string());
+        if let Ok(meta) = std::fs::metadata(dir) {
+            use std::os::unix::fs::MetadataExt as _;
+            let key = FileKey {
+                dev: fsio::encode_dev(meta.dev()),
+                _pad: 0,
+                ino: meta.ino(),
+            };
+            self.dirs.insert(key, dir.display().to_string());
         }
     }
 
@@ -317,45 +358,4 @@ impl WatchList {
         }
         kernel.sync(files, &self.dirs, &self.names);
     }
-}
-
-/// The identity of the directory (or whatever) `dir` names, following
-/// symlinks; `None` when nothing is there.
-fn dir_key(dir: &Path) -> Option<FileKey> {
-    use std::os::unix::fs::MetadataExt as _;
-    let meta = std::fs::metadata(dir).ok()?;
-    Some(FileKey {
-        dev: fsio::encode_dev(meta.dev()),
-        _pad: 0,
-        ino: meta.ino(),
-    })
-}
-
-/// What to gather on the filesystem for each path and glob of the `file`
-/// policies in `set` (each once): the paths `recorded` says keep baselines
-/// under it, and whether `keeps` baselines there (a `revert` policy) and
-/// had it in force before.
-pub fn walk_jobs(
-    set: &PolicySet,
-    recorded: impl Fn(
-        &PathGlob,
-    ) -> BTreeMap<String, Vec<(String, crate::settle::file::baseline::Baseline)>>,
-    keeps: impl Fn(&PathGlob) -> (bool, bool),
-) -> Vec<WalkJob> {
-    let mut jobs: BTreeMap<String, WalkJob> = BTreeMap::new();
-    for policy in set.policies() {
-        let Trigger::File { paths, .. } = &policy.trigger else {
-            continue;
-        };
-        for glob in paths {
-            jobs.entry(glob.as_str().to_string())
-                .or_insert_with(|| WalkJob {
-                    glob: glob.clone(),
-                    recorded: recorded(glob),
-                    baselines: keeps(glob).0,
-                    known: keeps(glob).1,
-                });
-        }
-    }
-    jobs.into_values().collect()
 }

@@ -3,7 +3,11 @@
 //! entries it touches, never a pass over the whole list; a directory's
 //! entries are looked through once per notice the settler passes on
 //! (which batches them).
-use std::path::Path;
+use std::{
+    collections::{HashMap, HashSet},
+    ops::Bound,
+    path::Path,
+};
 
 use reflex_wire::{
     FileKey,
@@ -12,6 +16,9 @@ use reflex_wire::{
 
 use super::{WatchList, WatchedFile};
 use crate::{fanotify::Marked, fsio};
+
+/// Entries of a directory looked through for new files on one notice.
+const MAX_SCAN: usize = 100_000;
 
 /// What keeping the list up to date has cost so far: the measure that
 /// shows a burst of new files costs in proportion to the files, not to
@@ -36,26 +43,18 @@ impl WatchList {
     /// file that appeared at a watched path that had none; returns whether
     /// no file was there when last seen (so a creating open made it).
     pub fn add(&mut self, path: &str) -> bool {
-        if self.files.get(path).is_some_and(|e| e.last.is_some()) {
-            return false;
-        }
-        self.add_with(path, fsio::state(Path::new(path)).ok().flatten())
-    }
-
-    /// [`WatchList::add`] with the state a look at `path` found (`last`),
-    /// so that the settler itself never waits on the file's filesystem.
-    pub fn add_with(&mut self, path: &str, last: Option<fsio::FileState>) -> bool {
         if let Some(entry) = self.files.get(path) {
             if entry.last.is_some() {
                 return false;
             }
-            self.refresh_to(path, last);
+            self.refresh(path);
             return true;
         }
         let kill = self
             .kill_patterns
             .as_ref()
             .is_some_and(|k| k.is_match(path));
+        let last = fsio::state(Path::new(path)).ok().flatten();
         let key = last.as_ref().map(|s| s.key);
         self.files
             .insert(path.to_string(), WatchedFile { last, kill });
@@ -75,32 +74,6 @@ impl WatchList {
         true
     }
 
-    /// Starts watching `path`, created as the file `key` (its creating
-    /// open said so), with nothing looked at on the settler: the kernel
-    /// watches the identity at once, fanotify's mark waits for the file's
-    /// first look ([`WatchList::refresh_to`]), which may hang with its
-    /// filesystem where this may not. Whether no file was there before.
-    pub fn add_created(&mut self, path: &str, key: FileKey) -> bool {
-        if self.files.get(path).is_some_and(|e| e.last.is_some()) {
-            // Followed by its looks from here, as [`WatchList::add`] does.
-            return false;
-        }
-        let seen = fsio::FileState {
-            key,
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            size: 0,
-        };
-        let marks = self.marks.take();
-        let added = self.add_with(path, Some(seen));
-        self.marks = marks;
-        if self.marks.is_some() && !self.applied_marks.contains_key(&key) {
-            self.unmarked.insert(key);
-        }
-        added
-    }
-
     /// Records the state `path` is in now (after a change or a restore),
     /// following a replaced inode.
     pub fn refresh(&mut self, path: &str) {
@@ -118,13 +91,6 @@ impl WatchList {
         let kill = entry.kill;
         entry.last = now;
         if old == new {
-            // A file first watched by the identity its creation showed
-            // gets its fanotify mark once a look has answered for it.
-            if let Some(key) = new
-                && self.unmarked.remove(&key)
-            {
-                self.mark_new(path, key);
-            }
             return;
         }
         self.work.entries += 1;
@@ -222,6 +188,76 @@ impl WatchList {
         if let Some(kernel) = &self.kernel {
             kernel.publish();
         }
+    }
+
+    /// The marked directory `key` changed: it was renamed, exchanged or
+    /// removed, or an entry appeared in it. Returns the watched paths under
+    /// it, whose files are to be looked at again, and the files policies
+    /// cover that appeared in it without a creating `open` the probes saw
+    /// (`mknod`, io_uring, a rename or link into it), now watched. The
+    /// directories globs watch are looked up again.
+    /// With `entry` (an entry appeared, the directory itself stayed), only
+    /// paths that have no file or have lost their directory are looked at
+    /// again, and the whole list is synced only when a directory changed
+    /// or a path lost its own: a busy directory must cost neither a hash of
+    /// every watched file in it nor a pass over the list per new entry.
+    pub fn dir_changed(&mut self, key: &FileKey, entry: bool) -> (Vec<String>, Vec<String>) {
+        let Some(dir) = self.marked_dirs.get(key).cloned() else {
+            return (Vec::new(), Vec::new());
+        };
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        let mut parents: HashMap<&str, bool> = HashMap::new();
+        let mut paths = Vec::new();
+        let mut lost_any = false;
+        let under = self
+            .files
+            .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
+            .take_while(|(p, _)| p.starts_with(&prefix));
+        for (p, w) in under {
+            self.work.entries += 1;
+            let mut lost_dir = || {
+                let parent = p.rfind('/').map_or("", |end| &p[..end]);
+                *parents
+                    .entry(parent)
+                    .or_insert_with(|| !Path::new(parent).is_dir())
+            };
+            let lost = entry && lost_dir();
+            lost_any |= lost;
+            if !entry || w.last.is_none() || lost {
+                paths.push(p.clone());
+            }
+        }
+        let mut appeared = Vec::new();
+        if self.dirs.get(key) == Some(&dir)
+            && let Ok(entries) = std::fs::read_dir(&dir)
+        {
+            self.work.dir_scans += 1;
+            for entry in entries.flatten().take(MAX_SCAN) {
+                self.work.entries += 1;
+                let path = format!("{prefix}{}", entry.file_name().to_string_lossy());
+                if !self.files.contains_key(&path)
+                    && self.covers(&path)
+                    && !fsio::is_own_temp(&entry.file_name().to_string_lossy())
+                    && entry.file_type().is_ok_and(|t| t.is_file())
+                    && self.add(&path)
+                {
+                    appeared.push(path);
+                }
+            }
+        }
+        let before: HashSet<FileKey> = self.dirs.keys().copied().collect();
+        self.dirs.clear();
+        for dir in std::mem::take(&mut self.dir_paths) {
+            self.add_dir(Path::new(&dir));
+        }
+        let same_dirs =
+            self.dirs.len() == before.len() && self.dirs.keys().all(|k| before.contains(k));
+        if !entry || !same_dirs || lost_any {
+            self.work.full_passes += 1;
+            self.sync_kernel();
+            self.sync_marks();
+        }
+        (paths, appeared)
     }
 }
 

@@ -38,7 +38,7 @@ impl WatchList {
             }
             keep
         });
-        let mut dirs = ancestors(self.files.keys().chain(self.dirs.values()), &self.surveyed);
+        let mut dirs = ancestors(self.files.keys().chain(self.dirs.values()));
         // Directories files may appear in are marked themselves, and told
         // of entries always; so is the nearest directory left above a path
         // that has lost its own.
@@ -166,12 +166,8 @@ impl WatchList {
     }
 }
 
-/// Every directory on the way to `paths` (but `/`), with its identity now,
-/// or as the pool found it (`surveyed`) while a set is taken into use.
-fn ancestors<'a>(
-    paths: impl Iterator<Item = &'a String>,
-    surveyed: &HashMap<String, Option<FileKey>>,
-) -> HashMap<&'a str, FileKey> {
+/// Every directory on the way to `paths` (but `/`), with its identity now.
+fn ancestors<'a>(paths: impl Iterator<Item = &'a String>) -> HashMap<&'a str, FileKey> {
     let mut dirs = HashMap::new();
     for path in paths {
         let mut at = path.as_str();
@@ -179,12 +175,6 @@ fn ancestors<'a>(
             at = &at[..end];
             if at.is_empty() || dirs.contains_key(at) {
                 break;
-            }
-            if let Some(known) = surveyed.get(at) {
-                if let Some(key) = known {
-                    dirs.insert(at, *key);
-                }
-                continue;
             }
             if let Ok(meta) = std::fs::symlink_metadata(at)
                 && meta.is_dir()
