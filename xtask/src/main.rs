@@ -41,8 +41,9 @@ enum Task {
         /// A shorter run (a few minutes).
         #[arg(long)]
         quick: bool,
-        /// Run only this benchmark: `revert` (B2 write -> restored) or
-        /// `flood` (B8, the UDP connect flood, about a minute).
+        /// Run only this benchmark: `revert` (B2 write -> restored),
+        /// `flood` (B8, the UDP connect flood, about a minute) or
+        /// `workloads` (B9, whole workloads and per-program BPF cost).
         #[arg(long)]
         only: Option<String>,
         /// Measure this agent binary instead of the release build.

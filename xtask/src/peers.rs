@@ -20,11 +20,40 @@ pub struct Peer {
 impl Peer {
     /// auditd with a `-w FILE -p wa` rule per file, its daemon on `cpu`.
     pub fn auditd(files: &[std::path::PathBuf], work: &Path, cpu: usize) -> Result<Self> {
-        let rules = work.join("audit.rules");
         let mut text = String::from("-D\n");
         for f in files {
             text.push_str(&format!("-w {} -p wa -k reflex-bench\n", f.display()));
         }
+        Self::auditd_with(&text, work, cpu)
+    }
+
+    /// auditd with a CIS-like rule set: every execve and connect, writes
+    /// and attribute changes under /etc, /usr/bin, /usr/sbin, /root/.ssh.
+    pub fn auditd_cis(work: &Path, cpu: usize) -> Result<Self> {
+        let mut text = String::from("-D\n");
+        for syscall in ["execve", "connect"] {
+            text.push_str(&format!(
+                "-a always,exit -F arch=b64 -S {syscall} -k reflex-bench\n"
+            ));
+        }
+        for dir in ["/etc", "/usr/bin", "/usr/sbin", "/root/.ssh"] {
+            text.push_str(&format!("-w {dir} -p wa -k reflex-bench\n"));
+        }
+        Self::auditd_with(&text, work, cpu)
+    }
+
+    /// Whether an auditd runs that the bench did not start: then the bench
+    /// leaves audit alone (its cleanup would delete that daemon's rules).
+    pub fn auditd_already_running() -> bool {
+        fs::read_dir("/proc").is_ok_and(|dir| {
+            dir.filter_map(Result::ok).any(|e| {
+                fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "auditd")
+            })
+        })
+    }
+
+    fn auditd_with(text: &str, work: &Path, cpu: usize) -> Result<Self> {
+        let rules = work.join("audit.rules");
         fs::write(&rules, text)?;
         let child = pinned(cpu, "auditd")
             .arg("-n")
@@ -32,16 +61,21 @@ impl Peer {
             .stderr(Stdio::null())
             .spawn()
             .context("starting auditd (apt-get install auditd)")?;
-        std::thread::sleep(Duration::from_millis(500));
-        run(&["auditctl", "-e", "1"])?;
-        run(&["auditctl", "-R", &rules.display().to_string()])?;
-        Ok(Self {
+        let peer = Self {
             child: Some(child),
             cleanup: vec![
                 vec!["auditctl".into(), "-D".into()],
                 vec!["auditctl".into(), "-e".into(), "0".into()],
             ],
-        })
+        };
+        std::thread::sleep(Duration::from_millis(500));
+        let loaded = run(&["auditctl", "-e", "1"])
+            .and_then(|()| run(&["auditctl", "-R", &rules.display().to_string()]));
+        if let Err(e) = loaded {
+            peer.stop()?;
+            return Err(e);
+        }
+        Ok(peer)
     }
 
     /// bpftrace with a path filter on `sys_enter_openat`, its reader on `cpu`.

@@ -4,18 +4,20 @@
 //!
 //! One module per benchmark of the README's table (B1 `syscalls`, B2
 //! `revert`, B3 `throughput`, B4 `scaling`, B5 `footprint`, B6 `kill`, B7
-//! `sampling`, B8 `flood`); this one prepares the policies, runs them in order and
+//! `sampling`, B8 `flood`, B9 `workloads` with `progcost`); this one prepares the policies, runs them in order and
 //! writes the report (`report`).
 mod flood;
 mod footprint;
 mod kill;
 mod proc;
+mod progcost;
 mod report;
 mod revert;
 mod sampling;
 mod scaling;
 mod syscalls;
 mod throughput;
+mod workloads;
 
 use std::{
     fs,
@@ -112,12 +114,31 @@ pub fn run(root: &Path, quick: bool, only: Option<&str>, bin: Option<PathBuf>) -
         None => measure(&bench, root),
         Some("revert") => measure_revert(&bench, root),
         Some("flood") => flood::measure(&bench).map(|r| report::print_flood(&r)),
+        Some("workloads") => measure_workloads(&bench, root),
         Some(other) => Err(anyhow::anyhow!(
-            "no benchmark {other:?}; known: revert, flood"
+            "no benchmark {other:?}; known: revert, flood, workloads"
         )),
     };
     let _ = fs::remove_dir_all(&work);
     result
+}
+
+/// B9 alone: printed, and written to `target/bench/workloads.{json,svg}`.
+fn measure_workloads(bench: &Bench, root: &Path) -> Result<()> {
+    let figures = workloads::measure(bench, root)?;
+    report::print_workloads(&figures);
+    let out = root.join("target/bench");
+    fs::create_dir_all(&out)?;
+    let path = out.join("workloads.json");
+    fs::write(&path, serde_json::to_vec_pretty(&figures)?)?;
+    let picture = out.join("workloads.svg");
+    crate::chart::draw_workloads(&picture, &report::workload_bars(&figures))?;
+    println!(
+        "\nreport: {}\npicture: {}",
+        path.display(),
+        picture.display()
+    );
+    Ok(())
 }
 
 /// B2 alone: write -> restored, printed.
@@ -155,6 +176,7 @@ fn measure(bench: &Bench, root: &Path) -> Result<()> {
     let cpu_sampling = sampling::measure(bench, &fixture.policies)?;
     let connect_flood = flood::measure(bench)?;
     let under_flood = flood::revert_under_flood(bench)?;
+    let workloads = workloads::measure(bench, root)?;
 
     let report = report::Report {
         machine: proc::machine(),
@@ -173,6 +195,7 @@ fn measure(bench: &Bench, root: &Path) -> Result<()> {
         kill_bytes_written: kill_bytes,
         cpu_sampling,
         connect_flood,
+        workloads,
     };
     report::print_table(&report);
     let out = root.join("target/bench");
@@ -185,6 +208,7 @@ fn measure(bench: &Bench, root: &Path) -> Result<()> {
         &restore.reflex,
         restore.inotify.as_deref(),
         report.throughput.as_ref().map(|t| t.rounds.as_slice()),
+        &report::workload_bars(&report.workloads),
     )?;
     println!(
         "\nreport: {}\npicture: {}",

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::{
     flood::FloodCase, footprint::Footprint, sampling::SamplingCost, syscalls::Overhead,
-    throughput::Throughput,
+    throughput::Throughput, workloads::Workloads,
 };
 
 /// Median, lowest and highest of a series of runs.
@@ -65,6 +65,7 @@ pub(super) struct Report {
     pub(super) kill_bytes_written: Option<u64>,
     pub(super) cpu_sampling: Vec<SamplingCost>,
     pub(super) connect_flood: Vec<FloodCase>,
+    pub(super) workloads: Workloads,
 }
 
 pub(super) fn print_table(r: &Report) {
@@ -147,6 +148,65 @@ pub(super) fn print_table(r: &Report) {
         );
     }
     print_flood(&r.connect_flood);
+    print_workloads(&r.workloads);
+}
+
+/// B9's tables: the workloads side by side, then each program's cost.
+pub(super) fn print_workloads(w: &Workloads) {
+    println!(
+        "\nB9 whole workloads, median [min-max] of {} rounds; reflex on the shipped policies, auditd on a CIS-like rule set",
+        w.runs
+    );
+    println!("  (the untar's tarball: {})", w.tar_source);
+    if let Some(why) = &w.auditd_skipped {
+        println!("  (auditd left out: {why})");
+    }
+    println!(
+        "  {:<40} {:>9} {:>24} {:>24}",
+        "workload", "no agent", "reflex", "auditd"
+    );
+    let ratio = |s: &Spread| format!("{:.3}x [{:.3}-{:.3}]", s.median, s.min, s.max);
+    for r in &w.rows {
+        println!(
+            "  {:<40} {:>7.3} s {:>24} {:>24}",
+            r.workload,
+            r.none_s.median,
+            ratio(&r.reflex_ratio),
+            r.auditd_ratio.as_ref().map_or("-".into(), ratio)
+        );
+    }
+    println!(
+        "\nB9 per-program cost (reflex, one run of each workload with kernel.bpf_stats_enabled=1)"
+    );
+    for r in &w.rows {
+        println!("  {} ({:.3} s profiled)", r.workload, r.profiled_s);
+        println!(
+            "    {:<22} {:>10} {:>12} {:>10}",
+            "program", "runs", "avg ns/run", "total ms"
+        );
+        for p in &r.programs {
+            println!(
+                "    {:<22} {:>10} {:>12.0} {:>10.2}",
+                p.program, p.runs, p.avg_ns, p.total_ms
+            );
+        }
+        let total: f64 = r.programs.iter().map(|p| p.total_ms).sum();
+        println!("    {:<22} {:>10} {:>12} {:>10.2}", "all", "", "", total);
+    }
+}
+
+/// (workload, reflex ratio, auditd ratio) for the picture.
+pub(super) fn workload_bars(w: &Workloads) -> Vec<(String, f64, Option<f64>)> {
+    w.rows
+        .iter()
+        .map(|r| {
+            (
+                r.name.to_string(),
+                r.reflex_ratio.median,
+                r.auditd_ratio.as_ref().map(|a| a.median),
+            )
+        })
+        .collect()
 }
 
 /// B8's table.
