@@ -140,6 +140,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     // that handle events: a hung filesystem holds up its own files only.
     let pool = FsPool::start(args.fs, metrics.fs.clone());
     let files = FileSettler::new(Some(sensor.take_watch_maps()?), Some(baselines))
+        .with_max_scan(args.watch.max_scan)
         .with_marks(sensor.file_marks())
         .with_metrics(metrics.clone());
     // Watches, baselines and in-kernel exec kills are in place before the

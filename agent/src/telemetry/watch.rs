@@ -1,6 +1,6 @@
 //! Metrics of the file watch list's kernel maps: how full they are, and
 //! the files they had no room for.
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// The `map` label of each kernel watch map.
 pub const WATCH_MAPS: [&str; 3] = ["files", "dirs", "names"];
@@ -19,7 +19,19 @@ pub struct WatchMetrics {
     /// (`map_full`, or another `error`); those files are watched by
     /// fanotify and the directory probe only.
     pub refused: IntCounterVec,
+    /// `reflex_watch_scan_entries_total`: entries looks through watched
+    /// directories went through (their cost, linear in what appears).
+    pub scan_entries: IntCounter,
+    /// `reflex_watch_scan_cut_total{stage}`: looks (`growth`) and walks at
+    /// start or reload (`start`) stopped at `watch.max_scan` covered files;
+    /// a look continues in the next round.
+    pub scans_cut: IntCounterVec,
+    /// `reflex_watch_scan_backlog`: directories waiting for their look.
+    pub scan_backlog: IntGauge,
 }
+
+/// The `stage` label of `reflex_watch_scan_cut_total`.
+pub const SCAN_STAGES: [&str; 2] = ["start", "growth"];
 
 impl WatchMetrics {
     /// Creates the metrics and registers them in `registry`.
@@ -44,6 +56,24 @@ impl WatchMetrics {
                 &["reason"],
             )
             .expect("valid metric"),
+            scan_entries: IntCounter::new(
+                "reflex_watch_scan_entries_total",
+                "Directory entries and watched paths the looks through watched directories went through (one look per batch of new-entry notices).",
+            )
+            .expect("valid metric"),
+            scans_cut: IntCounterVec::new(
+                Opts::new(
+                    "reflex_watch_scan_cut_total",
+                    "Looks through a watched directory (growth) and glob walks at start or reload (start) stopped at watch.max_scan covered files; a look continues in the next round, a walk leaves the rest to the next look at their directory.",
+                ),
+                &["stage"],
+            )
+            .expect("valid metric"),
+            scan_backlog: IntGauge::new(
+                "reflex_watch_scan_backlog",
+                "Watched directories waiting for a look after new entries appeared in them.",
+            )
+            .expect("valid metric"),
         };
         for map in WATCH_MAPS {
             this.entries.with_label_values(&[map]);
@@ -52,10 +82,16 @@ impl WatchMetrics {
         for reason in REFUSALS {
             this.refused.with_label_values(&[reason]);
         }
+        for stage in SCAN_STAGES {
+            this.scans_cut.with_label_values(&[stage]);
+        }
         for collector in [
             Box::new(this.entries.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(this.capacity.clone()),
             Box::new(this.refused.clone()),
+            Box::new(this.scan_entries.clone()),
+            Box::new(this.scans_cut.clone()),
+            Box::new(this.scan_backlog.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }

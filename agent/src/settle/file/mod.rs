@@ -137,6 +137,13 @@ impl FileSettler {
         self
     }
 
+    /// Takes in at most `max` covered files per look through a directory
+    /// or walk of a glob (`watch.max_scan`).
+    pub fn with_max_scan(mut self, max: u32) -> Self {
+        self.watch.set_max_scan(max);
+        self
+    }
+
     /// Counts acceptances in `metrics`.
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.watch.with_metrics(metrics.watch.clone());

@@ -7,6 +7,11 @@
 //! one look, at least [`RESCAN_DELAY`] after the first, and a directory
 //! that cost much to look through waits in proportion before the next
 //! (at most [`MAX_DELAY`]), so the work stays linear in what appears.
+//! One turn of the settler looks through directories until it has gone
+//! through `watch.max_scan` entries; the others wait for the next turn, so
+//! a burst spread over many directories does not hold up other events. A
+//! look that stopped at its budget of covered files continues in a later
+//! turn.
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
@@ -72,7 +77,18 @@ impl FileSettler {
             })
             .min(MAX_DELAY);
         self.rescans.due.insert(dir, (now + wait, record.clone()));
+        self.show_backlog();
         true
+    }
+
+    /// Shows the directories waiting for their look.
+    fn show_backlog(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics
+                .watch
+                .scan_backlog
+                .set(self.rescans.due.len() as i64);
+        }
     }
 
     /// When the next directory is due for its look.
@@ -95,15 +111,33 @@ impl FileSettler {
         self.rescans
             .last
             .retain(|_, (at, _)| now.saturating_duration_since(*at) < MAX_DELAY);
+        let budget = self.watch.max_scan() as u64;
+        let mut spent = 0;
         for dir in due {
+            if spent >= budget {
+                break;
+            }
             let Some((_, record)) = self.rescans.due.remove(&dir) else {
                 continue;
             };
+            let mut again = record.clone();
             let before = self.watch.work().entries;
             self.take(record, now);
             let cost = self.watch.work().entries - before;
+            spent += cost;
+            if let Some(metrics) = &self.metrics {
+                metrics.watch.scan_entries.inc_by(cost);
+            }
             self.rescans.last.insert(dir, (now, cost));
+            if self.watch.unfinished(&dir) {
+                // The rest of its covered files, in a later turn; they were
+                // made by whoever made them, not by this notice's writer.
+                again.process = Default::default();
+                let at = now + RESCAN_DELAY;
+                self.rescans.due.insert(dir, (at, again));
+            }
         }
+        self.show_backlog();
     }
 }
 

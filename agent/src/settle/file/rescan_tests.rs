@@ -20,9 +20,13 @@ use crate::{
 };
 
 fn monitor(dir: &Path) -> PolicySet {
+    covering(&format!("{}/*.log", dir.display()))
+}
+
+/// A monitor policy on `glob`.
+fn covering(glob: &str) -> PolicySet {
     let text = format!(
-        "name: uploads\nmode: monitor\non: {{ file: {{ paths: [\"{}/*.log\"] }} }}\ndo: [alert]\n",
-        dir.display()
+        "name: uploads\nmode: monitor\non: {{ file: {{ paths: [\"{glob}\"] }} }}\ndo: [alert]\n"
     );
     let (sources, mut errors) = load::parse_source(Path::new("t.yaml"), &text);
     let policies = compile::compile_all(sources, &mut errors);
@@ -155,4 +159,75 @@ fn removed_files_of_a_glob_are_forgotten() {
         "the list shrinks back once its files are gone"
     );
     assert!(settler.watch.paths_named_like("f1.log").is_empty());
+}
+
+/// Feeds the settler turns until no directory waits for its look.
+fn drain(settler: &mut FileSettler, mut now: Instant) {
+    for _ in 0..10_000 {
+        if settler.next_rescan().is_none() {
+            return;
+        }
+        now += Duration::from_secs(2);
+        settler.expire(now);
+    }
+    panic!("directories still wait for their look");
+}
+
+#[test]
+fn covered_files_behind_the_scan_budget_are_all_taken_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settler = FileSettler::new(None, None).with_max_scan(3);
+    settler.configure(&monitor(dir.path()));
+    settler.watch.pretend_marked();
+    // Decoys no glob covers, then files that appeared without an open the
+    // probes saw (renamed in): one notice for the lot.
+    for i in 0..200 {
+        fs::write(dir.path().join(format!("x{i}.txt")), "").unwrap();
+    }
+    for i in 0..10 {
+        fs::write(dir.path().join(format!("evil{i}.log")), "").unwrap();
+    }
+    let [_, entry] = creation(dir.path(), "evil0.log");
+    let now = Instant::now();
+    settler.ingest(entry, now);
+    drain(&mut settler, now);
+    assert_eq!(
+        settler.watch.paths().count(),
+        10,
+        "every covered file is watched, three per look"
+    );
+}
+
+#[test]
+fn a_notice_looks_at_its_own_directory_only() {
+    const DIRS: u64 = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..DIRS {
+        fs::create_dir(dir.path().join(format!("d{i}"))).unwrap();
+    }
+    let mut settler = FileSettler::new(None, None);
+    settler.configure(&covering(&format!("{}/**/*.log", dir.path().display())));
+    settler.watch.pretend_marked();
+    let start = settler.watch.work();
+    let mut now = Instant::now();
+    for i in 0..DIRS {
+        let sub = dir.path().join(format!("d{i}"));
+        fs::write(sub.join("a.txt"), "").unwrap();
+        let [_, entry] = creation(&sub, "a.txt");
+        settler.ingest(entry, now);
+        now += Duration::from_micros(100);
+    }
+    drain(&mut settler, now);
+    let end = settler.watch.work();
+    assert_eq!(
+        end.dir_scans - start.dir_scans,
+        DIRS,
+        "each directory looked through"
+    );
+    // One look at every watched directory per notice would be DIRS each.
+    assert!(
+        end.entries - start.entries <= 10 * DIRS,
+        "entries looked at: {} for {DIRS} notices",
+        end.entries - start.entries
+    );
 }

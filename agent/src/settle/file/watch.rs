@@ -33,9 +33,6 @@ mod marks;
 pub use growth::Work;
 use kernel::Kernel;
 
-/// Most files one glob may expand to before the walk stops (and says so).
-const MAX_WALK: usize = 100_000;
-
 /// One watched path.
 #[derive(Clone, Debug, Default)]
 pub struct WatchedFile {
@@ -77,6 +74,14 @@ pub struct WatchList {
     unmarkable: HashSet<FileKey>,
     /// Enforcing `kill` policies and their paths.
     kill_policies: Vec<(String, Vec<PathGlob>)>,
+    /// Covered files and directories one look or walk takes in at once
+    /// (`watch.max_scan`; 0 for the default).
+    max_scan: u32,
+    /// Directories whose last look stopped at `max_scan` covered files, to
+    /// be looked through again.
+    unfinished: HashSet<FileKey>,
+    /// Where scans that were cut are counted.
+    metrics: Option<WatchMetrics>,
 }
 
 impl WatchList {
@@ -91,7 +96,28 @@ impl WatchList {
     /// Shows the kernel maps' use and capacity in `metrics`.
     pub fn with_metrics(&mut self, metrics: WatchMetrics) {
         if let Some(kernel) = self.kernel.as_mut() {
-            kernel.with_metrics(metrics);
+            kernel.with_metrics(metrics.clone());
+        }
+        self.metrics = Some(metrics);
+    }
+
+    /// Takes in at most `max` covered files per look or walk (`watch.max_scan`).
+    pub fn set_max_scan(&mut self, max: u32) {
+        self.max_scan = max;
+    }
+
+    /// Covered files one look or walk takes in at once.
+    pub(crate) fn max_scan(&self) -> usize {
+        match self.max_scan {
+            0 => capacity::DEFAULT_MAX_SCAN as usize,
+            max => max as usize,
+        }
+    }
+
+    /// Counts a scan stopped at its budget at `stage` (`start`, `growth`).
+    fn scan_cut(&self, stage: &str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.scans_cut.with_label_values(&[stage]).inc();
         }
     }
 
@@ -279,29 +305,39 @@ impl WatchList {
         let base = glob.literal_dir();
         let matcher = glob.matcher();
         let depth = glob.walk_depth();
-        let mut seen = 0;
+        let max = self.max_scan();
+        // Only what is kept counts: names the glob does not match cost a
+        // directory entry read, no stat, so a directory full of decoys
+        // cannot hide the covered files behind them.
+        let mut kept = 0;
         for entry in walkdir::WalkDir::new(base)
             .max_depth(depth)
             .follow_links(false)
             .into_iter()
             .filter_map(Result::ok)
         {
-            seen += 1;
-            if seen > MAX_WALK {
+            let path = entry.path();
+            let is_dir = entry.file_type().is_dir();
+            let is_covered = !is_dir
+                && entry.file_type().is_file()
+                && matcher.is_match(path)
+                && !entry.file_name().to_str().is_some_and(fsio::is_own_temp);
+            if !is_dir && !is_covered {
+                continue;
+            }
+            kept += 1;
+            if kept > max {
                 tracing::warn!(
                     glob = glob.as_str(),
-                    limit = MAX_WALK,
-                    "glob expands to too many files; watching the first ones"
+                    limit = max,
+                    "glob expands to too many files; watching the first ones (watch.max_scan)"
                 );
+                self.scan_cut("start");
                 break;
             }
-            let path = entry.path();
-            if entry.file_type().is_dir() {
+            if is_dir {
                 self.add_dir(path);
-            } else if entry.file_type().is_file()
-                && matcher.is_match(path)
-                && !entry.file_name().to_str().is_some_and(fsio::is_own_temp)
-            {
+            } else {
                 let path = path.display().to_string();
                 let kill = kill
                     || self
@@ -314,7 +350,10 @@ impl WatchList {
         }
     }
 
-    fn add_dir(&mut self, dir: &Path) {
+    /// Watches the directory `dir` (a stat); returns whether its identity
+    /// is new to the list.
+    fn add_dir(&mut self, dir: &Path) -> bool {
+        self.work.entries += 1;
         self.dir_paths.insert(dir.display().to_string());
         if let Ok(meta) = std::fs::metadata(dir) {
             use std::os::unix::fs::MetadataExt as _;
@@ -323,8 +362,9 @@ impl WatchList {
                 _pad: 0,
                 ino: meta.ino(),
             };
-            self.dirs.insert(key, dir.display().to_string());
+            return self.dirs.insert(key, dir.display().to_string()).is_none();
         }
+        false
     }
 
     fn reindex(&mut self) {

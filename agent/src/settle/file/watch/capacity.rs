@@ -16,6 +16,9 @@ pub const DEFAULT_MAX_FILES: u32 = 262_144;
 /// Default ceiling of `WATCHED_DIRS`.
 pub const DEFAULT_MAX_DIRS: u32 = 16_384;
 
+/// Default of `watch.max_scan`.
+pub const DEFAULT_MAX_SCAN: u32 = 100_000;
+
 /// Files a glob may gain after start before its maps are full.
 pub const FILE_HEADROOM: u32 = 65_536;
 
@@ -30,6 +33,9 @@ pub struct WatchConfig {
     pub max_files: Option<u32>,
     /// Most directories the kernel map of directories holds (default 16 384).
     pub max_dirs: Option<u32>,
+    /// Most covered files (and directories) one look through a directory,
+    /// or one glob's walk at start, takes in at once (default 100 000).
+    pub max_scan: Option<u32>,
 }
 
 /// The ceilings in force.
@@ -39,6 +45,8 @@ pub struct WatchBounds {
     pub max_files: u32,
     /// Of `WATCHED_DIRS`.
     pub max_dirs: u32,
+    /// Covered files one look (or walk) takes in at once.
+    pub max_scan: u32,
 }
 
 impl Default for WatchBounds {
@@ -46,6 +54,7 @@ impl Default for WatchBounds {
         Self {
             max_files: DEFAULT_MAX_FILES,
             max_dirs: DEFAULT_MAX_DIRS,
+            max_scan: DEFAULT_MAX_SCAN,
         }
     }
 }
@@ -56,6 +65,7 @@ impl WatchConfig {
         WatchBounds {
             max_files: self.max_files.unwrap_or(DEFAULT_MAX_FILES).max(1),
             max_dirs: self.max_dirs.unwrap_or(DEFAULT_MAX_DIRS).max(1),
+            max_scan: self.max_scan.unwrap_or(DEFAULT_MAX_SCAN).max(1),
         }
     }
 }
@@ -64,6 +74,7 @@ impl WatchConfig {
 /// as the watch list will), twice, plus the headroom, within `bounds`.
 pub fn room(set: &PolicySet, bounds: WatchBounds) -> WatchRoom {
     let mut list = WatchList::new(None);
+    list.set_max_scan(bounds.max_scan);
     list.configure(set);
     let (files, dirs, names) = list.counts();
     room_for(files, dirs, names, bounds)
@@ -113,6 +124,7 @@ mod tests {
         assert_eq!(big.dirs, DEFAULT_MAX_DIRS);
         assert_eq!(big.names, DEFAULT_MAX_FILES);
         let small = WatchBounds {
+            max_scan: DEFAULT_MAX_SCAN,
             max_files: 100,
             max_dirs: 10,
         };

@@ -2,7 +2,8 @@
 //! taken in, followed to a new inode, or forgotten once gone costs the
 //! entries it touches, never a pass over the whole list; a directory's
 //! entries are looked through once per notice the settler passes on
-//! (which batches them).
+//! (which batches them), and a notice about a directory looks at that
+//! directory and what is new in it, never at every watched directory.
 use std::{
     collections::{HashMap, HashSet},
     ops::Bound,
@@ -16,9 +17,6 @@ use reflex_wire::{
 
 use super::{WatchList, WatchedFile};
 use crate::{fanotify::Marked, fsio};
-
-/// Entries of a directory looked through for new files on one notice.
-const MAX_SCAN: usize = 100_000;
 
 /// What keeping the list up to date has cost so far: the measure that
 /// shows a burst of new files costs in proportion to the files, not to
@@ -228,36 +226,85 @@ impl WatchList {
             }
         }
         let mut appeared = Vec::new();
-        if self.dirs.get(key) == Some(&dir)
-            && let Ok(entries) = std::fs::read_dir(&dir)
-        {
-            self.work.dir_scans += 1;
-            for entry in entries.flatten().take(MAX_SCAN) {
-                self.work.entries += 1;
-                let path = format!("{prefix}{}", entry.file_name().to_string_lossy());
-                if !self.files.contains_key(&path)
-                    && self.covers(&path)
-                    && !fsio::is_own_temp(&entry.file_name().to_string_lossy())
-                    && entry.file_type().is_ok_and(|t| t.is_file())
-                    && self.add(&path)
-                {
-                    appeared.push(path);
-                }
+        let mut new_dirs = false;
+        if self.dirs.get(key) == Some(&dir) {
+            new_dirs = self.scan(key, &dir, &prefix, &mut appeared);
+        }
+        if !entry || lost_any {
+            // A directory moved, or a path lost its own: any watched
+            // directory may be elsewhere now, so all are looked up again.
+            let before: HashSet<FileKey> = self.dirs.keys().copied().collect();
+            self.dirs.clear();
+            for dir in std::mem::take(&mut self.dir_paths) {
+                self.add_dir(Path::new(&dir));
             }
+            new_dirs |=
+                self.dirs.len() != before.len() || self.dirs.keys().any(|k| !before.contains(k));
         }
-        let before: HashSet<FileKey> = self.dirs.keys().copied().collect();
-        self.dirs.clear();
-        for dir in std::mem::take(&mut self.dir_paths) {
-            self.add_dir(Path::new(&dir));
-        }
-        let same_dirs =
-            self.dirs.len() == before.len() && self.dirs.keys().all(|k| before.contains(k));
-        if !entry || !same_dirs || lost_any {
+        if !entry || new_dirs || lost_any {
             self.work.full_passes += 1;
             self.sync_kernel();
             self.sync_marks();
         }
         (paths, appeared)
+    }
+}
+
+impl WatchList {
+    /// Looks through the entries of the watched directory `dir` (`key`):
+    /// its files policies cover and that are not watched yet are taken in
+    /// (and put in `appeared` when no file was watched there), at most
+    /// `max_scan` of them, the rest left for the next look (the directory
+    /// is then [`WatchList::unfinished`]); names no glob covers cost the
+    /// entry read only. A directory the list names that (re)appeared in it
+    /// is watched; returns whether one did.
+    fn scan(&mut self, key: &FileKey, dir: &str, prefix: &str, appeared: &mut Vec<String>) -> bool {
+        self.unfinished.remove(key);
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        self.work.dir_scans += 1;
+        let max = self.max_scan();
+        let mut taken = 0;
+        let mut new_dirs = false;
+        for entry in entries.flatten() {
+            self.work.entries += 1;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let path = format!("{prefix}{name}");
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                if self.dir_paths.contains(&path) {
+                    new_dirs |= self.add_dir(Path::new(&path));
+                }
+                continue;
+            }
+            if !kind.is_file()
+                || self.files.contains_key(&path)
+                || !self.covers(&path)
+                || fsio::is_own_temp(&name)
+            {
+                continue;
+            }
+            if taken == max {
+                self.unfinished.insert(*key);
+                self.scan_cut("growth");
+                break;
+            }
+            taken += 1;
+            if self.add(&path) {
+                appeared.push(path);
+            }
+        }
+        new_dirs
+    }
+
+    /// Whether the last look through the directory `key` stopped at
+    /// `watch.max_scan` covered files, so it is to be looked through again.
+    pub fn unfinished(&self, key: &FileKey) -> bool {
+        self.unfinished.contains(key)
     }
 }
 
