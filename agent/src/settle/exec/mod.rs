@@ -281,6 +281,9 @@ impl ExecWatch {
     /// Sends the kill table the files of each kernel-enforced policy, if
     /// they differ from what it was last told.
     fn publish(&mut self) {
+        // Nothing is owed once looked at, told or not (no kill table:
+        // `reflex events`, tests).
+        self.dirty = false;
         let Some(kills) = &self.kills else { return };
         let policies: BTreeMap<String, Covered> = self
             .kernel
@@ -299,7 +302,6 @@ impl ExecWatch {
                 (name.clone(), covered)
             })
             .collect();
-        self.dirty = false;
         if self.sent.as_ref() == Some(&policies) {
             return;
         }

@@ -213,3 +213,23 @@ fn literal_names_and_name_starts_become_name_rules() {
         "`*x` has no start and `missing/` no directory"
     );
 }
+
+#[test]
+fn with_no_kill_table_nothing_stays_owed() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = set(&format!(
+        "name: k\nmode: enforce\non: {{ exec: {{ paths: [\"{}/**\"] }} }}\ndo: [kill]\n",
+        dir.path().display()
+    ));
+    let mut watch = ExecWatch::new();
+    watch.configure(set);
+    let path = dir.path().join("new");
+    fs::write(&path, b"x").unwrap();
+    watch.changed(&path);
+    watch.flush(Instant::now());
+    assert_eq!(
+        watch.flush_at(),
+        None,
+        "a settler with no kill table must not spin"
+    );
+}
