@@ -32,6 +32,15 @@ fn exec_record(pid: u32, exe: &Path, filename: &str) -> Record {
     }
 }
 
+/// A watch configured by `set` that tells a kill table, and what it tells.
+fn told(set: Arc<PolicySet>) -> (ExecWatch, mpsc::UnboundedReceiver<Notice>) {
+    let mut watch = ExecWatch::new();
+    let (tx, rx) = mpsc::unbounded_channel();
+    watch.tell(tx);
+    watch.configure(set);
+    (watch, rx)
+}
+
 fn targets(rx: &mut mpsc::UnboundedReceiver<Notice>) -> BTreeMap<String, HashSet<FileId>> {
     covered(rx)
         .into_iter()
@@ -60,10 +69,7 @@ fn globs_expand_to_identities_and_hardlinks_are_aliases() {
         "name: k\nmode: enforce\non: {{ exec: {{ paths: [\"{}/nc*\"] }} }}\ndo: [kill]\n",
         bin.display()
     ));
-    let mut watch = ExecWatch::new();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    watch.tell(tx);
-    watch.configure(set);
+    let (mut watch, mut rx) = told(set);
     let ncx = identity(&bin.join("ncx")).unwrap();
     assert_eq!(targets(&mut rx)["k"], HashSet::from([ncx]));
 
@@ -82,10 +88,7 @@ fn a_file_met_in_an_exec_is_taken_in() {
         "name: k\nmode: enforce\non: {{ exec: {{ paths: [\"{}/nc*\"] }} }}\ndo: [kill]\n",
         dir.path().display()
     ));
-    let mut watch = ExecWatch::new();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    watch.tell(tx);
-    watch.configure(set);
+    let (mut watch, mut rx) = told(set);
     assert!(targets(&mut rx)["k"].is_empty());
     let late = dir.path().join("nc-late");
     fs::write(&late, b"x").unwrap();
@@ -105,10 +108,7 @@ fn a_burst_of_files_appearing_is_told_once_per_gap() {
         "name: k\nmode: enforce\non: {{ exec: {{ paths: [\"{}/**\"] }} }}\ndo: [kill]\n",
         dir.path().display()
     ));
-    let mut watch = ExecWatch::new();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    watch.tell(tx);
-    watch.configure(set);
+    let (mut watch, mut rx) = told(set);
     assert!(targets(&mut rx)["k"].is_empty());
     let start = Instant::now();
     for i in 0..2_000 {
@@ -185,10 +185,7 @@ fn literal_names_and_name_starts_become_name_rules() {
     let set = set(&format!(
         "name: k\nmode: enforce\non: {{ exec: {{ paths: [\"{d}/nc*\", \"{d}/exact\", \"{d}/*x\", \"{d}/missing/nc*\"] }} }}\ndo: [kill]\n"
     ));
-    let mut watch = ExecWatch::new();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    watch.tell(tx);
-    watch.configure(set);
+    let (_watch, mut rx) = told(set);
     let dir_id = fs::metadata(dir.path()).unwrap();
     let dir_id = FileId {
         dev: fsio::encode_dev(dir_id.dev()),

@@ -74,16 +74,10 @@ impl Fixture {
         self.settler.configure(&set(self.dir.path(), &self.extra))
     }
 
-    /// `writer` creates `name` with `content` (a creating open seen in the
-    /// watched directory, then the close), then exits; returns what settled.
-    fn create(&mut self, name: &str, content: &str, writer: &ProcessContext) -> Vec<Record> {
-        let path = self.path(name);
-        fs::write(&path, content).unwrap();
-        let now = Instant::now();
-        let mut settled = self
-            .settler
-            .ingest(created(self.dir.path(), name, writer), now);
-        let key = fsio::state(&path).unwrap().unwrap().key;
+    /// `writer`'s creating open of `name` (already written) and its close,
+    /// at `now`, the writer still at work; returns what settled.
+    fn open_and_close(&mut self, name: &str, writer: &ProcessContext, now: Instant) -> Vec<Record> {
+        let key = fsio::state(&self.path(name)).unwrap().unwrap().key;
         let mut close = created(self.dir.path(), name, writer);
         if let Body::File(f) = &mut close.body {
             (f.change, f.matched_by, f.dev, f.ino) = (
@@ -93,7 +87,20 @@ impl Fixture {
                 key.ino,
             );
         }
+        let mut settled = self
+            .settler
+            .ingest(created(self.dir.path(), name, writer), now);
         settled.extend(self.settler.ingest(close, now));
+        settled
+    }
+
+    /// `writer` creates `name` with `content` (a creating open seen in the
+    /// watched directory, then the close), then exits; returns what settled.
+    fn create(&mut self, name: &str, content: &str, writer: &ProcessContext) -> Vec<Record> {
+        let path = self.path(name);
+        fs::write(&path, content).unwrap();
+        let now = Instant::now();
+        let mut settled = self.open_and_close(name, writer, now);
         settled.extend(self.settler.process_exited(writer.pid, now));
         settled
     }
@@ -295,24 +302,12 @@ fn attrib(path: &Path, writer: &ProcessContext) -> Record {
     }
 }
 
-/// `writer` creates `name` with `content` and closes it, and is still at
-/// work: the creating open and the close, at `now`.
+/// `writer` (still at work) creates `name`, mode 0600, and closes it.
 fn open_and_close(f: &mut Fixture, name: &str, writer: &ProcessContext, now: Instant) {
     let path = f.path(name);
     fs::write(&path, "workers=8\n").unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-    let mut close = created(f.dir.path(), name, writer);
-    let key = fsio::state(&path).unwrap().unwrap().key;
-    if let Body::File(c) = &mut close.body {
-        (c.change, c.matched_by, c.dev, c.ino) = (
-            Some(FileChange::CloseWrite),
-            MatchedBy::Inode,
-            key.dev,
-            key.ino,
-        );
-    }
-    let mut settled = f.settler.ingest(created(f.dir.path(), name, writer), now);
-    settled.extend(f.settler.ingest(close, now));
+    let settled = f.open_and_close(name, writer, now);
     assert!(
         settled.is_empty(),
         "held while the deploy runs: {settled:?}"
