@@ -117,6 +117,8 @@ pub struct AlertsConfig {
     pub log_max_bytes: Option<ByteSize>,
     /// Rotated alert logs kept besides the live one (default 5).
     pub log_keep: Option<usize>,
+    /// Alert lines waiting for stdout's reader (default 1024).
+    pub stdout_queue: Option<usize>,
     /// Generic webhooks.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
@@ -227,6 +229,8 @@ pub struct Settings {
     pub hooks: HookLimits,
     /// Bounds of the metrics endpoint.
     pub metrics_limits: ServerLimits,
+    /// A stage busy this long in one turn is stalled.
+    pub stall_after: std::time::Duration,
     /// Descriptors kept free for reverts, kills, hooks and spools.
     pub descriptor_reserve: usize,
     /// Bulk records waiting between the sensor and the settler.
@@ -333,6 +337,10 @@ impl Settings {
                     .idle_timeout
                     .map_or(server.idle_timeout, |d| d.0),
             },
+            stall_after: file
+                .metrics
+                .stall_after
+                .map_or(crate::telemetry::alive::DEFAULT_STALL_AFTER, |d| d.0),
             descriptor_reserve: file
                 .descriptor_reserve
                 .unwrap_or(DEFAULT_DESCRIPTOR_RESERVE),
@@ -358,6 +366,7 @@ impl Settings {
                     .map_or(log.max_line_bytes, |b| b.0 as usize),
                 max_bytes: file.alerts.log_max_bytes.map_or(log.max_bytes, |b| b.0),
                 keep: file.alerts.log_keep.unwrap_or(log.keep),
+                stdout_queue: file.alerts.stdout_queue.unwrap_or(log.stdout_queue),
             },
             spool: SpoolBounds {
                 max_entries: file.alerts.spool_max.unwrap_or(spool.max_entries),

@@ -12,7 +12,10 @@ use crate::{
     lanes::LaneReceiver,
     loader::{KernelLosses, LoadError, LoadOptions, Probes},
     process::{Lineages, ProcessTable},
-    telemetry::{Metrics, UNKNOWN_FAMILY},
+    telemetry::{
+        Metrics, UNKNOWN_FAMILY,
+        alive::{Stage, beat_interval},
+    },
 };
 
 /// How often the kernel loss counters are copied into the metrics.
@@ -248,7 +251,10 @@ impl Pipeline {
         mut router: route::Router,
     ) {
         let mut batch = Vec::new();
+        let beat = self.metrics.alive.beat(Stage::Sensor);
+        let mut idle = beat_interval();
         loop {
+            beat.mark();
             let open = router.open();
             let woke = tokio::select! {
                 // Held bulk records go first when the bulk lane has room;
@@ -261,6 +267,7 @@ impl Pipeline {
                 },
                 ready = readers.ready(), if open => ready.map(|()| None),
                 read = notices::next_notices(&mut notices), if open => Ok(Some(read)),
+                _ = idle.tick() => continue,
             };
             if let Err(err) = &woke {
                 tracing::error!(%err, "an event ring buffer is unreadable; the sensor stops");

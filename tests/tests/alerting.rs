@@ -170,3 +170,45 @@ fn a_webhook_gets_the_alert_with_its_token() {
     let alert: Value = serde_json::from_slice(&body).expect("JSON body");
     assert_eq!(alert["policy"], "hooked");
 }
+
+/// Falcosidekick decodes this body into its `FalcoPayload`: the fields it
+/// requires are there with the types it reads, and Falco's field names.
+#[test]
+fn a_falcosidekick_webhook_gets_falcos_alert_form() {
+    require_root();
+    let scratch = Scratch::new();
+    let tool = scratch.tool("sidekicked-tool", "/bin/sleep");
+    scratch.policy(
+        "kill.yaml",
+        &format!(
+            "name: sidekicked\nmode: enforce\nlabels: {{ team: sec }}\non:\n  exec: {{ paths: [\"{}\"] }}\ndo: [kill, {{ alert: {{ severity: critical }} }}]\n",
+            tool.display()
+        ),
+    );
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let rx = webhook_receiver(server, 5);
+    let config = format!(
+        "alerts:\n  stdout: false\n  webhooks:\n    - {{ name: sidekick, url: 'http://{addr}/', format: falcosidekick }}\n"
+    );
+    let _agent = scratch.start_with_config(&config);
+    fire(&tool);
+    let (_, body) = rx.recv_timeout(WAIT).expect("the webhook is called");
+    let payload: Value = serde_json::from_slice(&body).expect("JSON body");
+    assert_eq!(payload["rule"], "sidekicked", "{payload}");
+    assert_eq!(payload["priority"], "Critical");
+    assert_eq!(payload["source"], "reflex");
+    assert!(payload["hostname"].as_str().is_some_and(|h| !h.is_empty()));
+    let time = payload["time"].as_str().expect("time");
+    assert!(time.ends_with('Z') && time.contains('T'), "{time}");
+    assert!(payload["output"].as_str().unwrap().contains("sidekicked"));
+    let tags = payload["tags"].as_array().expect("tags");
+    assert!(tags.contains(&Value::from("team=sec")), "{tags:?}");
+    let fields = &payload["output_fields"];
+    assert_eq!(fields["proc.exepath"], tool.display().to_string());
+    assert_eq!(fields["evt.type"], "exec");
+    assert!(fields["proc.pid"].as_u64().is_some_and(|p| p > 0));
+    assert_eq!(fields["reflex.mode"], "enforce");
+    // Not the reflex form.
+    assert!(payload.get("policy").is_none() && payload.get("event").is_none());
+}

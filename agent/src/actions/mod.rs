@@ -25,7 +25,10 @@ use crate::{
     },
     settle::Followup,
     sinks::alert::{ActionResult, Alert, AlertLog, DEFAULT_MAX_LINE_BYTES, Evidence},
-    telemetry::Metrics,
+    telemetry::{
+        Metrics,
+        alive::{Stage, beat_interval},
+    },
 };
 use evidence::{EvidenceSettings, EvidenceStore};
 use run::HookRunner;
@@ -125,7 +128,10 @@ impl Executor {
     pub async fn run(mut self, mut input: LaneReceiver<Judged>) {
         let mut reopen = self.reopen.take();
         let mut reverted = self.reverted_rx.take();
+        let beat = self.metrics.alive.beat(Stage::Actions);
+        let mut idle = beat_interval();
         loop {
+            beat.mark();
             tokio::select! {
                 biased;
                 Some(done) = async {
@@ -144,6 +150,7 @@ impl Executor {
                     Some(Taken::File(judged) | Taken::Bulk(judged, _)) => self.handle(judged),
                     None => return,
                 },
+                _ = idle.tick() => {}
             }
         }
     }

@@ -66,6 +66,9 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let hangups = super::hangup::install()?;
     let metrics = Metrics::new();
     metrics.policies_loaded.set(set.len() as i64);
+    // Stage beats are judged, and the watchdog pinged, from here on.
+    metrics.alive.set_stall_after(args.stall_after);
+    let alive = tokio::spawn(metrics.alive.clone().run());
     let mut alerts =
         AlertLog::open(&args.state_dir, args.alerts_stdout, args.alert_log).with_metrics(&metrics);
     let remote = args
@@ -195,6 +198,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(exec_kills.run(kill_rx)),
     ];
     serve_metrics(args, &metrics, nofile.soft).await;
+    metrics.alive.started();
     tracing::info!(
         policies = policy_count,
         dir = %args.policies.display(),
@@ -209,6 +213,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     drop(sensor);
     reloader.abort();
     interest.abort();
+    alive.abort();
     for task in stages.iter().chain(&blocks) {
         task.abort();
     }

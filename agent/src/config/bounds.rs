@@ -82,6 +82,9 @@ pub struct MetricsConfig {
     pub header_timeout: Option<DurationValue>,
     /// Time without a byte moving (default 30s).
     pub idle_timeout: Option<DurationValue>,
+    /// Time a pipeline stage may spend in one turn before `/healthz` fails
+    /// and watchdog pings stop (default 10s).
+    pub stall_after: Option<DurationValue>,
 }
 
 /// The smallest `event_queue` and `file_queue`: one drain of a family's ring buffer.

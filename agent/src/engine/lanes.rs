@@ -8,6 +8,7 @@ use crate::{
     lanes::{Lane, LaneReceiver, LaneSenders, Taken},
     policy::PolicySet,
     settle::Settled,
+    telemetry::alive::{Stage, beat_interval},
 };
 
 /// The policy set in force in each lane, and the sets one lane has brought
@@ -88,8 +89,17 @@ impl Engine {
     /// alerts never holds up a file change here.
     pub async fn run(mut self, mut input: LaneReceiver<Settled>, out: LaneSenders<Judged>) {
         let mut sets = LaneSets::new(self.set.clone());
+        let beat = self.metrics.as_ref().map(|m| m.alive.beat(Stage::Engine));
+        let mut idle = beat_interval();
         loop {
-            let (lane, settled, permit) = match input.recv(Some(&out.bulk)).await {
+            if let Some(beat) = &beat {
+                beat.mark();
+            }
+            let taken = tokio::select! {
+                taken = input.recv(Some(&out.bulk)) => taken,
+                _ = idle.tick() => continue,
+            };
+            let (lane, settled, permit) = match taken {
                 Some(Taken::File(settled)) => (Lane::File, settled, None),
                 Some(Taken::Bulk(settled, permit)) => (Lane::Bulk, settled, permit),
                 None => return,

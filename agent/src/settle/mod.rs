@@ -94,6 +94,8 @@ pub struct Settler {
     exec: ExecWatch,
     cpu: Option<CpuSettler>,
     set: Arc<PolicySet>,
+    /// Marked on every turn (`/healthz`, the watchdog).
+    beat: Option<crate::telemetry::alive::Beat>,
 }
 
 impl Settler {
@@ -110,6 +112,7 @@ impl Settler {
             exec: ExecWatch::new(),
             cpu,
             set: Arc::new(PolicySet::default()),
+            beat: None,
         };
         let drift = settler.configure(set);
         (settler, drift)
@@ -126,8 +129,10 @@ impl Settler {
         &self.files
     }
 
-    /// Counts what the exec half loses in `metrics`.
+    /// Counts what the exec half loses in `metrics`, and marks the
+    /// settler's turns there.
     pub fn with_metrics(mut self, metrics: &crate::telemetry::Metrics) -> Self {
+        self.beat = Some(metrics.alive.beat(crate::telemetry::alive::Stage::Settler));
         self.exec
             .count_overflows(metrics.exec_watch_overflows.clone());
         self

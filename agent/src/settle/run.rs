@@ -40,7 +40,11 @@ impl Settler {
         if !send_set(&out, &self.set).await || !send_all(&out.file, initial).await {
             return;
         }
+        let mut idle = crate::telemetry::alive::beat_interval();
         loop {
+            if let Some(beat) = &self.beat {
+                beat.mark();
+            }
             let deadline = self.next_deadline();
             let (lane, finished) = tokio::select! {
                 // A revert's new inode is watched before anything else is
@@ -99,6 +103,7 @@ impl Settler {
                     None => return,
                 },
                 _ = tick.tick(), if self.cpu.is_some() => (Lane::Bulk, self.cpu_tick()),
+                _ = idle.tick() => continue,
             };
             if !send_all(out.lane(lane), finished).await {
                 return;

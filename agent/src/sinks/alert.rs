@@ -1,15 +1,11 @@
 //! `alert`: the decision as one JSON object per line, on stdout and in
 //! `alerts.jsonl` under the state directory, each line at most
 //! `alerts.max_line_bytes`.
-use std::{
-    collections::BTreeMap,
-    io::{self, Write as _},
-    path::Path,
-};
+use std::{collections::BTreeMap, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-use super::logfile::RotatingFile;
+use super::{logfile::RotatingFile, stdout::StdoutLines};
 use crate::{
     engine::plan::Decision,
     events::Record,
@@ -96,6 +92,8 @@ pub struct LogBounds {
     pub max_bytes: u64,
     /// Rotated files kept.
     pub keep: usize,
+    /// Lines waiting for stdout's reader.
+    pub stdout_queue: usize,
 }
 
 impl Default for LogBounds {
@@ -104,13 +102,14 @@ impl Default for LogBounds {
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             max_bytes: super::logfile::DEFAULT_MAX_BYTES,
             keep: super::logfile::DEFAULT_KEEP,
+            stdout_queue: super::stdout::DEFAULT_QUEUE,
         }
     }
 }
 
 /// Where alerts are written: stdout, the local file, and remote sinks.
 pub struct AlertLog {
-    stdout: bool,
+    stdout: Option<StdoutLines>,
     file: Option<RotatingFile>,
     /// Why the file could not be opened at start, until it is.
     unopened: Option<String>,
@@ -135,6 +134,15 @@ impl AlertLog {
             tracing::error!(%err, path = %path.display(), "opening the alert log; retried at each alert");
             err.to_string()
         });
+        let stdout = stdout
+            .then(|| match StdoutLines::start(bounds.stdout_queue) {
+                Ok(lines) => Some(lines),
+                Err(err) => {
+                    tracing::error!(%err, "starting the stdout writer; alerts are not printed");
+                    None
+                }
+            })
+            .flatten();
         Self {
             stdout,
             file: Some(file),
@@ -159,6 +167,10 @@ impl AlertLog {
         metrics
             .alerts_dropped
             .with_label_values(&[COMPONENT, "write"]);
+        let full = metrics
+            .alerts_dropped
+            .with_label_values(&["stdout", "full"]);
+        self.stdout = self.stdout.take().map(|lines| lines.with_dropped(full));
         match &self.unopened {
             Some(why) => metrics.health.down(COMPONENT, why),
             None => metrics.health.up(COMPONENT),
@@ -170,7 +182,7 @@ impl AlertLog {
     /// A log that writes nowhere (replay, tests).
     pub fn discard() -> Self {
         Self {
-            stdout: false,
+            stdout: None,
             file: None,
             unopened: None,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
@@ -210,11 +222,8 @@ impl AlertLog {
             }
         };
         line.push(b'\n');
-        if self.stdout {
-            let mut out = io::stdout().lock();
-            if let Err(err) = out.write_all(&line).and_then(|_| out.flush()) {
-                tracing::warn!(%err, "writing an alert to stdout");
-            }
+        if let Some(stdout) = &self.stdout {
+            stdout.push(line.clone());
         }
         if let Some(file) = &mut self.file {
             let appended = file.append(&line);
@@ -231,7 +240,7 @@ impl AlertLog {
                         m.alerts_dropped
                             .with_label_values(&[COMPONENT, "write"])
                             .inc();
-                        m.health.down(COMPONENT, &err.to_string());
+                        m.health.stuck(COMPONENT, &err.to_string());
                     }
                 }
             }

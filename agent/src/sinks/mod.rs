@@ -8,9 +8,11 @@
 //! stops the agent.
 pub mod alert;
 pub mod alertmanager;
+pub mod falcosidekick;
 pub mod logfile;
 pub mod redact;
 pub mod spool;
+pub mod stdout;
 pub mod webhook;
 
 use std::{
@@ -133,6 +135,10 @@ impl RemoteSink {
         match pushed {
             Ok(pushed) => {
                 if pushed.dropped > 0 {
+                    self.metrics.health.stuck(
+                        &Self::component(&self.name),
+                        "spool full: oldest alerts dropped",
+                    );
                     self.metrics
                         .alerts_dropped
                         .with_label_values(&[&self.name, "spool_full"])
@@ -158,6 +164,9 @@ impl RemoteSink {
                 self.wake.notify_one();
             }
             Err(err) => {
+                self.metrics
+                    .health
+                    .stuck(&Self::component(&self.name), &format!("spooling: {err}"));
                 self.metrics
                     .alerts_dropped
                     .with_label_values(&[&self.name, "spool_write"])

@@ -23,6 +23,20 @@ pub struct WebhookConfig {
     /// Per request (default 5s).
     #[serde(default)]
     pub timeout: Option<DurationValue>,
+    /// The body's form (default `reflex`: the alert as written locally).
+    #[serde(default)]
+    pub format: Format,
+}
+
+/// The form of a webhook's body.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// The alert JSON as `alerts.jsonl` holds it.
+    #[default]
+    Reflex,
+    /// Falco's alert form, for Falcosidekick ([`super::falcosidekick`]).
+    Falcosidekick,
 }
 
 impl std::fmt::Debug for WebhookConfig {
@@ -42,6 +56,7 @@ impl std::fmt::Debug for WebhookConfig {
                 &self.bearer_token.as_ref().map(|_| redact::Hidden),
             )
             .field("timeout", &self.timeout)
+            .field("format", &self.format)
             .finish()
     }
 }
@@ -60,18 +75,30 @@ pub fn url_has_secrets(url: &str) -> bool {
         .is_ok_and(|u| !u.username().is_empty() || u.password().is_some() || u.query().is_some())
 }
 
-/// POSTs one alert body; an error status is an error. Errors name the URL
-/// redacted.
+/// POSTs one alert body (spooled JSON) in the sink's form; an error status
+/// is an error. Errors name the URL redacted.
 pub async fn send(
     client: &reqwest::Client,
     config: &WebhookConfig,
     body: &[u8],
 ) -> Result<(), String> {
+    let body = match config.format {
+        Format::Reflex => body.to_vec(),
+        Format::Falcosidekick => {
+            let alert: serde_json::Value = serde_json::from_slice(body)
+                .map_err(|e| format!("spooled alert unreadable: {e}"))?;
+            let host = nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            serde_json::to_vec(&super::falcosidekick::payload(&alert, &host))
+                .map_err(|e| format!("encoding the Falco form: {e}"))?
+        }
+    };
     let mut request = client
         .post(&config.url)
         .timeout(config.timeout.map_or(Duration::from_secs(5), |d| d.0))
         .header("content-type", "application/json")
-        .body(body.to_vec());
+        .body(body);
     for (name, value) in &config.headers {
         request = request.header(name, value);
     }
@@ -102,6 +129,7 @@ mod tests {
             headers: BTreeMap::from([("X-Api-Key".into(), "k3y".into())]),
             bearer_token: Some("s3cret".into()),
             timeout: None,
+            format: Format::Reflex,
         };
         let shown = format!("{config:?}");
         for secret in ["s3cret", "k3y", "t0k3n", "u:p", "/x"] {

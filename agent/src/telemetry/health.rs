@@ -18,6 +18,9 @@ pub struct Health {
     policies: IntGauge,
     /// Components down, with why.
     down: Arc<Mutex<BTreeMap<String, String>>>,
+    /// Components losing what they are handed (a sink past its spool's
+    /// bound), with why: the agent is not ready while any is.
+    stuck: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
 impl Health {
@@ -39,12 +42,14 @@ impl Health {
             up,
             policies,
             down: Arc::default(),
+            stuck: Arc::default(),
         }
     }
 
     /// `component` works.
     pub fn up(&self, component: &str) {
         self.up.with_label_values(&[component]).set(1);
+        lock(&self.stuck).remove(component);
         let was_down = self.lock().remove(component).is_some();
         if was_down {
             tracing::info!(component, "component works again");
@@ -66,6 +71,28 @@ impl Health {
             );
             notify::status(&self.status());
         }
+    }
+
+    /// `component` loses what it is handed because of `why` (it is also
+    /// down); [`Health::up`] clears it.
+    pub fn stuck(&self, component: &str, why: &str) {
+        let before = lock(&self.stuck).insert(component.to_string(), why.to_string());
+        if before.is_none() {
+            self.down(component, why);
+        }
+    }
+
+    /// `None`, or `"NAME (why), ..."` for the components that are stuck.
+    pub fn stuck_note(&self) -> Option<String> {
+        let stuck = lock(&self.stuck);
+        if stuck.is_empty() {
+            return None;
+        }
+        let parts: Vec<String> = stuck
+            .iter()
+            .map(|(c, why)| format!("{c} ({why})"))
+            .collect();
+        Some(parts.join(", "))
     }
 
     /// Whether `component` is up (never reported counts as up).
@@ -93,8 +120,14 @@ impl Health {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
-        self.down.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.down)
     }
+}
+
+fn lock(
+    map: &Mutex<BTreeMap<String, String>>,
+) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+    map.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -118,5 +151,20 @@ mod tests {
         health.up("metrics");
         assert_eq!(health.status(), "3 policies in force");
         assert_eq!(health.up.with_label_values(&["metrics"]).get(), 1);
+    }
+
+    #[test]
+    fn a_stuck_sink_is_down_and_named_until_it_delivers_again() {
+        let health = Health::register(&Registry::new(), IntGauge::new("p", "p").unwrap());
+        assert_eq!(health.stuck_note(), None);
+        health.stuck("sink/ops", "spool full");
+        assert_eq!(
+            health.stuck_note().as_deref(),
+            Some("sink/ops (spool full)")
+        );
+        assert!(!health.is_up("sink/ops"));
+        health.up("sink/ops");
+        assert_eq!(health.stuck_note(), None);
+        assert!(health.is_up("sink/ops"));
     }
 }

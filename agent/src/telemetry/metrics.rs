@@ -66,6 +66,8 @@ pub struct Metrics {
     pub kernel: super::kernel::KernelMetrics,
     /// `reflex_component_up{component}` and the service manager's STATUS.
     pub health: super::health::Health,
+    /// Whether the pipeline's stages turn (`/healthz`, the watchdog).
+    pub alive: super::alive::Alive,
     /// The file watch list's kernel maps.
     pub watch: super::watch::WatchMetrics,
     /// `reflex_exec_kill_entries`: executables (by identity) the kernel kills at exec.
@@ -388,6 +390,7 @@ impl Metrics {
         let kernel = super::kernel::KernelMetrics::register(&registry);
         let health = super::health::Health::register(&registry, policies_loaded.clone());
         let watch = super::watch::WatchMetrics::register(&registry);
+        let alive = super::alive::Alive::register(&registry);
         let fs = crate::fsio::pool::PoolMetrics::register(&registry);
         Self {
             registry,
@@ -414,6 +417,7 @@ impl Metrics {
             limits,
             kernel,
             health,
+            alive,
             watch,
             exec_kill_entries,
             fanotify_marks,

@@ -1,5 +1,6 @@
 //! Metrics: one registry the agent fills and a Prometheus endpoint serves;
-//! component health; sd_notify.
+//! component health; stage liveness; sd_notify.
+pub mod alive;
 pub mod health;
 pub mod kernel;
 pub mod limits;

@@ -1,7 +1,9 @@
 //! Readiness for a service manager (systemd `Type=notify`): ready once the
 //! probes are attached and the policies are in force, reloading around each
-//! policy reload, stopping on shutdown. Without `NOTIFY_SOCKET` nothing is
-//! sent.
+//! policy reload, stopping on shutdown, and watchdog pings while every
+//! stage turns ([`super::alive`]). Without `NOTIFY_SOCKET` nothing is sent.
+use std::time::Duration;
+
 use sd_notify::NotifyState;
 
 /// The agent is attached and answering events.
@@ -28,6 +30,24 @@ pub fn stopping() {
         NotifyState::Stopping,
         NotifyState::Status("detaching probes"),
     ]);
+}
+
+/// How often to ping the watchdog: half its timeout, when the service
+/// manager set one for this process (`WATCHDOG_USEC`, and `WATCHDOG_PID`
+/// naming it if set, as `sd_watchdog_enabled(3)` reads them).
+pub fn watchdog_period() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID")
+        && pid.parse::<u32>().ok() != Some(std::process::id())
+    {
+        return None;
+    }
+    (usec > 0).then(|| Duration::from_micros(usec / 2))
+}
+
+/// The agent's stages all turn.
+pub fn watchdog() {
+    send(&[NotifyState::Watchdog]);
 }
 
 fn send(states: &[NotifyState]) {

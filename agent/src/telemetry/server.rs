@@ -166,9 +166,12 @@ async fn accept(listener: TcpListener, metrics: Metrics, limits: ServerLimits) {
 
 fn answer(request: &Request<Incoming>, metrics: &Metrics) -> Response<String> {
     let response = Response::builder();
-    let (status, body) = match (request.method(), request.uri().path()) {
+    let path = request.uri().path();
+    let (status, body) = match (request.method(), path) {
         (&Method::GET | &Method::HEAD, "/metrics") => (StatusCode::OK, metrics.render()),
-        (_, "/metrics") => (StatusCode::METHOD_NOT_ALLOWED, String::new()),
+        (&Method::GET | &Method::HEAD, "/healthz") => healthz(metrics),
+        (&Method::GET | &Method::HEAD, "/readyz") => readyz(metrics),
+        (_, "/metrics" | "/healthz" | "/readyz") => (StatusCode::METHOD_NOT_ALLOWED, String::new()),
         _ => (StatusCode::NOT_FOUND, String::new()),
     };
     response
@@ -179,6 +182,38 @@ fn answer(request: &Request<Incoming>, metrics: &Metrics) -> Response<String> {
         )
         .body(body)
         .unwrap_or_default()
+}
+
+/// Liveness: every pipeline stage turns (a stalled one fails it, and the
+/// service manager should restart the agent).
+fn healthz(metrics: &Metrics) -> (StatusCode, String) {
+    let verdict = metrics.alive.verdict();
+    let status = if verdict.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, format!("{}\n", verdict.describe()))
+}
+
+/// Readiness: probes attached and policies in force, every stage turning,
+/// and no sink losing what it is handed.
+fn readyz(metrics: &Metrics) -> (StatusCode, String) {
+    let unavailable = |why: String| (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
+    if !metrics.alive.is_started() {
+        return unavailable("starting: probes or policies not in force yet".into());
+    }
+    let verdict = metrics.alive.verdict();
+    if !verdict.is_ok() {
+        return unavailable(verdict.describe());
+    }
+    if let Some(stuck) = metrics.health.stuck_note() {
+        return unavailable(format!("losing alerts: {stuck}"));
+    }
+    (
+        StatusCode::OK,
+        format!("ready: {}\n", metrics.health.status()),
+    )
 }
 
 /// Whether `err` came from [`Idle`] closing a silent connection.
@@ -357,5 +392,22 @@ mod tests {
         }
         assert!(up, "bound within the backoff");
         TcpStream::connect(addr).await.expect("serving");
+    }
+
+    #[test]
+    fn ready_once_started_and_not_while_a_sink_loses_alerts() {
+        let metrics = Metrics::new();
+        let (status, body) = readyz(&metrics);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.starts_with("starting"), "{body}");
+        metrics.alive.started();
+        assert_eq!(readyz(&metrics).0, StatusCode::OK);
+        metrics.health.stuck("sink/ops", "spool full");
+        let (status, body) = readyz(&metrics);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, "losing alerts: sink/ops (spool full)\n");
+        assert_eq!(healthz(&metrics), (StatusCode::OK, "ok\n".into()));
+        metrics.health.up("sink/ops");
+        assert_eq!(readyz(&metrics).0, StatusCode::OK);
     }
 }
