@@ -16,6 +16,10 @@ pub struct Cli {
     /// More log detail (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Log lines waiting for stderr's reader; past it lines are lost
+    /// (counted in reflex_log_lines_dropped_total), never waited for.
+    #[arg(long, default_value_t = crate::logging::DEFAULT_QUEUE_LINES, global = true, value_name = "LINES")]
+    pub log_queue: usize,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -8,7 +8,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = reflex::cli::Cli::parse();
-    reflex::logging::init(cli.log_format, cli.verbose);
+    let _log = reflex::logging::init(cli.log_format, cli.verbose, cli.log_queue);
     match reflex::commands::dispatch(cli.command) {
         Ok(code) => code,
         Err(err) => {

@@ -9,8 +9,8 @@ use std::{
 };
 
 use reflex_tests::{
-    Scratch, eventually, free_port, http_get, metrics_addr, reflex_bin, require_root, run_to_end,
-    start_agent_with, webhook_receiver,
+    Scratch, eventually, free_port, http_get, metric, metrics_addr, reflex_bin, require_root,
+    run_to_end, start_agent_with, webhook_receiver,
 };
 
 /// What the agent told the service manager on `socket` within `limit`:
@@ -121,4 +121,65 @@ fn no_watchdog_pings_for_another_process() {
     let (_, pings) = notices(&socket, Duration::from_secs(3), 1);
     assert_eq!(pings, 0);
     assert_eq!(http_get(metrics_addr(&agent), "/healthz"), "ok\n");
+}
+
+/// An agent whose stdout and stderr nobody reads (a stalled journal) still
+/// reverts: alert and log lines past their queues are lost, counted, and
+/// the agent stays healthy.
+#[test]
+fn unread_stdout_and_stderr_do_not_hold_up_a_revert() {
+    require_root();
+    let scratch = Scratch::new();
+    let tool = scratch.tool("chatty-tool", "/bin/true");
+    let watched = scratch.path("watched.conf");
+    std::fs::write(&watched, "original\n").unwrap();
+    scratch.policy(
+        "policies.yaml",
+        &format!(
+            "name: chatty\nmode: monitor\non:\n  exec: {{ paths: [\"{}\"] }}\ndo: [alert]\n---\n\
+             name: guard\nmode: enforce\non:\n  file: {{ paths: [\"{}\"] }}\ndo: [revert, alert]\n",
+            tool.display(),
+            watched.display()
+        ),
+    );
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut command = scratch.run_command_on(&reflex_bin(), &addr.to_string());
+    let config = scratch.config("alerts: { stdout_queue: 16 }\n");
+    command
+        .arg("--config")
+        .arg(&config)
+        .args(["--log-queue", "64"])
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // The pipes are held open and never read.
+    let _agent = reflex_tests::ChildGuard::spawn(&mut command);
+    assert!(
+        eventually(Duration::from_secs(120), || {
+            reflex_harness::http_get(addr, "/readyz").is_ok_and(|b| b.starts_with("ready: "))
+        }),
+        "the agent starts"
+    );
+    // Each alert is ~1 KiB on stdout and a log line on stderr: far more
+    // than a pipe holds (64 KiB).
+    for _ in 0..600 {
+        run_to_end(&mut Command::new(&tool), Duration::from_secs(10));
+    }
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            metric(
+                addr,
+                "reflex_alerts_dropped_total{reason=\"full\",sink=\"stdout\"}",
+            ) > 0.0
+                && metric(addr, "reflex_log_lines_dropped_total") > 0.0
+        }),
+        "both queues overflowed"
+    );
+    std::fs::write(&watched, "tampered\n").unwrap();
+    assert!(
+        reflex_tests::holds(&watched, "original\n", Duration::from_secs(20)),
+        "the revert is not held up by unread output"
+    );
+    assert_eq!(http_get(addr, "/healthz"), "ok\n");
 }

@@ -33,6 +33,9 @@ pub struct LimitMetrics {
     pub hooks_skipped: IntCounterVec,
     /// `reflex_hooks_timed_out_total{policy}`: hooks killed at their time limit.
     pub hooks_timed_out: IntCounterVec,
+    /// `reflex_log_lines_dropped_total`: log lines lost because stderr
+    /// was not read fast enough (brought up to date at each scrape).
+    pub log_lines_dropped: IntCounter,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -90,6 +93,11 @@ impl LimitMetrics {
                 "Hooks killed with their process group at their time limit, by policy.",
                 &["policy"],
             ),
+            log_lines_dropped: IntCounter::new(
+                "reflex_log_lines_dropped_total",
+                "Log lines lost because stderr's reader fell behind by the log queue's bound.",
+            )
+            .expect("valid metric"),
         };
         for field in TRUNCATED_FIELDS {
             this.fields_truncated.with_label_values(&[field]);
@@ -109,6 +117,7 @@ impl LimitMetrics {
             Box::new(this.hooks_running.clone()),
             Box::new(this.hooks_skipped.clone()),
             Box::new(this.hooks_timed_out.clone()),
+            Box::new(this.log_lines_dropped.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }

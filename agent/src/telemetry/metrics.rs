@@ -440,6 +440,9 @@ impl Metrics {
 
     /// The exposition-format text of every metric.
     pub fn render(&self) -> String {
+        let dropped = crate::logging::lines_dropped();
+        let shown = &self.limits.log_lines_dropped;
+        shown.inc_by(dropped.saturating_sub(shown.get()));
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
