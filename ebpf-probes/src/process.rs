@@ -24,7 +24,9 @@ use reflex_wire::{
 use crate::{
     event::header,
     exe, exe_path,
-    maps::{EXCLUDED, EXEC_EVENTS, OFFSETS, count_loss, is_excluded, submit_exec},
+    maps::{
+        BPF_RB_FORCE_WAKEUP, EXCLUDED, EXEC_EVENTS, OFFSETS, count_loss, is_excluded, submit_quiet,
+    },
     task,
 };
 
@@ -114,7 +116,10 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), LossReason> {
         addr_of_mut!((*event).args_truncated).write(truncated as u32);
         addr_of_mut!((*event).header).write(header(EventKind::Exec, size_of::<ExecEvent>()));
     }
-    submit_exec(entry);
+    // Wakes the agent, unlike exit and fork (see `submit_quiet`). Forced:
+    // the default wakes only a reader that has read everything before this
+    // record, and the quiet exit and fork records are usually still there.
+    entry.submit(BPF_RB_FORCE_WAKEUP);
     Ok(())
 }
 
@@ -218,7 +223,7 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), LossReason> {
         exit_code: code,
         _pad: 0,
     });
-    submit_exec(entry);
+    submit_quiet(entry);
     Ok(())
 }
 
@@ -273,7 +278,7 @@ fn try_task_newtask(ctx: &TracePointContext) -> Result<(), LossReason> {
         child_pid: child,
         clone_flags: flags as u32,
     });
-    submit_exec(entry);
+    submit_quiet(entry);
     Ok(())
 }
 exported_as!(task_newtask, programs::TASK_NEWTASK);

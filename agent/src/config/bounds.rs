@@ -196,7 +196,7 @@ pub struct RingBuffersConfig {
     pub file: Option<ByteSize>,
     /// Connects, accepts, listens (default 2MiB).
     pub connect: Option<ByteSize>,
-    /// Longest an exec-family record waits in its ring buffer before the
+    /// Longest an exit or fork record waits in its ring buffer before the
     /// agent reads it (default 10ms); see [`DEFAULT_EXEC_FLUSH`].
     pub exec_flush: Option<DurationValue>,
 }

@@ -59,9 +59,10 @@ impl EventReader {
 /// process table. Across families, records of the same instant keep the
 /// drain order.
 ///
-/// The exec family's records do not wake the reader one by one (the probes
-/// submit them quietly until an eighth of the ring buffer waits): they are
-/// read on every other wake-up and at least every `exec_flush`.
+/// The exec family's exit and fork records do not wake the reader (the
+/// probes submit them quietly until an eighth of the ring buffer waits):
+/// they are read on every wake-up, exec records' included, and at least
+/// every `exec_flush`.
 ///
 /// A drain takes at most [`DRAIN_MAX`] records of a family: a producer as
 /// fast as the reader would otherwise keep one drain going, and the batch
@@ -82,8 +83,8 @@ pub struct FamilyReaders {
 }
 
 /// How often the agent reads the exec family's ring buffer unasked
-/// (`ring_buffers.exec_flush`): its probes do not wake the agent per
-/// record, which cost more than the probes' own work.
+/// (`ring_buffers.exec_flush`): its exit and fork probes do not wake the
+/// agent, which cost more than the probes' own work.
 pub const DEFAULT_EXEC_FLUSH: Duration = Duration::from_millis(10);
 
 /// Records read from one family's ring buffer in one drain.
