@@ -267,6 +267,8 @@ pub struct Settings {
     pub max_prefixes: u32,
     /// Bytes of each family's kernel ring buffer.
     pub rings: crate::loader::RingSizes,
+    /// Longest an exec-family record waits in its ring buffer unread.
+    pub exec_flush: Duration,
     /// The filesystem worker pool.
     pub fs: crate::fsio::pool::PoolSettings,
 }
@@ -381,6 +383,7 @@ impl Settings {
             watch: file.watch.bounds(),
             max_prefixes: file.connect_filter.max_prefixes(),
             rings: file.ring_buffers.sizes(),
+            exec_flush: file.ring_buffers.exec_flush(),
             fs: file.fs.settings(),
         };
         bounds::check(&path, &settings)?;

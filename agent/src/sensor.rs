@@ -48,6 +48,9 @@ pub struct SensorOptions {
     pub ancestry_depth: usize,
     /// Also hear about watched files from fanotify (see [`crate::fanotify`]).
     pub fanotify: bool,
+    /// Longest an exec-family record waits unread (see
+    /// [`FamilyReaders`]).
+    pub exec_flush: Duration,
 }
 
 impl Default for SensorOptions {
@@ -60,6 +63,7 @@ impl Default for SensorOptions {
             exclude_self: true,
             ancestry_depth: crate::process::DEFAULT_ANCESTRY_DEPTH,
             fanotify: true,
+            exec_flush: crate::events::reader::DEFAULT_EXEC_FLUSH,
         }
     }
 }
@@ -106,7 +110,9 @@ impl Sensor {
                 .with_label_values(&[family.label()])
                 .set(i64::from(bytes));
         }
-        let readers = FamilyReaders::new(rings).map_err(SensorError::Reactor)?;
+        let flushes = metrics.kernel.flushes.with_label_values(&["exec"]);
+        let readers =
+            FamilyReaders::new(rings, options.exec_flush, flushes).map_err(SensorError::Reactor)?;
         let marks = match options.fanotify {
             true => match FileMarks::new() {
                 Ok(marks) => {

@@ -41,15 +41,14 @@ exported_as!(EXEC_KILL_DIRS, reflex_wire::maps::EXEC_KILL_DIRS);
 static NAME_ROOM: PerCpuArray<[u8; EXEC_NAME_MAX]> = PerCpuArray::with_max_entries(1, 0);
 exported_as!(NAME_ROOM, reflex_wire::maps::NAME_ROOM);
 
-/// The `struct file` of the current task's executable, if it has one.
+/// The `struct file` of the executable of the address space `mm` (the
+/// current task's `mm`, 0 for none), if it has one.
 #[inline(always)]
-pub fn current_exe_file() -> Option<u64> {
-    let off = OFFSETS.load();
-    let mm: u64 = task::read(task::current(), off.task_mm).ok()?;
+pub fn exe_file(mm: u64) -> Option<u64> {
     if mm == 0 {
         return None;
     }
-    let file: u64 = task::read(mm, off.mm_exe_file).ok()?;
+    let file: u64 = task::read(mm, OFFSETS.load().mm_exe_file).ok()?;
     (file != 0).then_some(file)
 }
 

@@ -70,7 +70,6 @@ pub unsafe fn write_path(file: u64, dst: *mut u8) -> (u32, bool) {
     let count = unsafe { read_volatile(addr_of!((*room).count)) } as u32;
     // SAFETY: as above.
     let bytes = unsafe { addr_of_mut!((*room).bytes) } as *mut u8;
-    let off = OFFSETS.load();
     let mut at: u32 = 0;
     let mut k: u32 = 0;
     while k < MAX_STEPS {
@@ -78,8 +77,8 @@ pub unsafe fn write_path(file: u64, dst: *mut u8) -> (u32, bool) {
             break;
         }
         let dentry = PATH_PARTS.get(count - 1 - k).copied().unwrap_or(0);
-        let len = peek::<u32>(dentry, off.dentry_name_len) & NAME_MASK;
-        let name = peek::<u64>(dentry, off.dentry_name);
+        let (len, name) = name_of(dentry);
+        let len = len & NAME_MASK;
         if at + 1 + len > EXE_PATH_MAX as u32 {
             cut = true;
             break;
@@ -138,10 +137,10 @@ fn climb_steps(file: u64, start: u32) -> (u32, bool) {
     let mut vfsmnt = peek::<u64>(file, off.file_vfsmount);
     let mut mnt = vfsmnt.wrapping_sub(off.mount_mnt as u64);
     let mut count: u32 = start;
+    let mut root = peek::<u64>(vfsmnt, off.vfsmount_root);
     let mut step = 0;
     while step < MAX_STEPS {
         step += 1;
-        let root = peek::<u64>(vfsmnt, off.vfsmount_root);
         let parent = peek::<u64>(dentry, off.dentry_parent);
         if dentry == root || dentry == parent {
             if dentry != root {
@@ -155,6 +154,7 @@ fn climb_steps(file: u64, start: u32) -> (u32, bool) {
             dentry = peek::<u64>(mnt, off.mount_mountpoint);
             mnt = up;
             vfsmnt = up.wrapping_add(off.mount_mnt as u64);
+            root = peek::<u64>(vfsmnt, off.vfsmount_root);
             continue;
         }
         if let Some(slot) = PATH_PARTS.get_ptr_mut(count) {
@@ -165,6 +165,23 @@ fn climb_steps(file: u64, start: u32) -> (u32, bool) {
         dentry = parent;
     }
     (count, true)
+}
+
+/// The length and address of `dentry`'s name. `d_name` is a `qstr`
+/// (`u32 hash`, `u32 len`, `const char *name`): one read covers both where
+/// the offsets say so, as on every kernel reflex targets.
+#[inline(always)]
+fn name_of(dentry: u64) -> (u32, u64) {
+    let off = OFFSETS.load();
+    if off.dentry_name == off.dentry_name_len + 4 {
+        let [len, low, high] = peek::<[u32; 3]>(dentry, off.dentry_name_len);
+        (len, u64::from(low) | (u64::from(high) << 32))
+    } else {
+        (
+            peek::<u32>(dentry, off.dentry_name_len),
+            peek::<u64>(dentry, off.dentry_name),
+        )
+    }
 }
 
 /// Reads a `T` at `base + offset` in kernel memory, or zeroes when that

@@ -3,7 +3,7 @@
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, ring_buf::RingBufEntry},
 };
 use reflex_wire::{
     FileKey, KernelOffsets, LOSS_SLOTS, LossFamily, LossReason, loss_slot,
@@ -21,6 +21,38 @@ use crate::file::FileOp;
 #[map]
 pub static EXEC_EVENTS: RingBuf = RingBuf::with_byte_size(EXEC_EVENTS_BYTES, 0);
 exported_as!(EXEC_EVENTS, maps::EXEC_EVENTS);
+
+// `bpf_ringbuf_query` and `bpf_ringbuf_submit` flags (uapi `linux/bpf.h`).
+const BPF_RB_NO_WAKEUP: u64 = 1;
+/// Wake the reader whatever it has read.
+pub const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_RING_SIZE: u64 = 1;
+
+/// Share of `EXEC_EVENTS` (1/N) that may wait unannounced before a record
+/// wakes the agent.
+const EXEC_WAKE_SHARE: u64 = 8;
+
+/// Submits an exit or fork record without waking the agent, which reads
+/// this ring buffer on a short timer (`ring_buffers.exec_flush`), on every
+/// exec record and whenever another family wakes it. A wake-up per record
+/// cost more than everything else these probes do (a self-IPI and a remote
+/// wake-up, each a VM exit on a virtual machine). Exec records still wake
+/// the agent: a kill the kernel could not make (a full kill table, a
+/// policy the kernel cannot judge) races the program. Once an eighth of
+/// the ring buffer waits, every record wakes the agent, so a storm
+/// between two timer ticks cannot fill it.
+#[inline(always)]
+pub fn submit_quiet<T>(entry: RingBufEntry<T>) {
+    let waiting = EXEC_EVENTS.query(BPF_RB_AVAIL_DATA);
+    let size = EXEC_EVENTS.query(BPF_RB_RING_SIZE);
+    let flags = if waiting >= size / EXEC_WAKE_SHARE {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(flags);
+}
 
 /// The file family.
 #[map]

@@ -24,7 +24,9 @@ use reflex_wire::{
 use crate::{
     event::header,
     exe, exe_path,
-    maps::{EXCLUDED, EXEC_EVENTS, OFFSETS, count_loss, is_excluded},
+    maps::{
+        BPF_RB_FORCE_WAKEUP, EXCLUDED, EXEC_EVENTS, OFFSETS, count_loss, is_excluded, submit_quiet,
+    },
     task,
 };
 
@@ -63,7 +65,8 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), LossReason> {
     if is_excluded(tgid) {
         return Ok(());
     }
-    let file = exe::current_exe_file();
+    let mm = task::read::<u64>(task::current(), OFFSETS.load().task_mm).unwrap_or(0);
+    let file = exe::exe_file(mm);
     let key = file.and_then(exe::identity);
     // Kill before anything can fail: a full ring buffer costs the report,
     // never the kill.
@@ -108,12 +111,15 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), LossReason> {
         write_volatile(addr_of_mut!((*event).flags), flags);
         write_volatile(addr_of_mut!((*event)._pad), 0);
 
-        let (args_len, truncated) = read_args(addr_of_mut!((*event).args).cast());
+        let (args_len, truncated) = read_args(mm, addr_of_mut!((*event).args).cast());
         addr_of_mut!((*event).args_len).write(args_len);
         addr_of_mut!((*event).args_truncated).write(truncated as u32);
         addr_of_mut!((*event).header).write(header(EventKind::Exec, size_of::<ExecEvent>()));
     }
-    entry.submit(0);
+    // Wakes the agent, unlike exit and fork (see `submit_quiet`). Forced:
+    // the default wakes only a reader that has read everything before this
+    // record, and the quiet exit and fork records are usually still there.
+    entry.submit(BPF_RB_FORCE_WAKEUP);
     Ok(())
 }
 
@@ -130,19 +136,28 @@ fn kill_current(tgid: u32) -> u32 {
     if sent == 0 { exec_flag::KILLED } else { 0 }
 }
 
-/// Copies the current task's argument block (NUL-separated) into `dst`, which
-/// holds `ARGS_MAX` bytes; returns the bytes copied and whether it was cut.
+/// Copies the argument block (NUL-separated) of the current task's address
+/// space `mm` into `dst`, which holds `ARGS_MAX` bytes; returns the bytes
+/// copied and whether it was cut.
 ///
 /// # Safety
 /// `dst` must be valid for `ARGS_MAX` bytes of writes.
 #[inline(always)]
-unsafe fn read_args(dst: *mut u8) -> (u32, bool) {
+unsafe fn read_args(mm: u64, dst: *mut u8) -> (u32, bool) {
     let offsets = OFFSETS.load();
-    let Ok(mm) = task::read::<u64>(task::current(), offsets.task_mm) else {
+    if mm == 0 {
         return (0, false);
+    }
+    // `arg_start` and `arg_end` sit side by side in `mm_struct`: one read.
+    let (start, end) = if offsets.mm_arg_end == offsets.mm_arg_start + 8 {
+        let [start, end] = task::read::<[u64; 2]>(mm, offsets.mm_arg_start).unwrap_or([0, 0]);
+        (start, end)
+    } else {
+        (
+            task::read::<u64>(mm, offsets.mm_arg_start).unwrap_or(0),
+            task::read::<u64>(mm, offsets.mm_arg_end).unwrap_or(0),
+        )
     };
-    let start = task::read::<u64>(mm, offsets.mm_arg_start).unwrap_or(0);
-    let end = task::read::<u64>(mm, offsets.mm_arg_end).unwrap_or(0);
     let mut len = end.saturating_sub(start) as u32;
     let truncated = len > ARGS_MAX as u32;
     if truncated {
@@ -174,9 +189,19 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), LossReason> {
     let offsets = OFFSETS.load();
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
+    let tid = pid_tgid as u32;
     let excluded = is_excluded(tgid);
-    // Every exiting task leaves the exclusion map (a miss costs a lookup).
-    let _ = EXCLUDED.remove(pid_tgid as u32);
+    // Every exiting task leaves the exclusion map. Looked up before it is
+    // removed: a delete takes the bucket's lock and nearly no task is
+    // there; a leader's entry is the one just looked up.
+    let listed = if tid == tgid {
+        excluded
+    } else {
+        EXCLUDED.get_ptr(tid).is_some()
+    };
+    if listed {
+        let _ = EXCLUDED.remove(tid);
+    }
     if excluded {
         return Ok(());
     }
@@ -184,7 +209,7 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), LossReason> {
         // SAFETY: the record holds a `bool group_dead` at this offset.
         unsafe { ctx.read_at::<u8>(offsets.tp_exit_group_dead as usize) }.unwrap_or(0) != 0
     } else {
-        pid_tgid as u32 == (pid_tgid >> 32) as u32
+        tid == tgid
     };
     if !last {
         return Ok(());
@@ -198,7 +223,7 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), LossReason> {
         exit_code: code,
         _pad: 0,
     });
-    entry.submit(0);
+    submit_quiet(entry);
     Ok(())
 }
 
@@ -253,7 +278,7 @@ fn try_task_newtask(ctx: &TracePointContext) -> Result<(), LossReason> {
         child_pid: child,
         clone_flags: flags as u32,
     });
-    entry.submit(0);
+    submit_quiet(entry);
     Ok(())
 }
 exported_as!(task_newtask, programs::TASK_NEWTASK);

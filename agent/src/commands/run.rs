@@ -89,6 +89,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         ancestry_depth: args.ancestry_depth,
         queue: args.event_queue,
         file_queue: args.file_queue,
+        exec_flush: args.exec_flush,
         ..SensorOptions::default()
     };
     let cpu_hz = (args.cpu_hz > 0).then_some(args.cpu_hz);

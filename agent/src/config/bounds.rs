@@ -2,12 +2,14 @@
 //! `metrics:` sections, the checks that the bounds fit together, and the
 //! refusal of a configuration file that others can read while it holds
 //! sink credentials.
-use std::{fmt, path::Path};
+use std::{fmt, path::Path, time::Duration};
 
 use serde::{Deserialize, Deserializer, de};
 
 use super::{Config, ConfigError, Located};
-use crate::{policy::value::DurationValue, sinks::alert::MIN_LINE_BYTES};
+use crate::{
+    events::reader::DEFAULT_EXEC_FLUSH, policy::value::DurationValue, sinks::alert::MIN_LINE_BYTES,
+};
 
 /// A size in bytes: a number, or a number with `B`, `KiB`, `MiB` or `GiB`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +149,11 @@ pub fn check(path: &Path, settings: &super::Settings) -> Result<(), ConfigError>
         Some("fs.threads and fs.queue_max must be at least 1".to_string())
     } else if settings.fs.timeout.is_zero() {
         Some("fs.timeout must be more than 0".to_string())
+    } else if !EXEC_FLUSH_RANGE.contains(&settings.exec_flush) {
+        Some(format!(
+            "ring_buffers.exec_flush is {:?}; it must be from 1ms to 1s",
+            settings.exec_flush
+        ))
     } else {
         ring_problem(&settings.rings)
     };
@@ -192,9 +199,21 @@ pub struct RingBuffersConfig {
     pub file: Option<ByteSize>,
     /// Connects, accepts, listens (default 2MiB).
     pub connect: Option<ByteSize>,
+    /// Longest an exit or fork record waits in its ring buffer before the
+    /// agent reads it (default 10ms); see [`DEFAULT_EXEC_FLUSH`].
+    pub exec_flush: Option<DurationValue>,
 }
 
+/// Bounds of `ring_buffers.exec_flush`.
+const EXEC_FLUSH_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(1);
+
 impl RingBuffersConfig {
+    /// `exec_flush` in force.
+    pub fn exec_flush(&self) -> Duration {
+        self.exec_flush.map_or(DEFAULT_EXEC_FLUSH, |d| d.0)
+    }
+
     /// The sizes in force; a size past `u32` becomes one [`check`] refuses.
     pub fn sizes(&self) -> crate::loader::RingSizes {
         let defaults = crate::loader::RingSizes::default();

@@ -98,6 +98,16 @@ fn bounds_are_read_and_checked() {
     assert!(err.to_string().contains("ring_buffers.exec"), "{err}");
     let err = resolve("ring_buffers: { file: 4GiB }\n").unwrap_err();
     assert!(err.to_string().contains("ring_buffers.file"), "{err}");
+    assert_eq!(
+        settings.exec_flush,
+        crate::events::reader::DEFAULT_EXEC_FLUSH
+    );
+    let flush = resolve("ring_buffers: { exec_flush: 50ms }\n").unwrap();
+    assert_eq!(flush.exec_flush, std::time::Duration::from_millis(50));
+    let err = resolve("ring_buffers: { exec_flush: 0s }\n").unwrap_err();
+    assert!(err.to_string().contains("ring_buffers.exec_flush"), "{err}");
+    let err = resolve("ring_buffers: { exec_flush: 2s }\n").unwrap_err();
+    assert!(err.to_string().contains("ring_buffers.exec_flush"), "{err}");
     assert_eq!(resolve("event_queue: 2048\n").unwrap().event_queue, 2048);
     let err = resolve("event_queue: 10\n").unwrap_err();
     assert!(err.to_string().contains("event_queue"), "{err}");

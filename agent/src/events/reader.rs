@@ -1,8 +1,12 @@
 //! Reading the per-family ring buffers from tokio without busy polling.
-use std::io;
+use std::{io, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
-use tokio::io::{Interest, unix::AsyncFd};
+use prometheus::IntCounter;
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    time::{Interval, MissedTickBehavior},
+};
 
 use crate::{events::Event, loader::EventRings};
 
@@ -55,6 +59,11 @@ impl EventReader {
 /// process table. Across families, records of the same instant keep the
 /// drain order.
 ///
+/// The exec family's exit and fork records do not wake the reader (the
+/// probes submit them quietly until an eighth of the ring buffer waits):
+/// they are read on every wake-up, exec records' included, and at least
+/// every `exec_flush`.
+///
 /// A drain takes at most [`DRAIN_MAX`] records of a family: a producer as
 /// fast as the reader would otherwise keep one drain going, and the batch
 /// growing, for as long as the flood lasts. What is left is read on the
@@ -65,24 +74,43 @@ pub struct FamilyReaders {
     connect: EventReader,
     /// The last drain stopped at its limit: read again without waiting.
     backlog: bool,
+    /// Reads the exec family's quiet records.
+    flush: Interval,
+    /// The wake-up was the flush timer's.
+    flushing: bool,
+    /// Flush-timer drains that found exec records.
+    flushes: IntCounter,
 }
+
+/// How often the agent reads the exec family's ring buffer unasked
+/// (`ring_buffers.exec_flush`): its exit and fork probes do not wake the
+/// agent, which cost more than the probes' own work.
+pub const DEFAULT_EXEC_FLUSH: Duration = Duration::from_millis(10);
 
 /// Records read from one family's ring buffer in one drain.
 pub const DRAIN_MAX: usize = 1024;
 
 impl FamilyReaders {
-    /// Registers every ring buffer with the tokio reactor.
-    pub fn new(rings: EventRings) -> io::Result<Self> {
+    /// Registers every ring buffer with the tokio reactor; the exec family
+    /// is read at least every `exec_flush`, and each such read that found
+    /// records counts in `flushes`.
+    pub fn new(rings: EventRings, exec_flush: Duration, flushes: IntCounter) -> io::Result<Self> {
+        let mut flush = tokio::time::interval(exec_flush);
+        flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Ok(Self {
             exec: EventReader::new(rings.exec)?,
             file: EventReader::new(rings.file)?,
             connect: EventReader::new(rings.connect)?,
             backlog: false,
+            flush,
+            flushing: false,
+            flushes,
         })
     }
 
     /// Waits until any buffer has records; [`FamilyReaders::drain`] next.
     pub async fn ready(&mut self) -> io::Result<()> {
+        self.flushing = false;
         if self.backlog {
             return Ok(());
         }
@@ -91,6 +119,10 @@ impl FamilyReaders {
             ready = self.exec.ready() => ready,
             ready = self.file.ready() => ready,
             ready = self.connect.ready() => ready,
+            _ = self.flush.tick() => {
+                self.flushing = true;
+                Ok(())
+            }
         }
     }
 
@@ -105,6 +137,9 @@ impl FamilyReaders {
         backlog |= self.connect.drain(DRAIN_MAX, |b| connect.extend(decode(b)));
         backlog |= self.exec.drain(DRAIN_MAX, |b| exec.extend(decode(b)));
         self.backlog = backlog;
+        if self.flushing && !exec.is_empty() {
+            self.flushes.inc();
+        }
         merge_by_time([exec, file, connect])
     }
 }

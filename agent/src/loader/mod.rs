@@ -202,6 +202,37 @@ impl Probes {
     pub fn cgroup(&self) -> Option<&Path> {
         self.cgroup.as_deref()
     }
+
+    /// Each loaded program's size as the kernel took it, by object name,
+    /// sorted: what the probe cost guard compares with its baseline.
+    pub fn program_sizes(&self) -> Vec<ProgramSize> {
+        let mut sizes: Vec<ProgramSize> = self
+            .ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let info = program.info().ok()?;
+                Some(ProgramSize {
+                    name: name.to_string(),
+                    verified: info.verified_instruction_count()?,
+                    // Eight bytes per BPF instruction.
+                    translated: info.size_translated()? / 8,
+                })
+            })
+            .collect();
+        sizes.sort_by(|a, b| a.name.cmp(&b.name));
+        sizes
+    }
+}
+
+/// A loaded program's instruction counts (see [`Probes::program_sizes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramSize {
+    /// The program's name in the object.
+    pub name: String,
+    /// Instructions the verifier went through (every path it explored).
+    pub verified: u32,
+    /// Instructions after the kernel's rewrites, before the JIT.
+    pub translated: u32,
 }
 
 /// Sets the connect filter to send nothing before the hooks attach, so

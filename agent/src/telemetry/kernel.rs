@@ -21,6 +21,9 @@ pub struct KernelMetrics {
     pub filter_entries: IntGaugeVec,
     /// `reflex_kernel_filter_capacity{map}`: prefixes each trie was made with.
     pub filter_capacity: IntGaugeVec,
+    /// `reflex_ring_buffer_flushes_total{family}`: reads on the flush timer
+    /// (`ring_buffers.exec_flush`) that found records no wake-up announced.
+    pub flushes: IntCounterVec,
 }
 
 impl KernelMetrics {
@@ -67,18 +70,28 @@ impl KernelMetrics {
                 &["map"],
             )
             .expect("valid metric"),
+            flushes: IntCounterVec::new(
+                Opts::new(
+                    "reflex_ring_buffer_flushes_total",
+                    "Reads on the flush timer (ring_buffers.exec_flush) that found records no wake-up announced, by family.",
+                ),
+                &["family"],
+            )
+            .expect("valid metric"),
         };
         for family in LossFamily::ALL {
             this.filtered.with_label_values(&[family.label()]);
         }
         this.filter_active
             .with_label_values(&[LossFamily::Connect.label()]);
+        this.flushes.with_label_values(&[LossFamily::Exec.label()]);
         for collector in [
             Box::new(this.ring_bytes.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(this.filtered.clone()),
             Box::new(this.filter_active.clone()),
             Box::new(this.filter_entries.clone()),
             Box::new(this.filter_capacity.clone()),
+            Box::new(this.flushes.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }
