@@ -6,7 +6,7 @@ use std::io::Read as _;
 
 use procfs::process::Process;
 
-use super::ProcessInfo;
+use super::{ProcessInfo, table::Login};
 use crate::events::FileId;
 use crate::limits::{self, ARGV_MAX_BYTES, COMM_MAX_BYTES};
 
@@ -71,6 +71,20 @@ fn from_process(proc: &Process) -> Option<ProcessInfo> {
         argv,
         argv_truncated,
         start_ktime_ns: Some(stat.starttime * 1_000_000_000 / ticks),
+        login: login(stat.pid as u32).unwrap_or_default(),
+    })
+}
+
+/// The login user id and audit session of `pid`; `None` when it is gone.
+/// `4294967295` is the kernel's "unset" for both.
+pub fn login(pid: u32) -> Option<Login> {
+    let read = |what: &str| -> Option<Option<u32>> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/{what}")).ok()?;
+        Some(text.trim().parse().ok().filter(|&v: &u32| v != u32::MAX))
+    };
+    Some(Login {
+        uid: read("loginuid")?,
+        session: read("sessionid")?,
     })
 }
 

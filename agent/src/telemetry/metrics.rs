@@ -95,6 +95,8 @@ pub struct Metrics {
     pub baseline_xattrs_refused: IntCounterVec,
     /// The filesystem worker pool's queue, threads and timeouts.
     pub fs: crate::fsio::pool::PoolMetrics,
+    /// The identity cache (`reflex_cgroup_*`).
+    pub identity: crate::identity::IdentityMetrics,
 }
 
 impl Metrics {
@@ -389,6 +391,7 @@ impl Metrics {
         let health = super::health::Health::register(&registry, policies_loaded.clone());
         let watch = super::watch::WatchMetrics::register(&registry);
         let fs = crate::fsio::pool::PoolMetrics::register(&registry);
+        let identity = crate::identity::IdentityMetrics::register(&registry);
         Self {
             registry,
             events,
@@ -426,6 +429,7 @@ impl Metrics {
             evidence_dropped,
             baseline_xattrs_refused,
             fs,
+            identity,
         }
     }
 
