@@ -148,13 +148,15 @@ fn alerts_until(agent: &reflex_tests::Agent, sentinel: &str) -> Vec<serde_json::
 }
 
 #[test]
-fn policies_select_by_unit_container_ancestry_and_argv() {
+fn policies_select_by_unit_container_ancestry_argv_and_login() {
     require_root();
     let scratch = Scratch::new();
     let me = std::process::id();
     let tool = scratch.tool("marked", "/bin/true");
     let wrapper = scratch.script("wrapper", &format!("exec {} \"$@\"", tool.display()));
     let sentinel = scratch.tool("sentinel", "/bin/true");
+    let watched = scratch.path("watched.conf");
+    std::fs::write(&watched, "a\n").expect("watched file");
     let tool_s = tool.display().to_string();
     scratch.policy(
         "identity.yaml",
@@ -179,12 +181,23 @@ on: {{ exec: {{ paths: ["{tool_s}"] }} }}
 when: {{ process: {{ argv: ["*--reflex-mark*"] }} }}
 do: [alert]
 ---
+name: by-login
+on: {{ exec: {{ paths: ["{tool_s}"] }} }}
+when: {{ process: {{ login_uid: [4242] }} }}
+do: [alert]
+---
+name: file-by-unit
+on: {{ file: {{ paths: ["{watched}"] }} }}
+when: {{ process: {{ unit: ["reflex-test-{me}-*.service"] }} }}
+do: [alert]
+---
 name: sentinel
 on: {{ exec: {{ paths: ["{sentinel}"] }} }}
 do: [alert]
 "#,
             wrapper = wrapper.display(),
             sentinel = sentinel.display(),
+            watched = watched.display(),
         ),
     );
     let tree = CgroupTree::new(&format!("reflex-test-{me}-p.slice"));
@@ -192,17 +205,36 @@ do: [alert]
     let unit = tree.make(&format!("reflex-test-{me}-a.service"));
     let container = tree.make(&format!("docker-{}.scope", container_id(9)));
     let plain = tree.make(&format!("reflex-test-{me}-plain.scope"));
+    // A file event of a process in the unit carries it.
+    let writer = run_in(
+        &tree,
+        &unit,
+        Command::new("/bin/sh").args(["-c", &format!("echo b >> {}", watched.display())]),
+    );
+    let file = reflex_tests::policy_alert(&agent, WAIT, "file-by-unit", |_| true);
+    assert_eq!(file["event"]["process"]["pid"], writer);
+    assert_eq!(file["event"]["process"]["cgroup"], unit.as_str());
     let in_unit = run_in(&tree, &unit, &mut Command::new(&tool));
     let in_container = run_in(&tree, &container, &mut Command::new(&tool));
     let wrapped = run_in(&tree, &plain, &mut Command::new(&wrapper));
     let marked = run_in(&tree, &plain, Command::new(&tool).arg("--reflex-mark"));
     let unmarked = run_in(&tree, &plain, Command::new(&tool).arg("--other"));
+    // Root may set its login uid once; the shell's exec of the tool keeps it.
+    let logged_in = run_in(
+        &tree,
+        &plain,
+        Command::new("/bin/sh").args([
+            "-c",
+            &format!("echo 4242 > /proc/self/loginuid && exec {tool_s}"),
+        ]),
+    );
     run_in(&tree, &plain, &mut Command::new(&sentinel));
 
     let alerts = alerts_until(&agent, "sentinel");
     let fired: HashSet<(String, u64)> = alerts
         .iter()
-        .filter(|a| a["policy"] != "sentinel")
+        // The exec policies; the file lane is not ordered with them.
+        .filter(|a| a["policy"].as_str().is_some_and(|p| p.starts_with("by-")))
         .map(|a| {
             (
                 a["policy"].as_str().unwrap_or("?").to_string(),
@@ -215,6 +247,7 @@ do: [alert]
         ("by-container", in_container),
         ("by-ancestor", wrapped),
         ("by-argv", marked),
+        ("by-login", logged_in),
     ]
     .into_iter()
     .map(|(p, pid)| (p.to_string(), u64::from(pid)))
