@@ -98,6 +98,23 @@ impl ProcessTable {
         }
     }
 
+    /// The login of `pid`, which just exec'd: what it inherited once set
+    /// (`loginuid` is written once per session, by `pam_loginuid`);
+    /// read while unset, for a login daemon writes it between its fork
+    /// and its exec of the shell. A process already gone keeps what it
+    /// inherited.
+    fn login_at_exec(&self, pid: u32) -> Login {
+        let inherited = self.entries.get(&pid).map(|i| i.login);
+        match inherited {
+            Some(login) if login.uid.is_some() => login,
+            _ => self
+                .login
+                .and_then(|read| read(pid))
+                .or(inherited)
+                .unwrap_or_default(),
+        }
+    }
+
     /// Resolves cgroup ids through `identities`.
     pub fn with_identities(mut self, identities: Identities) -> Self {
         self.identities = identities;
@@ -234,14 +251,7 @@ impl ProcessTable {
                     argv: exec.argv.clone(),
                     argv_truncated: exec.argv_truncated,
                     start_ktime_ns: Some(event.ktime_ns),
-                    // Read at exec: the login is written between a login
-                    // daemon's fork and its exec of the shell; a process
-                    // already gone keeps what it inherited.
-                    login: self
-                        .login
-                        .and_then(|read| read(task.pid))
-                        .or_else(|| self.entries.get(&task.pid).map(|i| i.login))
-                        .unwrap_or_default(),
+                    login: self.login_at_exec(task.pid),
                 };
                 self.entries.insert(task.pid, info.clone());
                 self.sweep_if_grown();
