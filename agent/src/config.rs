@@ -255,6 +255,8 @@ pub struct Settings {
     pub alertmanager: Option<AlertmanagerConfig>,
     /// Ancestors kept per process.
     pub ancestry_depth: usize,
+    /// cgroups whose identity is kept.
+    pub cgroup_cache: usize,
     /// Earlier baseline versions kept per file.
     pub baseline_history: usize,
     /// Bytes of extended attributes kept per baseline version.
@@ -377,6 +379,7 @@ impl Settings {
             webhooks: file.alerts.webhooks,
             alertmanager: file.alerts.alertmanager,
             ancestry_depth: file.process.depth(),
+            cgroup_cache: file.process.cgroup_cache(),
             baseline_history: file.baselines.history(),
             baseline_max_xattr_bytes: file.baselines.max_xattr_bytes(),
             evidence: crate::actions::evidence::EvidenceSettings::from_config(&file.evidence),

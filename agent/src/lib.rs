@@ -14,6 +14,7 @@ pub mod events;
 pub mod exec_kills;
 pub mod fanotify;
 pub mod fsio;
+pub mod identity;
 pub mod lanes;
 pub mod limits;
 pub mod loader;

@@ -6,6 +6,7 @@ use std::{collections::HashSet, io, sync::Arc, time::Duration};
 use reflex_wire::{LOSS_SLOTS, LossFamily, LossReason, loss_slot};
 use tokio::task::JoinHandle;
 
+use crate::identity::Identities;
 use crate::{
     events::{Event, Kind, Record, clock::BootClock, decode, reader::FamilyReaders},
     fanotify::{FileMarks, NoticeReader},
@@ -46,6 +47,8 @@ pub struct SensorOptions {
     pub exclude_self: bool,
     /// Ancestors kept per process in its context.
     pub ancestry_depth: usize,
+    /// cgroups whose identity is kept.
+    pub cgroup_cache: usize,
     /// Also hear about watched files from fanotify (see [`crate::fanotify`]).
     pub fanotify: bool,
     /// Longest an exec-family record waits unread (see
@@ -62,6 +65,7 @@ impl Default for SensorOptions {
             file_queue: DEFAULT_EVENT_QUEUE,
             exclude_self: true,
             ancestry_depth: crate::process::DEFAULT_ANCESTRY_DEPTH,
+            cgroup_cache: crate::identity::DEFAULT_CGROUP_CACHE,
             fanotify: true,
             exec_flush: crate::events::reader::DEFAULT_EXEC_FLUSH,
         }
@@ -77,6 +81,24 @@ pub enum SensorError {
     /// A ring buffer could not be registered with the reactor.
     #[error("registering the event ring buffers with tokio")]
     Reactor(#[source] io::Error),
+}
+
+/// The identity cache over the cgroup v2 hierarchy; without one, events
+/// carry the cgroup id alone.
+fn identities(max: usize, metrics: &Metrics) -> Identities {
+    let opened = crate::loader::cgroup::root()
+        .map(|root| crate::identity::cgroupfs::Cgroupfs::open(&root).map_err(|err| (root, err)));
+    match opened {
+        Some(Ok(fs)) => Identities::new(Box::new(fs), max).with_metrics(metrics.identity.clone()),
+        Some(Err((root, err))) => {
+            tracing::warn!(root = %root.display(), %err, "cgroup v2 hierarchy unreadable: events carry no unit or container");
+            Identities::default()
+        }
+        None => {
+            tracing::warn!("no cgroup v2 hierarchy: events carry no unit or container");
+            Identities::default()
+        }
+    }
 }
 
 /// A running pipeline. Dropping it stops the reader and detaches the probes.
@@ -141,7 +163,9 @@ impl Sensor {
         // Seed after attaching, so no process can start unseen in between.
         let mut lineages = Lineages::new(options.ancestry_depth);
         lineages.count_truncations(metrics.ancestry_truncated.clone());
-        let mut table = ProcessTable::new().with_lineages(lineages);
+        let mut table = ProcessTable::new()
+            .with_lineages(lineages)
+            .with_identities(identities(options.cgroup_cache, &metrics));
         table.count_truncations(metrics.limits.truncated("argv"));
         table.seed_from_proc();
         metrics.process_table.set(table.len() as i64);

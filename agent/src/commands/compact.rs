@@ -76,7 +76,25 @@ pub fn event_line(record: &Record, paint: Paint) -> String {
     if p.uid != 0 {
         let _ = write!(line, " {}", paint.paint(DIM, &format!("uid={}", p.uid)));
     }
+    if let Some(place) = p.identity.as_deref().and_then(place) {
+        let _ = write!(line, " {}", paint.paint(DIM, &place));
+    }
     line
+}
+
+/// Where a process runs, shortest first: its container (by name, or the
+/// id's first 12 digits as `docker ps` shows them), else its unit.
+fn place(identity: &crate::identity::Identity) -> Option<String> {
+    if let Some(c) = &identity.container {
+        let runtime = serde_json::to_value(c.runtime).ok()?;
+        let name = c
+            .name
+            .clone()
+            .unwrap_or_else(|| c.id.chars().take(12).collect());
+        return Some(format!("container={}:{name}", runtime.as_str()?));
+    }
+    let unit = identity.user_unit.as_ref().or(identity.unit.as_ref())?;
+    Some(format!("unit={unit}"))
 }
 
 fn exec_text(line: &mut String, record: &Record, exec: &Exec, paint: Paint) {

@@ -87,3 +87,39 @@ fn a_decision_shows_the_policy_mode_and_what_was_done() {
     });
     assert!(decision_line(&monitor, PLAIN).ends_with("p (monitor) would kill"));
 }
+
+#[test]
+fn where_a_process_runs_is_shown_and_read_back() {
+    let id = "4f0e2bc7a1d3c9e8b6a5f4e3d2c1b0a99887766554433221100ffeeddccbbaa0";
+    let mut p = process(8026, "sh");
+    p["cgroup"] = serde_json::json!(format!("/system.slice/docker-{id}.scope"));
+    p["unit"] = serde_json::json!(format!("docker-{id}.scope"));
+    p["container"] = serde_json::json!({"id": id, "runtime": "docker"});
+    let r = record(serde_json::json!({
+        "time": "2026-11-26T15:58:32.144480569Z", "ktime_ns": 1, "kind": "exit",
+        "process": p,
+        "exit": {"code": 0, "signal": null, "core_dumped": false}
+    }));
+    assert!(
+        event_line(&r, PLAIN).ends_with("exited 0 container=docker:4f0e2bc7a1d3"),
+        "{}",
+        event_line(&r, PLAIN)
+    );
+    let again = record(serde_json::to_value(&r).expect("serialises"));
+    assert_eq!(
+        again, r,
+        "the identity is flattened into process and read back"
+    );
+    let json = serde_json::to_value(&r).expect("serialises");
+    assert_eq!(json["process"]["container"]["runtime"], "docker");
+
+    let mut p = process(1, "nginx");
+    p["cgroup"] = serde_json::json!("/system.slice/nginx.service");
+    p["unit"] = serde_json::json!("nginx.service");
+    let r = record(serde_json::json!({
+        "time": "2026-11-26T15:58:32.144480569Z", "ktime_ns": 1, "kind": "exit",
+        "process": p,
+        "exit": {"code": 0, "signal": null, "core_dumped": false}
+    }));
+    assert!(event_line(&r, PLAIN).ends_with(" unit=nginx.service"));
+}

@@ -87,6 +87,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     let mut options = SensorOptions {
         ancestry_depth: args.ancestry_depth,
+        cgroup_cache: args.cgroup_cache,
         queue: args.event_queue,
         file_queue: args.file_queue,
         exec_flush: args.exec_flush,

@@ -109,6 +109,8 @@ fn bounds_are_read_and_checked() {
     let err = resolve("ring_buffers: { exec_flush: 2s }\n").unwrap_err();
     assert!(err.to_string().contains("ring_buffers.exec_flush"), "{err}");
     assert_eq!(resolve("event_queue: 2048\n").unwrap().event_queue, 2048);
+    let settings = resolve("process: { cgroup_cache: 64 }\n").unwrap();
+    assert_eq!(settings.cgroup_cache, 64);
     let err = resolve("event_queue: 10\n").unwrap_err();
     assert!(err.to_string().contains("event_queue"), "{err}");
 }

@@ -55,6 +55,17 @@ pub struct ProcessContext {
     pub argv_truncated: bool,
     /// cgroup v2 id.
     pub cgroup_id: u64,
+    /// Where it runs: `cgroup` (path), `unit`, `user_unit`, `container`
+    /// (resolved from `cgroup_id`; absent when the cgroup could not be).
+    #[serde(flatten, default)]
+    pub identity: Option<Arc<crate::identity::Identity>>,
+    /// Login user id (`loginuid`, set by `pam_loginuid` at login and kept
+    /// by everything the session starts), when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_uid: Option<u32>,
+    /// Audit session id, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<u32>,
     /// Boot-time nanoseconds when the process started (or exec'd), when known.
     pub start_ktime_ns: Option<u64>,
     /// The parent, when known.

@@ -64,7 +64,7 @@ impl<'de, T: Scalar> Deserialize<'de> for Checked<T> {
 }
 
 /// Records `message` in the active sink; false when no sink is active.
-fn record(message: String) -> bool {
+pub(super) fn record(message: String) -> bool {
     SINK.with(|sink| match sink.borrow_mut().as_mut() {
         Some(errors) => {
             errors.push(message);

@@ -4,6 +4,7 @@ use std::{collections::HashMap, path::PathBuf, time::Duration};
 use super::{
     accept,
     checked::Position,
+    identity::{ArgvMatch, ContainerMatch, ContainerSpec},
     load::{Locator, PolicyError, SourcePolicy},
     model::{Action, ConnectTrigger, Policy, ProcessMatcher, Throttle, Trigger, all_valid},
     spec::{self, ActionSpec, ConditionSpec, CpuScope, OnSpec, PolicySpec, ThrottleKey},
@@ -14,7 +15,7 @@ use super::{
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Fields every event offers to templates.
-const COMMON_FIELDS: [&str; 19] = [
+const COMMON_FIELDS: [&str; 25] = [
     "time",
     "ktime_ns",
     "kind",
@@ -30,6 +31,12 @@ const COMMON_FIELDS: [&str; 19] = [
     "process.exe",
     "process.argv",
     "process.cgroup_id",
+    "process.cgroup",
+    "process.unit",
+    "process.user_unit",
+    "process.container",
+    "process.login_uid",
+    "process.session_id",
     "process.start_ktime_ns",
     "process.parent",
     "process.image",
@@ -344,17 +351,41 @@ pub(super) fn condition(
     let uid = all_valid(process.uid)?;
     let parent_exe = all_valid(process.parent_exe)?;
     let ancestor_exe = all_valid(process.ancestor_exe)?;
+    let unit = all_valid(process.unit);
+    let cgroup = all_valid(process.cgroup);
+    let login_uid = all_valid(process.login_uid);
+    if matches!(process.container, Some(ContainerSpec::Mapping)) {
+        errors.push(PolicyError {
+            file: file.to_owned(),
+            position: Some(locator.find(Some(anchor), "container:")),
+            message: format!(
+                "{}.process.container: found a mapping, expected {}",
+                anchor.trim_end_matches(':'),
+                ContainerMatch::EXPECTED
+            ),
+        });
+    }
+    let container = process.container.map(ContainerMatch::compile);
+    let argv = process.argv.map(ArgvMatch::compile);
+    let (unit, cgroup, login_uid) = (unit?, cgroup?, login_uid?);
+    let container = container.map_or(Some(None), |c| c)?;
+    let argv = argv.map_or(Some(None), |a| a)?;
     if exe.is_empty()
         && comm.is_empty()
         && uid.is_empty()
         && parent_exe.is_empty()
         && ancestor_exe.is_empty()
+        && unit.is_empty()
+        && cgroup.is_empty()
+        && login_uid.is_empty()
+        && container.is_none()
+        && argv.is_none()
     {
         errors.push(PolicyError {
             file: file.to_owned(),
             position: Some(locator.find(None, anchor)),
             message: format!(
-                "`{}` has no condition; expected one of exe, comm, uid, parent_exe, ancestor_exe",
+                "`{}` has no condition; expected one of exe, comm, uid, parent_exe, ancestor_exe, unit, container, cgroup, argv, login_uid",
                 anchor.trim_end_matches(':')
             ),
         });
@@ -365,6 +396,11 @@ pub(super) fn condition(
         uid: (!uid.is_empty()).then_some(uid),
         parent_exe: glob_set(parent_exe.iter().map(PathGlob::glob)),
         ancestor_exe: glob_set(ancestor_exe.iter().map(PathGlob::glob)),
+        unit: glob_set(unit.iter().map(NameGlob::glob)),
+        container,
+        cgroup: glob_set(cgroup.iter().map(PathGlob::glob)),
+        argv,
+        login_uid: (!login_uid.is_empty()).then_some(login_uid),
     }))
 }
 

@@ -5,6 +5,7 @@ pub mod accept;
 pub mod checked;
 pub mod compile;
 pub mod eval;
+pub mod identity;
 pub mod index;
 pub mod load;
 pub mod model;

@@ -7,6 +7,7 @@ use nix::sys::signal::Signal;
 use super::{
     accept::FileAnswers,
     checked::Position,
+    identity::{ArgvMatch, ContainerMatch},
     spec::{
         ConnectOn, CpuScope, Direction, FileChange, KillTarget, Mode, Protocol, Severity,
         ThrottleKey,
@@ -218,6 +219,16 @@ pub struct ProcessMatcher {
     /// Globs any image in the lineage (the process's own, then each
     /// ancestor's) must match, by executable or exec'd file.
     pub ancestor_exe: Option<GlobSet>,
+    /// systemd unit globs (the system unit or the user unit).
+    pub unit: Option<GlobSet>,
+    /// In a container, or in one these globs name.
+    pub container: Option<ContainerMatch>,
+    /// cgroup path globs.
+    pub cgroup: Option<GlobSet>,
+    /// Command-line globs or positions.
+    pub argv: Option<ArgvMatch>,
+    /// Login user ids.
+    pub login_uid: Option<Vec<u32>>,
 }
 
 impl ProcessMatcher {
@@ -243,6 +254,30 @@ impl ProcessMatcher {
                 .ancestor_exe
                 .as_ref()
                 .is_none_or(|set| lineage_match(set, process).is_some())
+            && self.identity_matches(process)
+    }
+
+    /// The conditions on where the process runs and how it was started.
+    fn identity_matches(&self, process: &ProcessContext) -> bool {
+        let identity = process.identity.as_deref();
+        let unit = |set: &GlobSet| {
+            identity.is_some_and(|i| {
+                [&i.unit, &i.user_unit]
+                    .into_iter()
+                    .any(|u| u.as_deref().is_some_and(|u| set.is_match(u)))
+            })
+        };
+        self.unit.as_ref().is_none_or(unit)
+            && self.container.as_ref().is_none_or(|c| c.matches(process))
+            && self
+                .cgroup
+                .as_ref()
+                .is_none_or(|set| identity.is_some_and(|i| set.is_match(&i.cgroup)))
+            && self.argv.as_ref().is_none_or(|a| a.matches(process))
+            && self
+                .login_uid
+                .as_ref()
+                .is_none_or(|uids| process.login_uid.is_some_and(|u| uids.contains(&u)))
     }
 }
 

@@ -177,6 +177,21 @@ pub struct ProcessCondition {
     /// itself) was: its resolved executable or the file it exec'd.
     #[serde(default)]
     pub ancestor_exe: Vec<Checked<PathGlob>>,
+    /// systemd units (names or globs), system or user.
+    #[serde(default)]
+    pub unit: Vec<Checked<NameGlob>>,
+    /// `true`, `false`, or globs on the container's id, name or image.
+    #[serde(default)]
+    pub container: Option<super::identity::ContainerSpec>,
+    /// cgroup v2 paths or globs (`/system.slice/*.service`).
+    #[serde(default)]
+    pub cgroup: Vec<Checked<PathGlob>>,
+    /// Globs on the command line, or argument position → glob.
+    #[serde(default)]
+    pub argv: Option<super::identity::ArgvSpec>,
+    /// Login user ids (`loginuid`).
+    #[serde(default)]
+    pub login_uid: Vec<Checked<u32>>,
 }
 
 /// One action in `do:`; written `- kill` or `- kill: { ... }`.

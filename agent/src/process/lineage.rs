@@ -22,12 +22,22 @@ pub const DEFAULT_ANCESTRY_DEPTH: usize = 16;
 pub struct ProcessConfig {
     /// Ancestors kept per process (default 16).
     pub ancestry_depth: Option<usize>,
+    /// cgroups whose identity (path, unit, container) is kept (default
+    /// 4 096).
+    pub cgroup_cache: Option<usize>,
 }
 
 impl ProcessConfig {
     /// The depth in force.
     pub fn depth(&self) -> usize {
         self.ancestry_depth.unwrap_or(DEFAULT_ANCESTRY_DEPTH)
+    }
+
+    /// The identity cache's bound in force.
+    pub fn cgroup_cache(&self) -> usize {
+        self.cgroup_cache
+            .unwrap_or(crate::identity::DEFAULT_CGROUP_CACHE)
+            .max(1)
     }
 }
 
@@ -409,6 +419,7 @@ mod tests {
             argv,
             argv_truncated: false,
             start_ktime_ns: None,
+            login: Default::default(),
         };
         let s = script.display().to_string();
         let d = data.display().to_string();

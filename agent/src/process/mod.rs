@@ -6,4 +6,4 @@ pub mod procfs;
 pub mod table;
 
 pub use lineage::{DEFAULT_ANCESTRY_DEPTH, Lineages};
-pub use table::{ProcessInfo, ProcessTable};
+pub use table::{Login, ProcessInfo, ProcessTable};

@@ -6,7 +6,7 @@ use std::io::Read as _;
 
 use procfs::process::Process;
 
-use super::ProcessInfo;
+use super::{ProcessInfo, table::Login};
 use crate::events::FileId;
 use crate::limits::{self, ARGV_MAX_BYTES, COMM_MAX_BYTES};
 
@@ -71,7 +71,31 @@ fn from_process(proc: &Process) -> Option<ProcessInfo> {
         argv,
         argv_truncated,
         start_ktime_ns: Some(stat.starttime * 1_000_000_000 / ticks),
+        login: login(stat.pid as u32).unwrap_or_default(),
     })
+}
+
+/// The login user id and audit session of `pid`; `None` when it is gone.
+/// `4294967295` is the kernel's "unset" for both.
+pub fn login(pid: u32) -> Option<Login> {
+    let uid = login_value(pid, "loginuid")?;
+    // The kernel assigns the session when the login uid is written.
+    let session = match uid {
+        Some(_) => login_value(pid, "sessionid")?,
+        None => None,
+    };
+    Some(Login { uid, session })
+}
+
+/// `/proc/PID/WHAT` as a number, `None` inside when unset; into a stack
+/// buffer, as this runs on every exec of a process without a login.
+fn login_value(pid: u32, what: &str) -> Option<Option<u32>> {
+    let mut buf = [0u8; 16];
+    let n = std::fs::File::open(format!("/proc/{pid}/{what}"))
+        .and_then(|mut f| f.read(&mut buf))
+        .ok()?;
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    Some(text.trim().parse().ok().filter(|&v: &u32| v != u32::MAX))
 }
 
 #[cfg(test)]

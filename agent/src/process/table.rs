@@ -3,6 +3,7 @@ use std::collections::HashMap;
 
 use super::lineage::{Lineage, Lineages, Resolved};
 use crate::events::{Body, Event, FileId, ParentContext, ProcessContext};
+use crate::identity::Identities;
 
 /// What the agent knows of one process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +30,19 @@ pub struct ProcessInfo {
     pub argv_truncated: bool,
     /// Boot-time nanoseconds of the start or last exec, when known.
     pub start_ktime_ns: Option<u64>,
+    /// Login user id and audit session, when set.
+    pub login: Login,
+}
+
+/// A process's login user id and audit session (`/proc/PID/loginuid`,
+/// `sessionid`): set once by `pam_loginuid` and inherited by everything the
+/// session starts, so a `sudo` or a setuid program keeps who logged in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Login {
+    /// Login user id, `None` when unset.
+    pub uid: Option<u32>,
+    /// Audit session id, `None` when unset.
+    pub session: Option<u32>,
 }
 
 /// pid → [`ProcessInfo`] for every live process the agent knows.
@@ -46,6 +60,10 @@ pub struct ProcessTable {
     alive: Option<fn(u32) -> bool>,
     /// Entries held after the last sweep.
     swept_len: usize,
+    /// cgroup id → path, unit, container.
+    identities: Identities,
+    /// Reads the login of a process that exec'd.
+    login: Option<fn(u32) -> Option<Login>>,
 }
 
 /// The table is swept when it holds this many entries or twice as many as
@@ -75,7 +93,32 @@ impl ProcessTable {
             resolve: Some(super::lineage::resolve_from_proc),
             alive: Some(pid_alive),
             swept_len: 0,
+            identities: Identities::default(),
+            login: Some(super::procfs::login),
         }
+    }
+
+    /// The login of `pid`, which just exec'd: what it inherited once set
+    /// (`loginuid` is written once per session, by `pam_loginuid`);
+    /// read while unset, for a login daemon writes it between its fork
+    /// and its exec of the shell. A process already gone keeps what it
+    /// inherited.
+    fn login_at_exec(&self, pid: u32) -> Login {
+        let inherited = self.entries.get(&pid).map(|i| i.login);
+        match inherited {
+            Some(login) if login.uid.is_some() => login,
+            _ => self
+                .login
+                .and_then(|read| read(pid))
+                .or(inherited)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Resolves cgroup ids through `identities`.
+    pub fn with_identities(mut self, identities: Identities) -> Self {
+        self.identities = identities;
+        self
     }
 
     /// Uses `alive` to tell which pids still run when sweeping (tests).
@@ -208,6 +251,7 @@ impl ProcessTable {
                     argv: exec.argv.clone(),
                     argv_truncated: exec.argv_truncated,
                     start_ktime_ns: Some(event.ktime_ns),
+                    login: self.login_at_exec(task.pid),
                 };
                 self.entries.insert(task.pid, info.clone());
                 self.sweep_if_grown();
@@ -267,6 +311,9 @@ impl ProcessTable {
             argv: info.as_ref().map(|i| i.argv.clone()).unwrap_or_default(),
             argv_truncated: info.as_ref().is_some_and(|i| i.argv_truncated),
             cgroup_id: task.cgroup_id,
+            identity: self.identities.of(task.cgroup_id),
+            login_uid: info.as_ref().and_then(|i| i.login.uid),
+            session_id: info.as_ref().and_then(|i| i.login.session),
             start_ktime_ns: info.as_ref().and_then(|i| i.start_ktime_ns),
             parent: parent.or(Some(ParentContext {
                 pid: ppid,
@@ -311,6 +358,7 @@ impl ProcessTable {
             .get(pid)
             .map(|l| (Some(l.image.clone()), l.ancestors.clone()))
             .unwrap_or_default();
+        let (cgroup_id, identity) = self.identities.of_pid(pid);
         match info {
             Some(i) => ProcessContext {
                 pid,
@@ -324,7 +372,10 @@ impl ProcessTable {
                 exe_id: i.exe_id,
                 argv: i.argv,
                 argv_truncated: i.argv_truncated,
-                cgroup_id: 0,
+                cgroup_id,
+                identity,
+                login_uid: i.login.uid,
+                session_id: i.login.session,
                 start_ktime_ns: i.start_ktime_ns,
                 parent: parent.map(|p| ParentContext {
                     pid: p.pid,

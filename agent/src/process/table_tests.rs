@@ -1,6 +1,7 @@
 //! The process table's rules, driven without a kernel.
 use super::*;
 use crate::events::{Exec, Exit, Task};
+use crate::process::Login;
 
 fn event(pid: u32, ppid: u32, body: Body) -> Event {
     Event {
@@ -139,4 +140,54 @@ fn processes_whose_exit_was_lost_are_swept_as_the_table_grows() {
     // The next sweep waits for the table to double again.
     table.apply(&exec(100_001));
     assert_eq!(table.len(), super::SWEEP_FLOOR / 2 + 1);
+}
+
+/// Logins a fake `/proc` holds: pid 40 was given one by its login daemon
+/// between fork and exec; every read is counted.
+static LOGIN_READS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn fake_login(pid: u32) -> Option<Login> {
+    LOGIN_READS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    Some(match pid {
+        40 | 41 => Login {
+            uid: Some(1000),
+            session: Some(3),
+        },
+        _ => Login::default(),
+    })
+}
+
+#[test]
+fn the_login_is_read_at_exec_until_set_then_inherited() {
+    use std::sync::atomic::Ordering;
+    let mut table = ProcessTable::detached();
+    table.login = Some(fake_login);
+    let exec = |name: &str| {
+        Body::Exec(Exec {
+            filename: name.into(),
+            ..Exec::default()
+        })
+    };
+    let fork = |child| {
+        Body::Fork(crate::events::Fork {
+            child_pid: child,
+            sibling: false,
+        })
+    };
+    // sshd runs without a login; its child gets one, then runs the shell.
+    let sshd = table.apply(&event(39, 1, exec("/usr/sbin/sshd")));
+    assert_eq!(sshd.login_uid, None);
+    table.apply(&event(39, 1, fork(40)));
+    let shell = table.apply(&event(40, 39, exec("/bin/bash")));
+    assert_eq!((shell.login_uid, shell.session_id), (Some(1000), Some(3)));
+    let reads = LOGIN_READS.load(Ordering::SeqCst);
+    // What the shell starts inherits it without a read.
+    table.apply(&event(40, 39, fork(41)));
+    let tool = table.apply(&event(41, 40, exec("/usr/bin/sudo")));
+    assert_eq!(tool.login_uid, Some(1000));
+    assert_eq!(
+        LOGIN_READS.load(Ordering::SeqCst),
+        reads,
+        "no read once set"
+    );
 }

@@ -97,6 +97,8 @@ pub struct Metrics {
     pub baseline_xattrs_refused: IntCounterVec,
     /// The filesystem worker pool's queue, threads and timeouts.
     pub fs: crate::fsio::pool::PoolMetrics,
+    /// The identity cache (`reflex_cgroup_*`).
+    pub identity: crate::identity::IdentityMetrics,
 }
 
 impl Metrics {
@@ -392,6 +394,7 @@ impl Metrics {
         let watch = super::watch::WatchMetrics::register(&registry);
         let alive = super::alive::Alive::register(&registry);
         let fs = crate::fsio::pool::PoolMetrics::register(&registry);
+        let identity = crate::identity::IdentityMetrics::register(&registry);
         Self {
             registry,
             events,
@@ -430,6 +433,7 @@ impl Metrics {
             evidence_dropped,
             baseline_xattrs_refused,
             fs,
+            identity,
         }
     }
 
