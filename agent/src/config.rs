@@ -89,6 +89,9 @@ pub struct Config {
     /// The filesystem worker pool.
     #[serde(default)]
     pub fs: bounds::FsConfig,
+    /// The fleet bus (NATS JetStream): decisions are published there.
+    #[serde(default)]
+    pub bus: Option<crate::bus::BusConfig>,
 }
 
 /// `cpu:`.
@@ -265,6 +268,8 @@ pub struct Settings {
     pub rings: crate::loader::RingSizes,
     /// The filesystem worker pool.
     pub fs: crate::fsio::pool::PoolSettings,
+    /// The fleet bus.
+    pub bus: Option<crate::bus::BusConfig>,
 }
 
 impl Settings {
@@ -373,6 +378,7 @@ impl Settings {
             max_prefixes: file.connect_filter.max_prefixes(),
             rings: file.ring_buffers.sizes(),
             fs: file.fs.settings(),
+            bus: file.bus,
         };
         bounds::check(&path, &settings)?;
         Ok(settings)

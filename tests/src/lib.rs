@@ -22,6 +22,7 @@ use reflex::events::Record;
 pub use reflex_harness::Metrics;
 use reflex_harness::{Launch, run_args};
 
+pub mod nats;
 pub mod programs;
 pub mod prometheus;
 pub mod sockets;

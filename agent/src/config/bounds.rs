@@ -144,6 +144,8 @@ pub fn check(path: &Path, settings: &super::Settings) -> Result<(), ConfigError>
         Some("fs.threads and fs.queue_max must be at least 1".to_string())
     } else if settings.fs.timeout.is_zero() {
         Some("fs.timeout must be more than 0".to_string())
+    } else if let Some(problem) = settings.bus.as_ref().and_then(|b| b.problem()) {
+        Some(problem)
     } else {
         ring_problem(&settings.rings)
     };
@@ -214,7 +216,8 @@ pub fn check_secrets(path: &Path, mode: u32, config: &Config) -> Result<(), Conf
             .alerts
             .alertmanager
             .as_ref()
-            .is_some_and(|a| crate::sinks::webhook::url_has_secrets(&a.url));
+            .is_some_and(|a| crate::sinks::webhook::url_has_secrets(&a.url))
+        || config.bus.as_ref().is_some_and(|b| b.holds_secrets());
     if secret && mode & 0o044 != 0 {
         return Err(ConfigError::Exposed {
             path: path.to_owned(),
