@@ -93,6 +93,39 @@ pub enum Command {
     /// policies, probes, events per second, losses, the last decisions and
     /// the sinks. Redrawn every `--interval` until interrupted.
     Status(StatusArgs),
+    /// Policies on the fleet bus (NATS JetStream).
+    Policy {
+        /// What to do.
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+}
+
+/// `reflex policy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PolicyAction {
+    /// Check a directory (as `reflex check`) and publish it on the bus as
+    /// one revision that agents with `bus.policies` load.
+    Push {
+        /// Directory of `*.yaml` policy files.
+        dir: PathBuf,
+        /// Server URL(s) [default: `bus.url` of the configuration].
+        #[arg(long)]
+        bus: Option<String>,
+        /// Configuration whose `bus:` gives credentials, bucket and prefix
+        /// [default: /etc/reflex/reflex.yaml, if present].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Bucket [default: `bus.policies.bucket`, else reflex-policies].
+        #[arg(long)]
+        bucket: Option<String>,
+        /// Key prefix [default: `bus.policies.key_prefix`, else none].
+        #[arg(long)]
+        key_prefix: Option<String>,
+        /// Publish even a set with errors (to see agents refuse it).
+        #[arg(long)]
+        unchecked: bool,
+    },
 }
 
 /// How `reflex events` prints an event.

@@ -89,6 +89,9 @@ pub struct Config {
     /// The filesystem worker pool.
     #[serde(default)]
     pub fs: bounds::FsConfig,
+    /// The fleet bus (NATS JetStream): decisions are published there.
+    #[serde(default)]
+    pub bus: Option<crate::bus::BusConfig>,
 }
 
 /// `cpu:`.
@@ -273,6 +276,8 @@ pub struct Settings {
     pub exec_flush: Duration,
     /// The filesystem worker pool.
     pub fs: crate::fsio::pool::PoolSettings,
+    /// The fleet bus.
+    pub bus: Option<crate::bus::BusConfig>,
 }
 
 impl Settings {
@@ -388,6 +393,7 @@ impl Settings {
             rings: file.ring_buffers.sizes(),
             exec_flush: file.ring_buffers.exec_flush(),
             fs: file.fs.settings(),
+            bus: file.bus,
         };
         bounds::check(&path, &settings)?;
         Ok(settings)

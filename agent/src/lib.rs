@@ -6,6 +6,7 @@
 
 pub mod actions;
 pub mod blocks;
+pub mod bus;
 pub mod cli;
 pub mod commands;
 pub mod config;

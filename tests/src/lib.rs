@@ -23,6 +23,7 @@ pub use reflex_harness::Metrics;
 use reflex_harness::{Launch, run_args};
 
 pub mod cgroups;
+pub mod nats;
 pub mod programs;
 pub mod prometheus;
 pub mod sockets;

@@ -21,12 +21,14 @@ const LLVM_PACKAGES: [&str; 4] = [
 /// Debian packages the root tests talk to: a real Prometheus (and
 /// promtool, which also tests the shipped alerting rules), a real
 /// Alertmanager, a real config-management tool (Ansible) whose deploys the
-/// agent must accept, and tmux, the terminal `reflex status` is drawn in.
-const TEST_PACKAGES: [&str; 4] = [
+/// agent must accept, tmux, the terminal `reflex status` is drawn in, and
+/// nats-server, the fleet bus (JetStream) decisions are published on.
+const TEST_PACKAGES: [&str; 5] = [
     "prometheus",
     "prometheus-alertmanager",
     "ansible-core",
     "tmux",
+    "nats-server",
 ];
 /// Where Debian puts LLVM 22.
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -6,6 +6,7 @@ pub mod descriptors;
 pub mod doctor;
 pub mod events;
 mod hangup;
+pub mod policy;
 pub mod replay;
 pub mod run;
 mod shutdown;
@@ -53,6 +54,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             };
         }
         Command::Status(args) => return status::status(args),
+        Command::Policy { action } => return policy::policy(action),
         Command::Run(_) | Command::Events { .. } => {}
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -83,6 +85,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             | Command::Doctor { .. }
             | Command::Replay { .. }
             | Command::Status(_)
+            | Command::Policy { .. }
             | Command::Baseline { .. } => {
                 unreachable!("handled without a runtime")
             }

@@ -79,7 +79,11 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             args.alertmanager
                 .iter()
                 .map(|a| ("alertmanager".to_string(), Target::Alertmanager(a.clone()))),
-        );
+        )
+        .chain(args.bus.iter().map(|b| {
+            let publisher = crate::sinks::bus::Publisher::new(b.clone());
+            ("bus".to_string(), Target::Bus(Arc::new(publisher)))
+        }));
     for (name, target) in remote {
         let sink = RemoteSink::start(&name, target, &args.state_dir, args.spool, metrics.clone());
         tracing::info!(sink = name, "alert sink started");
@@ -190,9 +194,19 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .with_exec_kills(kill_tx)
         .with_file_kills(followup_tx);
     let policy_count = set.len();
-    let reloader = tokio::spawn(
-        reload::Reloader::new(args.policies.clone(), hangups).run(set_tx, metrics.clone()),
-    );
+    let mut reloader = reload::Reloader::new(args.policies.clone(), hangups);
+    if let Some(bus) = args.bus.as_ref().filter(|b| b.policies.is_some()) {
+        let (revisions_tx, revisions_rx) = watch::channel(None);
+        let (outcomes_tx, outcomes_rx) = tokio::sync::mpsc::channel(16);
+        reloader = reloader.with_remote(revisions_rx, outcomes_tx);
+        tokio::spawn(crate::bus::feed::follow(
+            bus.clone(),
+            revisions_tx,
+            outcomes_rx,
+            metrics.clone(),
+        ));
+    }
+    let reloader = tokio::spawn(reloader.run(set_tx, metrics.clone()));
     let stages = [
         tokio::spawn(settler.run(drift, records, set_rx, followup_rx, settled_tx)),
         tokio::spawn(engine.run(settled_rx, judged_tx)),

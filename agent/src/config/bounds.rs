@@ -154,6 +154,8 @@ pub fn check(path: &Path, settings: &super::Settings) -> Result<(), ConfigError>
             "ring_buffers.exec_flush is {:?}; it must be from 1ms to 1s",
             settings.exec_flush
         ))
+    } else if let Some(problem) = settings.bus.as_ref().and_then(|b| b.problem()) {
+        Some(problem)
     } else {
         ring_problem(&settings.rings)
     };
@@ -236,7 +238,8 @@ pub fn check_secrets(path: &Path, mode: u32, config: &Config) -> Result<(), Conf
             .alerts
             .alertmanager
             .as_ref()
-            .is_some_and(|a| crate::sinks::webhook::url_has_secrets(&a.url));
+            .is_some_and(|a| crate::sinks::webhook::url_has_secrets(&a.url))
+        || config.bus.as_ref().is_some_and(|b| b.holds_secrets());
     if secret && mode & 0o044 != 0 {
         return Err(ConfigError::Exposed {
             path: path.to_owned(),

@@ -1,5 +1,7 @@
-//! Reloading policies on SIGHUP and when the policy directory changes. The
-//! new set is validated whole; if anything is wrong the running set stays.
+//! Reloading policies on SIGHUP, when the policy directory changes, and
+//! when a new revision arrives from the bus. The new set (the directory
+//! plus the bus's revision, local files winning on name clashes) is
+//! validated whole; if anything is wrong the running set stays.
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
@@ -10,6 +12,10 @@ use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
+    bus::{
+        feed::Outcome,
+        revision::{self, Revisions},
+    },
     policy::{self, PolicySet},
     telemetry::{Metrics, notify as service},
 };
@@ -41,6 +47,8 @@ pub struct Reloader {
     changes: mpsc::Receiver<()>,
     watcher: Option<notify::RecommendedWatcher>,
     hup: watch::Receiver<u64>,
+    /// Revisions from the bus, and where to say what became of them.
+    remote: Option<(Revisions, mpsc::Sender<Outcome>)>,
 }
 
 impl Reloader {
@@ -61,13 +69,22 @@ impl Reloader {
             changes,
             watcher,
             hup: hangups,
+            remote: None,
         }
+    }
+
+    /// Also loads each revision `revisions` carries, telling `outcomes`
+    /// whether it is in force.
+    pub fn with_remote(mut self, revisions: Revisions, outcomes: mpsc::Sender<Outcome>) -> Self {
+        self.remote = Some((revisions, outcomes));
+        self
     }
 
     /// Publishes each valid new set on `out` until `out` has no receivers.
     /// A directory that disappears keeps the running set; when it comes
     /// back it is watched again and loaded.
     pub async fn run(mut self, out: watch::Sender<Arc<PolicySet>>, metrics: Metrics) {
+        let mut revisions = self.remote.as_ref().map(|(rx, _)| rx.clone());
         let mut poll = tokio::time::interval(REAPPEAR_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -80,6 +97,9 @@ impl Reloader {
                 }
                 Ok(()) = self.hup.changed() => {
                     tracing::info!("SIGHUP: reloading policies");
+                }
+                Some(()) = remote_changed(&mut revisions) => {
+                    tracing::info!("a policy revision arrived from the bus");
                 }
                 _ = poll.tick(), if self.watcher.is_none() => {
                     if !self.dir.is_dir() {
@@ -102,30 +122,73 @@ impl Reloader {
             }
             service::reloading();
             let dir = self.dir.clone();
-            let loaded = tokio::task::spawn_blocking(move || load_logged(&dir))
-                .await
-                .ok()
-                .flatten();
+            let current = self.remote.as_ref().and_then(|(rx, _)| rx.borrow().clone());
+            let from_bus = current.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                revision::load_combined(&dir, from_bus.as_deref())
+            })
+            .await
+            .unwrap_or_else(|_| Err(Vec::new()));
+            let outcome = current.as_ref().map(|r| Outcome {
+                revision: r.revision.clone(),
+                errors: loaded
+                    .as_ref()
+                    .err()
+                    .map(|e| e.iter().map(|e| e.to_string()).collect())
+                    .unwrap_or_default(),
+                shadowed: loaded
+                    .as_ref()
+                    .map(|c| c.shadowed.clone())
+                    .unwrap_or_default(),
+            });
             match loaded {
-                Some(set) => {
+                Ok(combined) => {
+                    for name in &combined.shadowed {
+                        tracing::warn!(
+                            policy = name,
+                            "a local policy file replaces the bus's policy of the same name"
+                        );
+                    }
+                    let set = combined.set;
                     let count = set.len();
                     // Swap first, then say so: whoever reads the log may act at once.
                     let _ = out.send(Arc::new(set));
                     metrics.reloads.with_label_values(&["ok"]).inc();
                     metrics.policies_loaded.set(count as i64);
-                    tracing::info!(policies = count, "policies reloaded");
+                    tracing::info!(
+                        policies = count,
+                        revision = current.as_ref().map(|r| r.revision.as_str()),
+                        "policies reloaded"
+                    );
                     service::ready(&metrics.health.status());
                 }
-                None => {
+                Err(errors) => {
+                    for error in &errors {
+                        tracing::error!(%error, "policy error");
+                    }
                     metrics.reloads.with_label_values(&["rejected"]).inc();
-                    tracing::error!("policy reload rejected; the running policies stay in force");
+                    tracing::error!(
+                        revision = current.as_ref().map(|r| r.revision.as_str()),
+                        "policy reload rejected; the running policies stay in force"
+                    );
                     service::ready(&format!(
                         "policy reload rejected; the previous policies stay in force{}",
                         metrics.health.down_note()
                     ));
                 }
             }
+            if let (Some(outcome), Some((_, tx))) = (outcome, &self.remote) {
+                let _ = tx.try_send(outcome);
+            }
         }
+    }
+}
+
+/// Waits for the next revision from the bus (never, without a feed).
+async fn remote_changed(revisions: &mut Option<Revisions>) -> Option<()> {
+    match revisions {
+        Some(rx) => rx.changed().await.ok(),
+        None => std::future::pending().await,
     }
 }
 

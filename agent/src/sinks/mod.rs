@@ -1,5 +1,5 @@
 //! Where decisions go: the alert log (`alert`) and remote sinks (webhooks,
-//! Alertmanager). Handing an alert to a remote sink
+//! Alertmanager, the NATS bus). Handing an alert to a remote sink
 //! only writes it to the sink's spool: delivery runs in its own task, in
 //! order, retrying with backoff while the sink is down, so event handling
 //! never waits for the network and nothing is lost across restarts. A
@@ -8,6 +8,7 @@
 //! stops the agent.
 pub mod alert;
 pub mod alertmanager;
+pub mod bus;
 pub mod falcosidekick;
 pub mod logfile;
 pub mod redact;
@@ -33,6 +34,8 @@ pub enum Target {
     Webhook(webhook::WebhookConfig),
     /// Alertmanager.
     Alertmanager(alertmanager::AlertmanagerConfig),
+    /// JetStream on the fleet bus.
+    Bus(Arc<bus::Publisher>),
 }
 
 /// Default entry bound of each sink's spool.
@@ -259,6 +262,7 @@ impl Delivery {
             let sent = match &target {
                 Target::Webhook(config) => webhook::send(&client, config, &body).await,
                 Target::Alertmanager(config) => alertmanager::send(&client, config, &body).await,
+                Target::Bus(publisher) => publisher.send(&body).await,
             };
             match sent {
                 Ok(()) => {
