@@ -24,6 +24,7 @@ use reflex_harness::{Launch, run_args};
 
 pub mod programs;
 pub mod prometheus;
+pub mod skip;
 pub mod sockets;
 pub mod users;
 
