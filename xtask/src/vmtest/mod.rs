@@ -46,6 +46,12 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
         bail!("unknown kernel {}: 5.10, 6.1, 6.12 or all", opts.kernel);
     }
     let binaries = test_binaries(&opts.tests)?;
+    // One test at a time: the guest's CPUs are emulated, and two agents
+    // starting side by side there take longer than a test waits for one.
+    let mut test_args = opts.test_args.clone();
+    if !test_args.iter().any(|a| a.starts_with("--test-threads")) {
+        test_args.push("--test-threads=1".into());
+    }
     let cache = root.join("target/vmtest");
     fs::create_dir_all(&cache)?;
     let mut reports = Vec::new();
@@ -56,7 +62,7 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
         fs::create_dir_all(&out)?;
         let initrd = cache.join(format!("initramfs-{}.cpio", spec.name));
         image::initramfs(&kernel, &initrd)?;
-        fs::write(out.join("plan.sh"), plan(root, &binaries, &opts.test_args))?;
+        fs::write(out.join("plan.sh"), plan(root, &binaries, &test_args))?;
         eprintln!(
             "xtask: vmtest: booting {} ({}) with {} test binaries",
             kernel.release,

@@ -16,6 +16,12 @@ $B mount -t bpf bpf /sys/fs/bpf
 $B mkdir -p /dev/pts /dev/shm
 $B mount -t devpts devpts /dev/pts
 $B mount -t tmpfs -o mode=1777 shm /dev/shm
+# What udev makes on a host and devtmpfs does not: exec through /dev/fd/N
+# is one of the spellings the exec tests try.
+$B ln -sf /proc/self/fd /dev/fd
+$B ln -sf /proc/self/fd/0 /dev/stdin
+$B ln -sf /proc/self/fd/1 /dev/stdout
+$B ln -sf /proc/self/fd/2 /dev/stderr
 $B ip link set lo up
 $B hostname vmtest
 export HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
