@@ -26,6 +26,7 @@ pub mod cgroups;
 pub mod nats;
 pub mod programs;
 pub mod prometheus;
+pub mod skip;
 pub mod sockets;
 pub mod users;
 

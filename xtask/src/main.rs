@@ -11,6 +11,7 @@ mod package;
 mod peers;
 mod rules;
 mod setup;
+mod vmtest;
 
 use std::path::PathBuf;
 
@@ -72,6 +73,31 @@ enum Task {
         /// Skip the root integration tests.
         #[arg(long)]
         unit_only: bool,
+        /// After the host's tests, the smoke set on this kernel under QEMU
+        /// (`cargo xtask vmtest`); `none` (the default: under TCG the
+        /// agent starts too slowly for the tests' start-up bound, see
+        /// README "Kernels") leaves it out.
+        #[arg(long, default_value = "none")]
+        vm: String,
+    },
+    /// Run the root integration tests on Debian kernels under QEMU
+    /// (target/vmtest/: kernels, guest output, report.json).
+    Vmtest {
+        /// `5.10`, `6.1`, `6.12` or `all`.
+        #[arg(long, default_value = "6.1")]
+        kernel: String,
+        /// Test binaries, comma-separated; `smoke` or `all`.
+        #[arg(long, default_value = "smoke")]
+        tests: String,
+        /// QEMU accelerator: `tcg` works everywhere, `kvm` where it boots.
+        #[arg(long, default_value = "tcg")]
+        accel: String,
+        /// Longest one guest may run, in minutes.
+        #[arg(long, default_value_t = 240)]
+        timeout_minutes: u64,
+        /// Arguments for every test binary (a test name filter, `--exact`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        test_args: Vec<String>,
     },
 }
 
@@ -93,7 +119,27 @@ fn main() -> Result<()> {
             argv.extend(args);
             cmd::exec(root.join("target/release/reflex"), &argv)
         }
-        Task::Test { unit_only } => test(unit_only),
+        Task::Test { unit_only, vm } => test(unit_only, &vm),
+        Task::Vmtest {
+            kernel,
+            tests,
+            accel,
+            timeout_minutes,
+            test_args,
+        } => {
+            setup::run()?;
+            setup::vmtest_tools()?;
+            vmtest::run(
+                &root,
+                &vmtest::Options {
+                    kernel,
+                    tests,
+                    test_args,
+                    accel,
+                    timeout: std::time::Duration::from_secs(timeout_minutes * 60),
+                },
+            )
+        }
         Task::Modules => modules::run(&root),
         Task::Package => {
             setup::run()?;
@@ -124,7 +170,7 @@ fn main() -> Result<()> {
 }
 
 /// The whole test gate, in the order that fails fastest.
-fn test(unit_only: bool) -> Result<()> {
+fn test(unit_only: bool, vm: &str) -> Result<()> {
     setup::run()?;
     cmd::cargo(&["fmt", "--all", "--", "--check"])?;
     modules::run(&workspace_root())?;
@@ -188,6 +234,21 @@ fn test(unit_only: bool) -> Result<()> {
     cmd::cargo_with_env(
         &["test", "--package", "reflex-tests", "--", "--nocapture"],
         &[("REFLEX_BIN", bin.to_string_lossy().as_ref())],
+    )?;
+    if vm == "none" {
+        return Ok(());
+    }
+    // One older kernel with the stronger hooks, on the binaries just built.
+    setup::vmtest_tools()?;
+    vmtest::run(
+        &workspace_root(),
+        &vmtest::Options {
+            kernel: vm.to_string(),
+            tests: "smoke".into(),
+            test_args: Vec::new(),
+            accel: "tcg".into(),
+            timeout: std::time::Duration::from_secs(40 * 60),
+        },
     )
 }
 

@@ -168,3 +168,16 @@ pub fn bench_tools() -> Result<()> {
     }
     Ok(())
 }
+
+/// What `cargo xtask vmtest` boots guests with.
+const VMTEST_PACKAGES: [&str; 4] = ["qemu-system-x86", "busybox-static", "xz-utils", "e2fsprogs"];
+
+/// Installs what `cargo xtask vmtest` needs that is missing.
+pub fn vmtest_tools() -> Result<()> {
+    let missing = missing_debs(&VMTEST_PACKAGES);
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+        eprintln!("xtask: setup: installed {} (apt)", missing.join(", "));
+    }
+    Ok(())
+}
