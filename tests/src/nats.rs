@@ -94,11 +94,7 @@ pub struct Stored {
 /// Every message of `stream` on the server at `url`, oldest first; empty
 /// when the stream does not exist.
 pub fn stream_messages(url: &str, stream: &str) -> Vec<Stored> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
+    block_on(async {
         let client = async_nats::connect(url).await.expect("connecting to NATS");
         let context = async_nats::jetstream::new(client);
         let Ok(mut handle) = context.get_stream(stream).await else {
@@ -128,11 +124,7 @@ pub fn stream_messages(url: &str, stream: &str) -> Vec<Stored> {
 
 /// The value of `key` in key-value bucket `bucket`, if there is one.
 pub fn kv_get(url: &str, bucket: &str, key: &str) -> Option<String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
+    block_on(async {
         let client = async_nats::connect(url).await.expect("connecting to NATS");
         let store = async_nats::jetstream::new(client)
             .get_key_value(bucket)
@@ -141,4 +133,13 @@ pub fn kv_get(url: &str, bucket: &str, key: &str) -> Option<String> {
         let value = store.get(key).await.ok()??;
         Some(String::from_utf8_lossy(&value).into_owned())
     })
+}
+
+/// Runs `future` to its end on a runtime of its own (the tests are not async).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(future)
 }

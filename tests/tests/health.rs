@@ -13,6 +13,17 @@ use reflex_tests::{
     run_to_end, start_agent_with, webhook_receiver,
 };
 
+/// A service manager's notification socket in `scratch`: its path and
+/// the socket, read 200 ms at a time.
+fn notify_socket(scratch: &Scratch) -> (std::path::PathBuf, UnixDatagram) {
+    let path = scratch.path("notify.sock");
+    let socket = UnixDatagram::bind(&path).expect("notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    (path, socket)
+}
+
 /// What the agent told the service manager on `socket` within `limit`:
 /// whether it said READY=1, and how many WATCHDOG=1 pings it sent.
 fn notices(socket: &UnixDatagram, limit: Duration, pings_wanted: usize) -> (bool, usize) {
@@ -47,11 +58,7 @@ fn ready_and_pinging_while_it_works_not_ready_while_a_sink_loses_alerts() {
     let config = scratch.config(&format!(
         "alerts:\n  stdout: false\n  spool_max: 2\n  webhooks:\n    - {{ name: late, url: 'http://127.0.0.1:{port}/x' }}\n"
     ));
-    let socket_path = scratch.path("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).expect("notify socket");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    let (socket_path, socket) = notify_socket(&scratch);
     let mut command = scratch.run_command(&reflex_bin());
     command
         .arg("--config")
@@ -103,11 +110,7 @@ fn ready_and_pinging_while_it_works_not_ready_while_a_sink_loses_alerts() {
 fn no_watchdog_pings_for_another_process() {
     require_root();
     let scratch = Scratch::new();
-    let socket_path = scratch.path("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).expect("notify socket");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    let (socket_path, socket) = notify_socket(&scratch);
     let mut command = scratch.run_command(&reflex_bin());
     // WATCHDOG_PID names a process that is not the agent (pid 1).
     command

@@ -82,11 +82,11 @@ async fn events_carry_the_unit_and_the_container_from_the_first_on() {
             Some(format!("cri-containerd-{containerd}.scope")),
             Some((containerd.as_str(), Runtime::Containerd)),
         ),
-        (
-            tree.make(&format!("docker/{cgroupfs}")),
-            None,
-            Some((cgroupfs.as_str(), Runtime::Docker)),
-        ),
+        // The cgroupfs layouts (`/docker/ID`, `/kubepods/...`) count only
+        // at the top of the hierarchy, outside the test's slice: the
+        // parser's unit tests cover them; inside the slice such a path is
+        // what a delegated user could forge, and no container.
+        (tree.make(&format!("docker/{cgroupfs}")), None, None),
     ];
     let listener = TcpListener::bind("127.0.0.1:0").expect("loopback listener");
     let port = listener.local_addr().expect("address").port();

@@ -162,14 +162,34 @@ impl BusConfig {
             })
     }
 
-    /// The server URLs.
+    /// The server URLs; one written without a scheme is `nats://`.
     pub fn servers(&self) -> Vec<String> {
         self.url
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .map(str::to_string)
+            .map(|s| {
+                if s.contains("://") {
+                    s.to_string()
+                } else {
+                    format!("nats://{s}")
+                }
+            })
             .collect()
+    }
+
+    /// The user and password a server URL carries, if any: the client
+    /// does not take them from the URL by itself.
+    fn url_user(&self) -> Option<(String, String)> {
+        self.servers().iter().find_map(|s| {
+            let url = reqwest::Url::parse(s).ok()?;
+            (!url.username().is_empty()).then(|| {
+                (
+                    percent_decode(url.username()),
+                    percent_decode(url.password().unwrap_or("")),
+                )
+            })
+        })
     }
 
     /// The subject prefix in force.
@@ -238,6 +258,9 @@ impl BusConfig {
         }
         if let Some(token) = &self.token {
             options = options.token(token.clone());
+        }
+        if let Some((user, password)) = self.url_user() {
+            options = options.user_and_password(user, password);
         }
         if let Some(seed) = &self.nkey {
             options = options.nkey(seed.clone());
@@ -363,6 +386,30 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// `%XX` escapes of a URL's user info undone (a password may hold `@`).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,6 +432,19 @@ mod tests {
         let scrubbed = c.scrub("failed nats://alice:pa55word@10.0.0.1:4222 with t0k3n");
         assert!(!scrubbed.contains("pa55word") && !scrubbed.contains("t0k3n"));
         assert!(!config("{ url: 'nats://127.0.0.1:4222' }").holds_secrets());
+    }
+
+    #[test]
+    fn user_info_is_a_secret_and_sent_whatever_the_url_spelling() {
+        let c = config("{ url: 'bob:S3cr%40t@127.0.0.1:4222' }");
+        assert_eq!(c.servers(), ["nats://bob:S3cr%40t@127.0.0.1:4222"]);
+        assert!(
+            c.holds_secrets(),
+            "a URL without a scheme still holds a password"
+        );
+        assert_eq!(c.url_user(), Some(("bob".into(), "S3cr@t".into())));
+        assert!(!format!("{c:?}").contains("bob"));
+        assert_eq!(config("{ url: '127.0.0.1:4222' }").url_user(), None);
     }
 
     #[test]

@@ -86,6 +86,27 @@ fn bounded_gone_cgroups_first() {
 }
 
 #[test]
+fn a_sweep_that_frees_little_starts_over() {
+    let fake = Fake::default();
+    for id in 1..=8 {
+        fake.paths.lock().unwrap().insert(id, format!("/c{id}"));
+    }
+    let m = metrics();
+    let mut ids = Identities::new(Box::new(fake.clone()), 8).with_metrics(m.clone());
+    for id in 1..=8 {
+        ids.of(id).expect("resolved");
+    }
+    // One of eight gone: sweeping for it at every new cgroup would cost a
+    // syscall per entry per exec, so the cache starts over instead.
+    fake.paths.lock().unwrap().retain(|&id, _| id != 1);
+    fake.paths.lock().unwrap().insert(9, "/c9".into());
+    ids.of(9).expect("resolved");
+    assert_eq!(m.evictions.with_label_values(&["gone"]).get(), 1);
+    assert_eq!(m.evictions.with_label_values(&["full"]).get(), 7);
+    assert_eq!(ids.len(), 1);
+}
+
+#[test]
 fn detached_knows_nothing() {
     let mut ids = Identities::default();
     assert_eq!(ids.of(1), None);

@@ -265,8 +265,10 @@ impl Identities {
     }
 
     /// Keeps `found`; at the bound, first drops the cgroups that are gone,
-    /// then, if that freed nothing, everything (re-resolved as events need
-    /// them): a sweep costs a syscall per entry, so it runs only when full.
+    /// then, if that freed less than a quarter, everything (re-resolved as
+    /// events need them). A sweep costs a syscall per entry, so each one
+    /// must make room for a quarter of the bound: otherwise a user who
+    /// churns cgroups past a nearly full cache pays one sweep per exec.
     fn insert(&mut self, id: u64, found: Option<Arc<Identity>>) {
         if self.cache.len() >= self.max {
             let before = self.cache.len();
@@ -274,7 +276,7 @@ impl Identities {
                 self.cache.retain(|&id, _| h.exists(id));
             }
             let gone = before - self.cache.len();
-            let full = if self.cache.len() >= self.max {
+            let full = if self.cache.len() > self.max - self.max / 4 {
                 let n = self.cache.len();
                 self.cache.clear();
                 n

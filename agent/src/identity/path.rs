@@ -38,13 +38,22 @@ fn components(path: &str) -> impl Iterator<Item = &str> {
 }
 
 /// The container `path` belongs to: the innermost component that names
-/// one (a container may run its own systemd below its cgroup).
+/// one (a container may run its own systemd below its cgroup). Below a
+/// user's own service manager (`user@UID.service`) the user names the
+/// cgroups, so nothing there is taken for a container, rootless ones
+/// included; the runtimes' cgroupfs roots (`docker`, `kubepods`,
+/// `libpod_parent`) and `machine.slice` count only at the top.
 pub fn container(path: &str) -> Option<Container> {
     let parts: Vec<&str> = components(path).collect();
-    (0..parts.len()).rev().find_map(|i| {
-        let parent = i.checked_sub(1).map(|p| parts[p]);
-        let kube = parts[..i].iter().any(|p| p.starts_with("kubepods"));
-        named(parts[i], parent, kube)
+    let delegated = parts
+        .iter()
+        .position(|p| p.starts_with("user@") && p.ends_with(".service"))
+        .unwrap_or(parts.len());
+    let kube = parts.first().is_some_and(|p| p.starts_with("kubepods"));
+    (0..delegated).rev().find_map(|i| {
+        // Only a top-level parent names a runtime's root.
+        let parent = (i == 1).then(|| parts[0]);
+        named(parts[i], parent, kube && i > 0)
     })
 }
 

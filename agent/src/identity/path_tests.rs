@@ -66,12 +66,6 @@ fn containers_by_runtime_convention() {
         ),
         (format!("/kubepods/burstable/pod1f2e-77/{ID}"), Runtime::Cri),
         (format!("/machine.slice/libpod-{ID}.scope"), Runtime::Podman),
-        (
-            format!(
-                "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container"
-            ),
-            Runtime::Podman,
-        ),
         (format!("/libpod_parent/libpod-{ID}"), Runtime::Podman),
         // A container running its own systemd: the container, not its units.
         (
@@ -114,6 +108,14 @@ fn not_containers() {
         "/docker/short".into(),
         format!("/other/{ID}"),
         "/machine.slice/other.service".into(),
+        // Named by a user in its delegated tree, or a runtime root that is
+        // not at the top: forgeable, so never a container.
+        format!("/user.slice/user-999.slice/user@999.service/docker-{ID}.scope"),
+        format!("/user.slice/user-999.slice/user@999.service/kubepods/{ID}"),
+        "/user.slice/user-999.slice/user@999.service/machine.slice/machine-api.scope".into(),
+        format!("/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope"),
+        format!("/system.slice/foo.service/kubepods/{ID}"),
+        "/system.slice/x.service/machine.slice/machine-api.scope".into(),
     ] {
         assert_eq!(container(&path), None, "{path}");
     }

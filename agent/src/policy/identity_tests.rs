@@ -82,6 +82,13 @@ fn conditions_on_unit_container_cgroup_argv_login() {
     let set = PolicySet::new(compile_valid(POLICIES));
     let unit = exec("/system.slice/nginx.service", &["nginx"], None);
     assert_eq!(names(&set, &unit), ["nginx", "host-only"]);
+    // A user names the units of its own service manager as it likes.
+    let forged = exec(
+        "/user.slice/user-999.slice/user@999.service/app.slice/nginx.service",
+        &["nginx"],
+        None,
+    );
+    assert_eq!(names(&set, &forged), ["host-only"]);
     let docker = exec(&format!("/system.slice/docker-{ID}.scope"), &["sh"], None);
     assert_eq!(names(&set, &docker), ["any-container", "by-id"]);
     let kube = exec(

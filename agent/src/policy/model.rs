@@ -260,12 +260,10 @@ impl ProcessMatcher {
     /// The conditions on where the process runs and how it was started.
     fn identity_matches(&self, process: &ProcessContext) -> bool {
         let identity = process.identity.as_deref();
+        // The system unit only: a user names the units of its own
+        // systemd --user tree (`user_unit`) as it likes.
         let unit = |set: &GlobSet| {
-            identity.is_some_and(|i| {
-                [&i.unit, &i.user_unit]
-                    .into_iter()
-                    .any(|u| u.as_deref().is_some_and(|u| set.is_match(u)))
-            })
+            identity.is_some_and(|i| i.unit.as_deref().is_some_and(|u| set.is_match(u)))
         };
         self.unit.as_ref().is_none_or(unit)
             && self.container.as_ref().is_none_or(|c| c.matches(process))

@@ -170,7 +170,13 @@ impl AlertLog {
         let full = metrics
             .alerts_dropped
             .with_label_values(&["stdout", "full"]);
-        self.stdout = self.stdout.take().map(|lines| lines.with_dropped(full));
+        let failed = metrics
+            .alerts_dropped
+            .with_label_values(&["stdout", "write"]);
+        self.stdout = self
+            .stdout
+            .take()
+            .map(|lines| lines.with_dropped(full, failed));
         match &self.unopened {
             Some(why) => metrics.health.down(COMPONENT, why),
             None => metrics.health.up(COMPONENT),

@@ -4,7 +4,10 @@
 //! reverts and kills.
 use std::{
     io::Write as _,
-    sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
+    sync::{
+        Arc, OnceLock,
+        mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
+    },
     time::Duration,
 };
 
@@ -27,7 +30,10 @@ pub struct StdoutLines {
     tx: Option<SyncSender<Vec<u8>>>,
     /// Closed by the writer when it has written everything.
     done: Option<Receiver<()>>,
-    dropped: Option<IntCounter>,
+    /// Lines lost to a full queue.
+    dropped: Arc<OnceLock<IntCounter>>,
+    /// Lines the writer failed to write (a closed stdout).
+    failed: Arc<OnceLock<IntCounter>>,
     drop_log: LogEvery,
 }
 
@@ -36,23 +42,28 @@ impl StdoutLines {
     pub fn start(queue: usize) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel(queue.max(1));
         let (done_tx, done) = sync_channel::<()>(0);
+        let failed: Arc<OnceLock<IntCounter>> = Arc::new(OnceLock::new());
+        let counted = failed.clone();
         std::thread::Builder::new()
             .name("reflex-stdout".into())
             .spawn(move || {
-                write_all(rx);
+                write_all(rx, &counted);
                 drop(done_tx);
             })?;
         Ok(Self {
             tx: Some(tx),
             done: Some(done),
-            dropped: None,
+            dropped: Arc::default(),
+            failed,
             drop_log: LogEvery::new(DROP_LOG_PERIOD),
         })
     }
 
-    /// Counts lines lost to a full queue in `dropped`.
-    pub fn with_dropped(mut self, dropped: IntCounter) -> Self {
-        self.dropped = Some(dropped);
+    /// Counts lines lost to a full queue in `full` and lines that could
+    /// not be written in `failed`.
+    pub fn with_dropped(self, full: IntCounter, failed: IntCounter) -> Self {
+        let _ = self.dropped.set(full);
+        let _ = self.failed.set(failed);
         self
     }
 
@@ -63,7 +74,7 @@ impl StdoutLines {
         match tx.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                if let Some(dropped) = &self.dropped {
+                if let Some(dropped) = self.dropped.get() {
                     dropped.inc();
                 }
                 if let Some(held) = self.drop_log.pass() {
@@ -86,17 +97,21 @@ impl Drop for StdoutLines {
     }
 }
 
-fn write_all(rx: Receiver<Vec<u8>>) {
+fn write_all(rx: Receiver<Vec<u8>>, dropped: &OnceLock<IntCounter>) {
     let mut failing = false;
     for line in rx {
         let mut out = std::io::stdout().lock();
         match out.write_all(&line).and_then(|()| out.flush()) {
             Ok(()) => failing = false,
-            Err(err) if !failing => {
-                failing = true;
-                tracing::warn!(%err, "writing an alert to stdout");
+            Err(err) => {
+                if let Some(dropped) = dropped.get() {
+                    dropped.inc();
+                }
+                if !failing {
+                    failing = true;
+                    tracing::warn!(%err, "writing an alert to stdout; lost lines are counted in reflex_alerts_dropped_total{{sink=\"stdout\"}}");
+                }
             }
-            Err(_) => {}
         }
     }
 }
@@ -109,10 +124,13 @@ mod tests {
     fn a_full_queue_loses_lines_counted_without_waiting() {
         let (tx, rx) = sync_channel(2);
         let dropped = IntCounter::new("d", "d").unwrap();
+        let counter = Arc::new(OnceLock::new());
+        let _ = counter.set(dropped.clone());
         let lines = StdoutLines {
             tx: Some(tx),
             done: None,
-            dropped: Some(dropped.clone()),
+            dropped: counter,
+            failed: Arc::default(),
             drop_log: LogEvery::new(DROP_LOG_PERIOD),
         };
         for _ in 0..5 {
