@@ -113,10 +113,15 @@ fn s(p: &Path) -> String {
     p.to_str().expect("utf-8").to_string()
 }
 
-fn setup(scratch: &Scratch) -> PathBuf {
+/// A managed file named `name` under the scratch `etc/`. Each test names
+/// its own: the kernel matches a path's changes by its last name until
+/// the file is marked, so two agents of parallel tests watching files of
+/// one name hear each other's writes (a limit of running several agents
+/// on one host, tracked as its own bypass test in `file_bypass.rs`).
+fn setup(scratch: &Scratch, name: &str) -> PathBuf {
     let etc = scratch.path("etc");
     fs::create_dir(&etc).unwrap();
-    let file = etc.join("app.conf");
+    let file = etc.join(name);
     make_file(&file, "port=80\n", 0o644);
     scratch.policy("managed.yaml", &policy(&file));
     file
@@ -130,7 +135,7 @@ fn ansible_deploys_become_the_baseline_and_tampering_goes_back_to_them() {
         return;
     }
     let scratch = Scratch::new();
-    let file = setup(&scratch);
+    let file = setup(&scratch, "app.conf");
     let agent = scratch.start();
 
     // A deploy by `ansible -m copy`: it stands, reported as accepted.
@@ -226,7 +231,7 @@ fn writers_that_only_claim_the_name_or_run_as_someone_else_are_reverted() {
         return;
     }
     let scratch = Scratch::new();
-    let file = setup(&scratch);
+    let file = setup(&scratch, "claimed.conf");
     make_file(&scratch.path("other"), "port=1\n", 0o644);
     // A copy of a binary named like the tool, in another directory.
     let fake_dpkg = scratch.tool("dpkg", "/usr/bin/cp");
